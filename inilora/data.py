@@ -1,0 +1,123 @@
+"""Training and evaluation examples, all in one shape: question, response, answer.
+
+- ``question``: the instruction put into the prompt.
+- ``response``: the training target, ending in the paper's "The answer is: X" so that
+  evaluation extracts answers the way the IniLoRA / MetaMath evaluation does.
+- ``answer``: the gold answer string.
+
+Loaders (the ``loader`` key of a data spec in the config):
+- ``reasoning_gym``: procedural generators shipped on PyPI (offline). ``gsm_symbolic`` is
+  GSM8K-*style* (templates made from GSM8K problems), not GSM8K itself.
+- ``hf``: any dataset ``datasets.load_dataset`` reads: a hub id (``openai/gsm8k``,
+  ``meta-math/MetaMathQA``) or local ``data_files``; the field names and the gold-answer
+  format are options, with presets for the paper's datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The Alpaca prompt of the IniLoRA / MetaMath train.py (init-methods.md, sec. 1d).
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{question}\n\n### Response:"
+)
+
+ANSWER_LEAD = "The answer is: "
+
+# Presets for the real datasets of the paper: hub id and field mapping.
+HF_PRESETS = {
+    "gsm8k": {"path": "openai/gsm8k", "name": "main", "split": "test",
+              "question_field": "question", "response_field": "answer", "answer_format": "gsm8k"},
+    "metamathqa": {"path": "meta-math/MetaMathQA", "split": "train",
+                   "question_field": "query", "response_field": "response", "answer_format": "answer_is"},
+}
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    response: str
+    answer: str
+
+
+def gsm8k_gold(text: str) -> str:
+    """Gold answer after '####' (commas dropped), as the MetaMath GSM8K evaluation reads it."""
+    if "####" not in text:
+        raise DataError(f"no '####' in GSM8K-style answer: {text[-80:]!r}")
+    return text.split("####")[-1].strip().replace(",", "")
+
+
+def gsm8k_to_response(text: str) -> str:
+    """Rewrite a '#### N' chain of thought to end in 'The answer is: N'."""
+    gold = gsm8k_gold(text)
+    body = text.rsplit("####", 1)[0].rstrip()
+    return f"{body}\n{ANSWER_LEAD}{gold}"
+
+
+def _reasoning_gym(dataset: str, n: int, seed: int, **kwargs) -> list[Example]:
+    import reasoning_gym
+
+    items = reasoning_gym.create_dataset(dataset, size=n, seed=seed, **kwargs)
+    out = []
+    for item in items:
+        answer = str(item["answer"]).strip()
+        cot = (item.get("metadata") or {}).get("answer_cot")
+        response = gsm8k_to_response(cot) if cot and "####" in cot else f"{ANSWER_LEAD}{answer}"
+        out.append(Example(item["question"].strip(), response, answer))
+    return out
+
+
+def _hf(n: int | None = None, seed: int = 0, preset: str | None = None, **spec) -> list[Example]:
+    import datasets
+
+    spec = {**HF_PRESETS.get(preset, {}), **spec} if preset else spec
+    if preset and preset not in HF_PRESETS:
+        raise DataError(f"unknown hf preset '{preset}'; valid: {sorted(HF_PRESETS)}")
+    try:
+        qf, rf, fmt = spec.pop("question_field"), spec.pop("response_field"), spec.pop("answer_format", "answer_is")
+    except KeyError as e:
+        raise DataError(f"hf data spec needs {e.args[0]} (or a preset: {sorted(HF_PRESETS)})") from None
+    path = spec.pop("path", None) or ("json" if spec.get("data_files") else None)
+    if path is None:
+        raise DataError("hf data spec needs 'path' (a hub id) or 'data_files' (local files)")
+    split = spec.pop("split", "train")
+    ds = datasets.load_dataset(path, spec.pop("name", None), split=split, **spec)
+    missing = {qf, rf} - set(ds.column_names)
+    if missing:
+        raise DataError(f"dataset {path} ({split}) lacks field(s) {sorted(missing)}; it has {ds.column_names}")
+    if n is not None:
+        ds = ds.select(range(min(n, len(ds))))  # the paper takes the first rows (train[:10000])
+    out = []
+    for row in ds:
+        text = str(row[rf])
+        if fmt == "gsm8k":
+            out.append(Example(row[qf].strip(), gsm8k_to_response(text), gsm8k_gold(text)))
+        elif fmt == "answer_is":
+            gold = text.rsplit(ANSWER_LEAD.strip(), 1)[-1].strip() if ANSWER_LEAD.strip() in text else ""
+            out.append(Example(row[qf].strip(), text.strip(), gold))
+        else:
+            raise DataError(f"answer_format '{fmt}' unknown; valid: ['answer_is', 'gsm8k']")
+    return out
+
+
+LOADERS = {"reasoning_gym": _reasoning_gym, "hf": _hf}
+
+
+def load_examples(spec: dict) -> list[Example]:
+    """Examples for one data spec from the config (``{"loader": ..., ...}``)."""
+    spec = dict(spec)
+    spec.pop("label", None)
+    loader = spec.pop("loader", None)
+    if loader not in LOADERS:
+        raise DataError(f"data loader '{loader}' unknown; valid: {sorted(LOADERS)}")
+    return LOADERS[loader](**spec)
+
+
+def prompt(question: str, suffix: str = "") -> str:
+    return ALPACA_PROMPT.format(question=question) + suffix
+
