@@ -1,0 +1,5 @@
+import sys
+
+from inilora.cli import main
+
+sys.exit(main())

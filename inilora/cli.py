@@ -1,0 +1,204 @@
+"""``inilora`` command line: one subcommand per workflow rule.
+
+Each subcommand takes its job spec as JSON (``--spec``), which the Snakefile builds from
+the config with inilora.config, and the paths it writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("inilora")
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    if n:
+        torch.set_num_threads(n)
+
+
+def _device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return choice
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+def cmd_prepare_model(a) -> None:
+    from inilora.models import prepare
+
+    info = prepare(a.name, a.path, Path(a.out_dir), Path(a.manifest))
+    log.info("model %s ready at %s", a.name, info["path"])
+
+
+def cmd_decompose(a) -> None:
+    from inilora import models
+    from inilora.decompose import SolverSettings, decompose_weights, fingerprint, save_artifact
+
+    spec = json.loads(a.spec)
+    _threads(a.threads)
+    info = models.read_manifest(Path(a.manifest))
+    model = models.load_causal_lm(info["path"])
+    weights = {n: m.weight.detach().clone() for n, m in models.target_linears(model, spec["target_modules"]).items()}
+    del model
+    settings = SolverSettings(
+        rank=spec["rank"], lr=spec["lr"], iterations=spec["iterations"], step_size=spec["step_size"],
+        gamma=spec["gamma"], seed=spec["seed"],
+    )
+    start = time.time()
+    results = decompose_weights(weights, settings, spec["checkpoints"], device=_device(spec["device"]))
+    seconds = time.time() - start
+    source = {"name": info["name"], "path": info["path"], "source": info["source"], "note": info.get("note", ""),
+              "fingerprint": fingerprint(weights)}
+    for count, res in results.items():
+        meta = {"model": source, "rank": spec["rank"], "lr": spec["lr"], "iterations": count,
+                "run_iterations": spec["iterations"], "seed": spec["seed"], "step_size": spec["step_size"],
+                "gamma": spec["gamma"], "target_modules": spec["target_modules"], "solve_seconds": seconds}
+        save_artifact(Path(a.out_dir) / f"it{count}.safetensors", Path(a.out_dir) / f"it{count}.json", res, meta)
+        log.info("it%d: mean MSE / Eckart-Young optimum = %.4f", count,
+                 sum(res["mse"][n] / res["optimum"][n] for n in res["mse"]) / len(res["mse"]))
+
+
+def cmd_finetune(a) -> None:
+    import torch
+
+    from inilora import models
+    from inilora.data import load_examples
+    from inilora.inits import RESIDUAL, apply_init, save_initial_adapter
+    from inilora.train import TrainSettings, finetune, write_curve
+
+    spec = json.loads(a.spec)
+    _threads(a.threads)
+    torch.manual_seed(spec["train"]["seed"])
+    info = models.read_manifest(Path(a.manifest))
+    tok = models.load_tokenizer(info["path"])
+    model = models.load_causal_lm(info["path"], torch.bfloat16 if spec["train"].get("bf16") else torch.float32)
+    opts = dict(spec["method_options"])
+    if a.factors:
+        opts["factors_path"] = a.factors
+    t0 = time.time()
+    peft_model = apply_init(model, spec["method"], spec["rank"], spec["alpha"], spec["target_modules"], **opts)
+    init_seconds = time.time() - t0
+    run_dir = Path(a.adapter_dir).parent
+    initial = run_dir / "initial_adapter"
+    if spec["method"] in RESIDUAL:
+        save_initial_adapter(peft_model, initial)
+    examples = [ex for d in spec["train_data"] for ex in load_examples(d)]
+    train = {k: v for k, v in spec["train"].items() if k != "threads"}
+    settings = TrainSettings(**train)
+    result = finetune(peft_model, tok, examples, settings, run_dir / "trainer")
+    # Residual inits changed the base weights; PEFT's rank-2r conversion gives an adapter that
+    # loads on the original, unmodified base model (init-methods.md sec. 2.3).
+    tmp = Path(str(a.adapter_dir) + ".partial")
+    kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if spec["method"] in RESIDUAL else {}
+    peft_model.save_pretrained(str(tmp), **kwargs)
+    if Path(a.adapter_dir).exists():
+        import shutil
+
+        shutil.rmtree(a.adapter_dir)
+    tmp.rename(a.adapter_dir)
+    write_curve(Path(a.log_json), {**spec, "init_seconds": init_seconds, **result,
+                                   "portable_adapter": spec["method"] in RESIDUAL})
+
+
+def cmd_evaluate(a) -> None:
+    from inilora import models
+    from inilora.data import load_examples
+    from inilora.evaluate import evaluate
+    from inilora.io import atomic_write_json
+
+    spec = json.loads(a.spec)
+    _threads(a.threads)
+    info = models.read_manifest(Path(a.manifest))
+    tok = models.load_tokenizer(info["path"])
+    model = models.load_causal_lm(info["path"])
+    if a.adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, a.adapter_dir).merge_and_unload()
+    examples = load_examples(spec["data"])
+    result = evaluate(model, tok, examples, spec.get("prompt_suffix", ""), spec["max_new_tokens"],
+                      spec["max_length"], spec.get("batch_size", 32), desc=f"evaluate {spec['benchmark']}")
+    atomic_write_json(Path(a.out), {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
+                                    "adapter": a.adapter_dir, **result})
+    log.info("%s: accuracy %.3f, held-out loss %.4f", spec["benchmark"], result["accuracy"], result["heldout_loss"])
+
+
+def cmd_table2(a) -> None:
+    from inilora.tables import table2
+
+    table2(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inilora", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare-model", help="resolve a model; convert the builtin GGUF once")
+    s.add_argument("--name", required=True)
+    s.add_argument("--path", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--manifest", required=True)
+    s.set_defaults(func=cmd_prepare_model)
+
+    s = sub.add_parser("decompose", help="IniLoRA weight approximation for one model x rank x lr")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_decompose)
+
+    s = sub.add_parser("finetune", help="initialise by method name and fine-tune")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--factors", help="decomposition artifact (methods that need one)")
+    s.add_argument("--adapter-dir", required=True)
+    s.add_argument("--log-json", required=True)
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("evaluate", help="accuracy and held-out loss of an adapter on one benchmark")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--adapter-dir", help="omit to evaluate the base model")
+    s.add_argument("--out", required=True)
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("table2", help="build results/table2.csv from evaluation JSONs")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--csv", required=True)
+    s.add_argument("--markdown", required=True)
+    s.add_argument("evals", nargs="+")
+    s.set_defaults(func=cmd_table2)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    a = parser().parse_args(argv)
+    try:
+        a.func(a)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Reading the workflow config: checks that name the key, and the per-job specs.
+
+The JSON schema (workflow/schemas/config.schema.yaml) checks types and fills defaults;
+the checks here are the ones a schema cannot express (cross-references between keys).
+Job specs are plain dicts passed to the CLI; Snakemake records them as ``params`` so a
+changed setting reruns exactly the jobs it touches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from inilora.inits import NEEDS_FACTORS, REGISTRY
+
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def fmt_lr(lr: float) -> str:
+    """The learning rate as it appears in artifact paths (``5e-04`` -> ``0.0005``)."""
+    return f"{float(lr):g}"
+
+
+def validate_schema(config: dict) -> dict:
+    """jsonschema validation with defaults filled in (what snakemake.utils.validate does)."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    validator_cls = jsonschema.validators.validator_for(schema)
+
+    def set_defaults(validator, properties, instance, schema):
+        for name, sub in properties.items():
+            if isinstance(instance, dict) and "default" in sub:
+                instance.setdefault(name, sub["default"])
+        yield from validator_cls.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    extended = jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+    errors = sorted(extended(schema).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        key = ".".join(str(p) for p in e.path) or "(top level)"
+        raise ConfigError(f"config key '{key}': {e.message}")
+    return config
+
+
+def check(config: dict) -> dict:
+    """Cross-key checks; raises ConfigError naming the key, the value and what is allowed."""
+    methods = config["methods"]
+    for m in methods:
+        if m not in REGISTRY:
+            raise ConfigError(f"config key 'methods': unknown method '{m}'; valid: {sorted(REGISTRY)}")
+    for m in config.get("method_options", {}):
+        if m not in REGISTRY:
+            raise ConfigError(f"config key 'method_options.{m}': unknown method; valid: {sorted(REGISTRY)}")
+    if len(set(config["seeds"])) != len(config["seeds"]):
+        raise ConfigError(f"config key 'seeds': duplicate seeds in {config['seeds']}")
+    for name, task in config["tasks"].items():
+        for b in task["benchmarks"]:
+            if b not in config["benchmarks"]:
+                raise ConfigError(
+                    f"config key 'tasks.{name}.benchmarks': unknown benchmark '{b}'; "
+                    f"defined: {sorted(config['benchmarks'])}"
+                )
+    for t in config["table2"]["tasks"]:
+        if t not in config["tasks"]:
+            raise ConfigError(f"config key 'table2.tasks': unknown task '{t}'; defined: {sorted(config['tasks'])}")
+    for m in config["table2"].get("methods") or []:
+        if m not in methods:
+            raise ConfigError(f"config key 'table2.methods': '{m}' is not in 'methods' {methods}")
+    lrs = [fmt_lr(x) for x in config["decompose"]["lr"]]
+    for m, opts in config.get("method_options", {}).items():
+        if "decompose_lr" in opts and fmt_lr(opts["decompose_lr"]) not in lrs:
+            raise ConfigError(
+                f"config key 'method_options.{m}.decompose_lr': {opts['decompose_lr']} is not one of decompose.lr {lrs}"
+            )
+    top = config["decompose"]["iterations"]
+    for c in iteration_counts(config):
+        if c > top:
+            raise ConfigError(f"an iteration count {c} is above config key 'decompose.iterations' = {top}")
+    return config
+
+
+def load(path: str | Path) -> dict:
+    config = yaml.safe_load(Path(path).read_text())
+    return check(validate_schema(config))
+
+
+# ----------------------------------------------------------------------------- derived values
+
+
+def alpha(config: dict, rank: int) -> float:
+    a = config["lora"]["alpha"]
+    return float(rank) if a == "rank" else float(a)
+
+
+def method_options(config: dict, method: str) -> dict:
+    return dict(config.get("method_options", {}).get(method, {}) or {})
+
+
+def iteration_counts(config: dict) -> list[int]:
+    """Every decomposition iteration count asked for anywhere; one run writes them all."""
+    counts = {int(config["decompose"]["iterations"])} | {int(c) for c in config["decompose"]["checkpoints"]}
+    for m in config["methods"]:
+        if m in NEEDS_FACTORS and "iterations" in method_options(config, m):
+            counts.add(int(method_options(config, m)["iterations"]))
+    return sorted(counts)
+
+
+def factors_wildcards(config: dict, model: str, method: str, rank: int | str) -> dict | None:
+    """The decomposition a fine-tune of ``method`` reads, or None if it needs none."""
+    if method not in NEEDS_FACTORS:
+        return None
+    opts = method_options(config, method)
+    lr = fmt_lr(opts.get("decompose_lr", config["decompose"]["lr"][0]))
+    iters = int(opts.get("iterations", config["decompose"]["iterations"]))
+    return {"model": model, "rank": str(rank), "lr": lr, "iters": str(iters)}
+
+
+def decompose_spec(config: dict, model: str, rank: int | str, lr: str) -> dict:
+    d = config["decompose"]
+    return {
+        "model": model,
+        "target_modules": config["models"][model]["target_modules"],
+        "rank": int(rank),
+        "lr": float(lr),
+        "iterations": int(d["iterations"]),
+        "checkpoints": iteration_counts(config),
+        "seed": int(d["seed"]),
+        "step_size": int(d["step_size"]),
+        "gamma": float(d["gamma"]),
+        "device": d["device"],
+    }
+
+
+def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
+    opts = method_options(config, method)
+    opts.pop("iterations", None)
+    opts.pop("decompose_lr", None)
+    return {
+        "model": model,
+        "target_modules": config["models"][model]["target_modules"],
+        "task": task,
+        "train_data": config["tasks"][task]["train"],
+        "method": method,
+        "method_options": opts,
+        "rank": int(rank),
+        "alpha": alpha(config, int(rank)),
+        "train": {**config["train"], "seed": int(seed)},
+    }
+
+
+def evaluate_spec(config: dict, bench: str) -> dict:
+    b = config["benchmarks"][bench]
+    return {"benchmark": bench, **b, "max_length": config["train"]["max_length"]}
+
+
+def table2_tasks(config: dict) -> list[str]:
+    return config["table2"]["tasks"] or list(config["tasks"])
+
+
+def table2_inputs(config: dict) -> list[str]:
+    from inilora import paths
+
+    methods = config["table2"]["methods"] or config["methods"]
+    out = []
+    for model in config["models"]:
+        for task in table2_tasks(config):
+            for bench in config["tasks"][task]["benchmarks"]:
+                if config["table2"]["include_base"]:
+                    out.append(paths.BASE_EVAL.format(model=model, bench=bench))
+                for method in methods:
+                    for rank in config["ranks"]:
+                        for seed in config["seeds"]:
+                            out.append(paths.EVAL.format(model=model, task=task, method=method, rank=rank,
+                                                         seed=seed, bench=bench))
+    return list(dict.fromkeys(out))
+
+
+def table2_spec(config: dict) -> dict:
+    """Column order and the notes that say what the numbers are."""
+    tasks = table2_tasks(config)
+    benches = list(dict.fromkeys(b for t in tasks for b in config["tasks"][t]["benchmarks"]))
+    d, tr = config["decompose"], config["train"]
+    notes = [f"models: " + ", ".join(f"{m} = {v['path']}" for m, v in config["models"].items())]
+    for t in tasks:
+        labels = "; ".join(s.get("label", f"{s['loader']}:{s.get('dataset', s.get('path', ''))}")
+                           for s in config["tasks"][t]["train"])
+        notes.append(f"task {t}: trained on {labels}")
+    for b in benches:
+        notes.append(f"benchmark {b}: {config['benchmarks'][b].get('label', b)}")
+    for m in config["methods"]:
+        wc = factors_wildcards(config, "-", m, "-")
+        if wc:
+            notes.append(f"{m}: decomposition of {wc['iters']} Adam iterations at lr {wc['lr']} "
+                         f"(paper: 20000), seed {d['seed']}")
+    notes.append(f"fine-tuning: lr {tr['learning_rate']}, batch {tr['batch_size']} x accum {tr['grad_accum']}, "
+                 + (f"{tr['max_steps']} steps" if tr["max_steps"] > 0 else f"{tr['epochs']} epochs")
+                 + f", seeds {config['seeds']}, alpha {config['lora']['alpha']}")
+    notes.append("columns: <benchmark>:accuracy (greedy exact match), <benchmark>:heldout_loss "
+                 "(mean token cross-entropy of the reference answers); _std over seeds")
+    return {"methods": config["table2"]["methods"] or config["methods"], "benchmarks": benches, "notes": notes}
+
+
+def all_factors(config: dict) -> list[str]:
+    from inilora import paths
+
+    return [paths.FACTORS.format(model=m, rank=r, lr=fmt_lr(lr), iters=max(iteration_counts(config)))
+            for m in config["models"] for r in config["ranks"] for lr in config["decompose"]["lr"]]

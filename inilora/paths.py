@@ -1,0 +1,29 @@
+"""Every artifact path, spelled once. Snakemake rules use these patterns as they are."""
+
+RESULTS = "results"
+
+MODEL_MANIFEST = RESULTS + "/models/{model}/model.json"
+MODEL_DIR = RESULTS + "/models/{model}/hf"
+
+DECOMP_DIR = RESULTS + "/decompose/{model}/r{rank}_lr{lr}"
+FACTORS = DECOMP_DIR + "/it{iters}.safetensors"
+FACTORS_META = DECOMP_DIR + "/it{iters}.json"
+
+RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/seed{seed}"
+ADAPTER = RUN_DIR + "/adapter/adapter_model.safetensors"
+TRAIN_LOG = RUN_DIR + "/train.json"
+
+EVAL = RESULTS + "/eval/{model}/{task}/{method}/r{rank}/seed{seed}/{bench}.json"
+BASE_EVAL = RESULTS + "/eval/{model}/base/{bench}.json"
+
+TABLE2 = RESULTS + "/table2.csv"
+TABLE2_MD = RESULTS + "/table2.md"
+
+LOGS = RESULTS + "/logs"
+BENCHMARKS = RESULTS + "/benchmarks"
+
+
+def parent(pattern: str, levels: int = 1) -> str:
+    for _ in range(levels):
+        pattern = pattern.rsplit("/", 1)[0]
+    return pattern

@@ -1,0 +1,132 @@
+"""The Snakemake workflow itself: what it plans, and a real run on a tiny model."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def snakemake(workdir, configfile, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def dag(workdir, configfile, target="results/table2.csv"):
+    """Jobs (rule, wildcards) and edges of the planned DAG, read from --dag."""
+    out = snakemake(workdir, configfile, "-n", "--dag", "dot", target).stdout
+    nodes = {}
+    for num, label in re.findall(r'^\s*(\d+)\[label = "([^"]*)"', out, re.M):
+        rule, *wc = label.split("\\n")
+        nodes[num] = (rule, dict(w.split(": ", 1) for w in wc))
+    edges = re.findall(r"^\s*(\d+) -> (\d+)", out, re.M)
+    return nodes, edges
+
+
+def test_default_config_plans_one_decomposition_per_model_rank_lr(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["ranks"] = [8, 16]
+    config["seeds"] = [11, 22]
+    config["decompose"]["lr"] = [5e-4, 1e-3]
+    config["method_options"] = {"inilora": {"decompose_lr": 1e-3}}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    nodes, edges = dag(tmp_path, cfg)
+    decomps = {n: wc for n, (rule, wc) in nodes.items() if rule == "decompose"}
+    assert len(decomps) == len(config["models"]) * 2  # model x rank at the lr inilora uses; not x seed
+    inilora = {n for n, (rule, wc) in nodes.items() if rule == "finetune" and wc.get("method") == "inilora"}
+    assert len(inilora) == 2 * 2  # rank x seed
+    for job in inilora:
+        parents = [a for a, b in edges if b == job and a in decomps]
+        assert len(parents) == 1 and decomps[parents[0]]["lr"] == "0.001"
+    others = {n for n, (rule, wc) in nodes.items() if rule == "finetune" and wc.get("method") != "inilora"}
+    assert not [a for a, b in edges if b in others and a in decomps]
+    nodes, _ = dag(tmp_path, cfg, "decompositions")
+    assert sorted((wc["rank"], wc["lr"]) for rule, wc in nodes.values() if rule == "decompose") == [
+        ("16", "0.0005"), ("16", "0.001"), ("8", "0.0005"), ("8", "0.001")]  # model x rank x lr
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["methods"] = ["lora", "dora"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, cfg, "-n", check=False)
+    assert proc.returncode != 0
+    assert "config key 'methods': unknown method 'dora'; valid: ['inilora', 'lora', 'milora', 'pissa']" in (
+        proc.stdout + proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_llama_dir_module):
+    work = tmp_path_factory.mktemp("wf")
+    config = {
+        "models": {"tiny": {"path": str(tiny_llama_dir_module)}},
+        "methods": ["lora", "pissa", "milora", "inilora"],
+        "ranks": [4],
+        "seeds": [1],
+        "decompose": {"iterations": 60, "checkpoints": [20], "lr": [1e-2]},
+        "train": {"learning_rate": 1e-3, "batch_size": 2, "grad_accum": 1, "max_steps": 2, "max_length": 96},
+        "tasks": {"arith": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
+                            "benchmarks": ["chain"]}},
+        "benchmarks": {"chain": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 4, "seed": 9},
+                                 "max_new_tokens": 4}},
+    }
+    cfg = work / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    first = snakemake(work, cfg, "--cores", "2", "results/table2.csv")
+    return work, cfg, config, first
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir_module(tmp_path_factory):
+    from conftest import make_llama, make_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-llama-wf")
+    tok = make_tokenizer()
+    make_llama(len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_tiny_config_runs_to_table2(tiny_run):
+    work, cfg, config, _ = tiny_run
+    table = pd.read_csv(work / "results/table2.csv")
+    assert list(table["method"]) == ["base (no fine-tune)", "lora", "pissa", "milora", "inilora"]
+    assert table["chain:accuracy"].between(0, 1).all()
+    assert (table["chain:heldout_loss"] > 0).all()
+    for it in (20, 60):  # one decomposition run wrote both counts
+        assert (work / f"results/decompose/tiny/r4_lr0.01/it{it}.safetensors").exists()
+    assert "decomposition of 60 Adam iterations" in (work / "results/table2.md").read_text()
+
+
+def test_second_run_does_nothing_and_a_new_seed_reuses_the_decomposition(tiny_run):
+    work, cfg, config, _ = tiny_run
+    again = snakemake(work, cfg, "-n", "results/table2.csv")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    config = {**config, "seeds": [1, 2]}
+    cfg2 = work / "tiny2.yaml"
+    cfg2.write_text(yaml.safe_dump(config))
+    assert job_counts(snakemake(work, cfg2, "-n", "results/table2.csv").stdout) == {
+        "finetune": 4, "evaluate": 4, "table2": 1}  # no decompose, no prepare_model, no base eval
+
+
+def job_counts(dry_run_output):
+    """The 'Job stats' table of a dry run, without the total."""
+    block = dry_run_output.split("Job stats:")[1].split("\n\n")[0]
+    rows = [line.split() for line in block.strip().splitlines()[2:]]
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[0] != "total"}
+
+
+def test_paper_preset_plans_offline(tmp_path):
+    out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "results/table2.csv").stdout
+    assert job_counts(out) == {"prepare_model": 1, "decompose": 1, "finetune": 4, "evaluate": 4, "table2": 1}

@@ -1,0 +1,32 @@
+rule evaluate:
+    """Greedy generation accuracy and held-out loss of one fine-tuned adapter on one benchmark."""
+    input:
+        adapter=paths.ADAPTER,
+        manifest=manifest,
+    output:
+        paths.EVAL,
+    params:
+        spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench)),
+        adapter_dir=lambda w, input: str(Path(input.adapter).parent),
+    threads: threads_per_job()
+    log:
+        paths.LOGS + "/evaluate/{model}_{task}_{method}_r{rank}_seed{seed}_{bench}.log",
+    shell:
+        INILORA + " evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
+        " --adapter-dir {params.adapter_dir:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule evaluate_base:
+    """The same benchmark on the base model without fine-tuning, as a reference row."""
+    input:
+        manifest=manifest,
+    output:
+        paths.BASE_EVAL,
+    params:
+        spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench)),
+    threads: threads_per_job()
+    log:
+        paths.LOGS + "/evaluate/{model}_base_{bench}.log",
+    shell:
+        INILORA + " evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
+        " --out {output:q} --threads {threads} > {log:q} 2>&1"
