@@ -128,10 +128,15 @@ def cmd_evaluate(a) -> None:
 
         model = PeftModel.from_pretrained(model, a.adapter_dir).merge_and_unload()
     examples = load_examples(spec["data"])
+    seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
+    overlap = sum(ex.question in seen for ex in examples)
+    examples = [ex for ex in examples if ex.question not in seen]
+    if not examples:
+        raise ValueError(f"benchmarks.{spec['benchmark']}: every item also occurs in the training data")
     result = evaluate(model, tok, examples, spec.get("prompt_suffix", ""), spec["max_new_tokens"],
                       spec["max_length"], spec.get("batch_size", 32), desc=f"evaluate {spec['benchmark']}")
     atomic_write_json(Path(a.out), {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
-                                    "adapter": a.adapter_dir, **result})
+                                    "adapter": a.adapter_dir, "dropped_as_in_training_data": overlap, **result})
     log.info("%s: accuracy %.3f, held-out loss %.4f", spec["benchmark"], result["accuracy"], result["heldout_loss"])
 
 

@@ -155,8 +155,11 @@ def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | 
 
 
 def evaluate_spec(config: dict, bench: str) -> dict:
+    """Items that also occur in the training set of any task evaluated on ``bench`` are dropped,
+    the same for every row of a table (the base model's too)."""
     b = config["benchmarks"][bench]
-    return {"benchmark": bench, **b, "max_length": config["train"]["max_length"]}
+    exclude = [d for t in config["tasks"].values() if bench in t["benchmarks"] for d in t["train"]]
+    return {"benchmark": bench, **b, "max_length": config["train"]["max_length"], "exclude": exclude}
 
 
 def table2_tasks(config: dict) -> list[str]:

@@ -28,7 +28,7 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
             model, task, method, rank, seed = parts[i + 1 : i + 6]
             ident = {"model": model, "task": task, "method": method, "rank": int(rank[1:]), "seed": int(seed[4:])}
         rows.append({**ident, "benchmark": data["benchmark"], "label": data.get("label", data["benchmark"]),
-                     **{m: data[m] for m in METRICS}})
+                     "n": data["n"], **{m: data[m] for m in METRICS}})
     return pd.DataFrame(rows)
 
 
@@ -52,6 +52,8 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd.D
     atomic_write_text(csv, csv_text)
     md = ["# Table 2: methods x benchmarks", ""]
     md += [f"- {n}" for n in spec.get("notes", [])]
+    for bench, n in df.groupby("benchmark")["n"].max().items():
+        md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy")
     md += ["", _markdown(wide), ""]
     atomic_write_text(markdown, "\n".join(md))
     return wide

@@ -127,6 +127,7 @@ def job_counts(dry_run_output):
     return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[0] != "total"}
 
 
-def test_paper_preset_plans_offline(tmp_path):
+def test_paper_preset_plans_offline_and_replaces_the_default(tmp_path):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # must not be merged in
     out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "results/table2.csv").stdout
     assert job_counts(out) == {"prepare_model": 1, "decompose": 1, "finetune": 4, "evaluate": 4, "table2": 1}
