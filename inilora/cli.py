@@ -54,7 +54,8 @@ def cmd_decompose(a) -> None:
     del model
     settings = SolverSettings(
         rank=spec["rank"], lr=spec["lr"], iterations=spec["iterations"], step_size=spec["step_size"],
-        gamma=spec["gamma"], seed=spec["seed"],
+        gamma=spec["gamma"], seed=spec["seed"], early_stop_tol=spec.get("early_stop_tol"),
+        weight_dtype=spec.get("weight_dtype", "float32"), chunk_mb=spec.get("chunk_mb"),
     )
     start = time.time()
     results = decompose_weights(weights, settings, spec["checkpoints"], device=_device(spec["device"]))
@@ -64,7 +65,9 @@ def cmd_decompose(a) -> None:
     for count, res in results.items():
         meta = {"model": source, "rank": spec["rank"], "lr": spec["lr"], "iterations": count,
                 "run_iterations": spec["iterations"], "seed": spec["seed"], "step_size": spec["step_size"],
-                "gamma": spec["gamma"], "target_modules": spec["target_modules"], "solve_seconds": seconds}
+                "gamma": spec["gamma"], "target_modules": spec["target_modules"], "solve_seconds": seconds,
+                "early_stop_tol": spec.get("early_stop_tol"), "weight_dtype": spec.get("weight_dtype", "float32"),
+                "stopped_at": res.get("stopped_at", {})}
         save_artifact(Path(a.out_dir) / f"it{count}.safetensors", Path(a.out_dir) / f"it{count}.json", res, meta)
         log.info("it%d: mean MSE / Eckart-Young optimum = %.4f", count,
                  sum(res["mse"][n] / res["optimum"][n] for n in res["mse"]) / len(res["mse"]))

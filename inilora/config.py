@@ -134,6 +134,9 @@ def decompose_spec(config: dict, model: str, rank: int | str, lr: str) -> dict:
         "step_size": int(d["step_size"]),
         "gamma": float(d["gamma"]),
         "device": d["device"],
+        "early_stop_tol": d["early_stop_tol"],
+        "weight_dtype": d["weight_dtype"],
+        "chunk_mb": d["chunk_mb"],
     }
 
 

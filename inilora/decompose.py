@@ -47,6 +47,9 @@ class SolverSettings:
     seed: int = 0
     scheduler_before_optimizer: bool = True  # the original code's order
     log_every: int = 100
+    early_stop_tol: float | None = None  # stop when every MSE <= optimum * (1 + tol); off = paper
+    weight_dtype: str = "float32"  # float32 | bfloat16 | float16: dtype of W in the two products reading it
+    chunk_mb: float | None = None  # largest batch of W solved at once (memory, cache); None = whole shape
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate used by 0-based ``iteration`` (StepLR semantics)."""
@@ -63,6 +66,7 @@ class Checkpoint:
     B: torch.Tensor  # n x out x r
     mse: torch.Tensor  # n, exact element-mean MSE of B A - W
     curve: list[tuple[int, list[float]]] = field(default_factory=list)
+    stopped_at: int | None = None  # iteration of an early stop, if one happened
 
 
 def module_seed(seed: int, name: str) -> int:
@@ -108,11 +112,15 @@ def solve(
     settings: SolverSettings,
     checkpoints: list[int],
     progress: str | None = None,
+    optimum: torch.Tensor | None = None,
 ) -> Iterator[Checkpoint]:
     """Run Adam on mean((B A - W)^2) for every matrix of the batch at once.
 
     W: n x out x in (fp32), A: n x r x in, B: n x out x r (starting factors, not modified).
     Yields a Checkpoint at every count in ``checkpoints`` (0 allowed: the start itself).
+    With ``settings.early_stop_tol`` and ``optimum`` (the Eckart-Young MSE per matrix), the run
+    stops once every matrix is within that relative tolerance; later checkpoints then carry
+    the stopped factors and ``stopped_at``.
     """
     W = W.float()
     A, B = A.float().clone(), B.float().clone()
@@ -122,40 +130,49 @@ def solve(
     mA, vA = torch.zeros_like(A), torch.zeros_like(A)
     mB, vB = torch.zeros_like(B), torch.zeros_like(B)
     w_sq = (W * W).sum(dim=(1, 2))
+    # the two products that read W may use a narrower copy (GPU bandwidth); the rest stays fp32
+    Wr = W if settings.weight_dtype == "float32" else W.to(getattr(torch, settings.weight_dtype))
     wanted = sorted(set(checkpoints))
     if wanted and wanted[-1] > settings.iterations:
         raise ValueError(f"checkpoint {wanted[-1]} is beyond iterations={settings.iterations}")
     curve: list[tuple[int, list[float]]] = []
+    stopped_at: int | None = None
 
     def checkpoint(it: int) -> Checkpoint:
-        return Checkpoint(it, A.clone(), B.clone(), exact_mse(W, A, B), list(curve))
+        return Checkpoint(it, A.clone(), B.clone(), exact_mse(W, A, B), list(curve), stopped_at)
 
     if 0 in wanted:
         yield checkpoint(0)
     bar = tqdm(range(settings.iterations), desc=progress, disable=progress is None, mininterval=2)
     for it in bar:
-        WAt = torch.bmm(W, A.transpose(1, 2))  # n x out x r
-        BtW = torch.bmm(B.transpose(1, 2), W)  # n x r x in
-        AAt = torch.bmm(A, A.transpose(1, 2))  # n x r x r
-        BtB = torch.bmm(B.transpose(1, 2), B)  # n x r x r
-        if it % settings.log_every == 0:
-            # ||BA - W||^2 = ||W||^2 - 2 <B, W A^T> + <B^T B, A A^T>, from products we have anyway
-            loss = (w_sq - 2 * (B * WAt).sum(dim=(1, 2)) + (BtB * AAt).sum(dim=(1, 2))) / N
-            curve.append((it, loss.tolist()))
-            bar.set_postfix(mse=f"{loss.mean().item():.3e}", refresh=False)
-        gB = (torch.bmm(B, AAt) - WAt) * (2.0 / N)
-        gA = (torch.bmm(BtB, A) - BtW) * (2.0 / N)
-        # torch.optim.Adam (single-tensor path), bias-corrected, no weight decay
-        t = it + 1
-        lr = settings.lr_at(it)
-        step = lr / (1 - b1**t)
-        bc2 = math.sqrt(1 - b2**t)
-        for p, g, m, v in ((A, gA, mA, vA), (B, gB, mB, vB)):
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, (v.sqrt() / bc2).add_(settings.eps), value=-step)
-        if t in wanted:
-            yield checkpoint(t)
+        if stopped_at is None:
+            WAt = torch.bmm(Wr, A.transpose(1, 2).to(Wr.dtype)).float()  # n x out x r
+            BtW = torch.bmm(B.transpose(1, 2).to(Wr.dtype), Wr).float()  # n x r x in
+            AAt = torch.bmm(A, A.transpose(1, 2))  # n x r x r
+            BtB = torch.bmm(B.transpose(1, 2), B)  # n x r x r
+            if it % settings.log_every == 0:
+                # ||BA - W||^2 = ||W||^2 - 2 <B, W A^T> + <B^T B, A A^T>, from products we have anyway
+                loss = (w_sq - 2 * (B * WAt).sum(dim=(1, 2)) + (BtB * AAt).sum(dim=(1, 2))) / N
+                curve.append((it, loss.tolist()))
+                bar.set_postfix(mse=f"{loss.mean().item():.3e}", refresh=False)
+                if (settings.early_stop_tol is not None and optimum is not None
+                        and bool((loss <= optimum.to(loss) * (1 + settings.early_stop_tol)).all())):
+                    stopped_at = it
+            if stopped_at is None:
+                gB = (torch.bmm(B, AAt) - WAt) * (2.0 / N)
+                gA = (torch.bmm(BtB, A) - BtW) * (2.0 / N)
+                # torch.optim.Adam (single-tensor path), bias-corrected, no weight decay
+                t = it + 1
+                step = settings.lr_at(it) / (1 - b1**t)
+                bc2 = math.sqrt(1 - b2**t)
+                for p, g, m, v in ((A, gA, mA, vA), (B, gB, mB, vB)):
+                    m.lerp_(g, 1 - b1)
+                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                    p.addcdiv_(m, (v.sqrt() / bc2).add_(settings.eps), value=-step)
+        if it + 1 in wanted:
+            yield checkpoint(it + 1)
+        if stopped_at is not None and (not wanted or it + 1 >= wanted[-1]):
+            break
 
 
 # ----------------------------------------------------------------------------- model level
@@ -175,6 +192,14 @@ def fingerprint(weights: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}:{tuple(w.shape)};".encode())
         h.update(w.numpy().tobytes())
     return h.hexdigest()
+
+
+def chunks(by_shape: dict[tuple[int, int], list[str]], chunk_mb: float | None) -> Iterator[list[str]]:
+    """Batches of same-shape matrices whose fp32 weights stay under ``chunk_mb`` (at least one each)."""
+    for (out_f, in_f), names in by_shape.items():
+        size = len(names) if chunk_mb is None else max(1, int(chunk_mb // (out_f * in_f * 4 / 2**20)))
+        for k in range(0, len(names), size):
+            yield names[k : k + size]
 
 
 def decompose_weights(
@@ -202,19 +227,22 @@ def decompose_weights(
     for (out_f, in_f), names in by_shape.items():
         if settings.rank > min(out_f, in_f):
             raise ValueError(f"rank {settings.rank} exceeds min(out, in) = {min(out_f, in_f)} of {names[0]}")
+    for names in chunks(by_shape, settings.chunk_mb):
+        out_f, in_f = weights[names[0]].shape
         W = torch.stack([weights[n].detach().float() for n in names]).to(device)
         sigmas = [sigma[module_type(n)] for n in names]
         A0, B0 = init_factors(names, out_f, in_f, settings.rank, sigmas, settings.seed)
-        for n, v in zip(names, eckart_young_mse(W, settings.rank).tolist()):
-            optimum[n] = v
+        opt = eckart_young_mse(W, settings.rank)
+        optimum.update(zip(names, opt.tolist()))
         label = f"decompose {len(names)} x {out_f}x{in_f} r{settings.rank}"
-        for ck in solve(W, A0.to(device), B0.to(device), settings, checkpoints, progress=label):
+        for ck in solve(W, A0.to(device), B0.to(device), settings, checkpoints, progress=label, optimum=opt):
             res = results[ck.iteration]
             for i, n in enumerate(names):
                 res["A"][n] = ck.A[i].cpu().contiguous()
                 res["B"][n] = ck.B[i].cpu().contiguous()
                 res["mse"][n] = float(ck.mse[i])
                 res["curve"][n] = [(it, losses[i]) for it, losses in ck.curve]
+                res.setdefault("stopped_at", {})[n] = ck.stopped_at
     for res in results.values():
         res["sigma"] = sigma
         res["optimum"] = optimum

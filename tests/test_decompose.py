@@ -95,3 +95,34 @@ def test_checkpoints_in_one_run_and_artifact_round_trip(tmp_path):
 def test_rank_above_matrix_size_is_refused():
     with pytest.raises(ValueError, match="exceeds min"):
         decompose_weights({"a.q_proj": torch.randn(4, 3)}, SolverSettings(rank=5, iterations=1), [1])
+
+
+def test_chunking_by_memory_budget_changes_nothing():
+    weights = {f"l.{i}.q_proj": t for i, t in enumerate(low_rank_plus_noise(5, 16, 12, seed=2))}
+    whole = decompose_weights(weights, SolverSettings(rank=3, lr=1e-2, iterations=100), [100])[100]
+    per_matrix_mb = 16 * 12 * 4 / 2**20
+    chunked = decompose_weights(weights, SolverSettings(rank=3, lr=1e-2, iterations=100, chunk_mb=2.5 * per_matrix_mb),
+                                [100])[100]
+    for n in weights:
+        torch.testing.assert_close(chunked["A"][n], whole["A"][n], atol=1e-6, rtol=1e-5)
+
+
+def test_early_stop_is_off_by_default_and_stops_within_tolerance():
+    W = low_rank_plus_noise(2, 24, 20, seed=4)
+    A0, B0 = init_factors(["a", "b"], 24, 20, 4, [0.05, 0.05], seed=0)
+    opt = eckart_young_mse(W, 4)
+    settings = SolverSettings(rank=4, lr=1e-2, iterations=4000, early_stop_tol=0.02, log_every=50)
+    (ck,) = solve(W, A0, B0, settings, [4000], optimum=opt)
+    assert ck.stopped_at is not None and ck.stopped_at < 4000
+    assert torch.all(ck.mse <= opt.float() * 1.021)
+    (full,) = solve(W, A0, B0, SolverSettings(rank=4, lr=1e-2, iterations=4000, log_every=50), [4000], optimum=opt)
+    assert full.stopped_at is None
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16"])
+def test_narrow_weight_reads_stay_close_to_fp32(dtype):
+    W = low_rank_plus_noise(2, 32, 24, seed=6)
+    A0, B0 = init_factors(["a", "b"], 32, 24, 4, [0.05, 0.05], seed=0)
+    (ref,) = solve(W, A0, B0, SolverSettings(rank=4, lr=1e-2, iterations=1500), [1500])
+    (low,) = solve(W, A0, B0, SolverSettings(rank=4, lr=1e-2, iterations=1500, weight_dtype=dtype), [1500])
+    assert torch.all((low.mse / ref.mse - 1).abs() < 0.02)
