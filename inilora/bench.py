@@ -86,7 +86,9 @@ def run(weights: dict[str, torch.Tensor], settings: SolverSettings, device: str,
             torch.cuda.reset_peak_memory_stats()
         sync()
         t = time.perf_counter()
-        (ck,) = solve(W, A0, B0, settings, [settings.iterations])
+        size = len(names) if settings.chunk_mb is None else max(1, int(settings.chunk_mb // (o * i * 4 / 2**20)))
+        ours_mse = torch.cat([next(iter(solve(W[k : k + size], A0[k : k + size], B0[k : k + size], settings,
+                                              [settings.iterations]))).mse for k in range(0, len(names), size)])
         sync()
         ours_s = time.perf_counter() - t
         ours_mem = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else peak_rss_mb()
@@ -110,8 +112,8 @@ def run(weights: dict[str, torch.Tensor], settings: SolverSettings, device: str,
             "speedup": ref_s / ours_s,
             "svd_s": svd_s,
             "reference_mse_ratio": float((torch.tensor(ref_mse) / opt[:k].cpu()).mean()),
-            "ours_mse_ratio": float((ck.mse / opt).mean()),
-            "ours_vs_reference_mse": float((ck.mse[:k].cpu() / torch.tensor(ref_mse)).mean()),
+            "ours_mse_ratio": float((ours_mse / opt).mean()),
+            "ours_vs_reference_mse": float((ours_mse[:k].cpu() / torch.tensor(ref_mse)).mean()),
             "svd_mse_ratio": float((svd_mse / opt).mean()),
             "ours_peak_mb": ours_mem,
             "weights_mb": W.numel() * 4 / 2**20,
@@ -119,21 +121,92 @@ def run(weights: dict[str, torch.Tensor], settings: SolverSettings, device: str,
     return rows
 
 
+def finetune_step_times(model_path: str, steps: int, batch: int, seq: int, factors: str | None) -> dict:
+    """Training-step time of an IniLoRA-initialised model against a LoRA one, interleaved.
+
+    The residual is folded into the frozen base weight, so both run the same graph; the
+    one-time costs are the init itself (loading the cached factors and subtracting B A).
+    """
+    import copy
+
+    from inilora.inits import apply_init
+    from inilora.models import default_targets, load_causal_lm
+
+    base = load_causal_lm(model_path)
+    targets = default_targets(base)
+    if factors is None:  # no artifact given: a short decomposition, enough for timing
+        import tempfile
+        from pathlib import Path
+
+        from inilora.decompose import decompose_weights, save_artifact
+        from inilora.models import target_linears
+
+        weights = {n: m.weight.detach().clone() for n, m in target_linears(base, targets).items()}
+        res = decompose_weights(weights, SolverSettings(rank=8, iterations=10), [10])[10]
+        factors = str(Path(tempfile.mkdtemp()) / "it10.safetensors")
+        save_artifact(factors, factors.replace(".safetensors", ".json"), res, {})
+    models, init_s = {}, {}
+    for method in ("lora", "inilora"):
+        opts = {"factors_path": factors} if method == "inilora" else {}
+        t = time.perf_counter()
+        models[method] = apply_init(copy.deepcopy(base), method, 8, 8, targets, **opts)
+        init_s[method] = time.perf_counter() - t
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, base.config.vocab_size, (batch, seq), generator=g)
+    opts = {m: torch.optim.AdamW([p for p in models[m].parameters() if p.requires_grad], lr=1e-4) for m in models}
+    times = {m: [] for m in models}
+    for step in range(steps + 1):
+        for m in ("lora", "inilora") if step % 2 else ("inilora", "lora"):  # alternate who goes first
+            t = time.perf_counter()
+            loss = models[m](input_ids=ids, labels=ids).loss
+            loss.backward()
+            opts[m].step()
+            opts[m].zero_grad()
+            if step:  # step 0 is warm-up
+                times[m].append(time.perf_counter() - t)
+    med = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
+    return {"lora_step_s": med["lora"], "inilora_step_s": med["inilora"],
+            "ratio": med["inilora"] / med["lora"], "lora_init_s": init_s["lora"],
+            "inilora_init_s": init_s["inilora"], "steps": steps, "batch": f"{batch}x{seq}"}
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m inilora.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", choices=sorted(SHAPES), default="roberta-base",
-                   help="random matrices of a named model's q/v shapes (std 0.02)")
-    p.add_argument("--model", help="use a model folder's real q/v weights instead of --shapes")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--reference-matrices", type=int, default=None,
-                   help="time the reference on this many matrices per shape and scale (default: all)")
     p.add_argument("--threads", type=int)
+    sub = p.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("decompose", help="(a) paper-style reference vs (b) our solver vs (c) SVD")
+    d.add_argument("--shapes", choices=sorted(SHAPES), default="roberta-base",
+                   help="random matrices of a named model's q/v shapes (std 0.02)")
+    d.add_argument("--model", help="use a model folder's real q/v weights instead of --shapes")
+    d.add_argument("--steps", type=int, default=2000)
+    d.add_argument("--rank", type=int, default=8)
+    d.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    d.add_argument("--reference-matrices", type=int, default=None,
+                   help="time the reference on this many matrices per shape and scale (default: all)")
+    d.add_argument("--chunk-mb", type=float, default=None, help="solver batch limit (see SolverSettings)")
+    d.add_argument("--weight-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    f = sub.add_parser("finetune", help="training-step time, IniLoRA vs LoRA")
+    f.add_argument("--model", required=True, help="model folder")
+    f.add_argument("--factors", help="decomposition artifact (default: a short one made here)")
+    f.add_argument("--steps", type=int, default=8)
+    f.add_argument("--batch", type=int, default=8)
+    f.add_argument("--seq", type=int, default=128)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.what == "finetune":
+        print(f"# fine-tuning step benchmark: {a.model}; LoRA r8 on q/v; torch threads {torch.get_num_threads()}")
+        print_table([finetune_step_times(a.model, a.steps, a.batch, a.seq, a.factors)])
+        return
     if a.model:
         from inilora.models import default_targets, load_causal_lm, target_linears
 
@@ -143,16 +216,11 @@ def main(argv=None) -> None:
     else:
         weights = random_weights(SHAPES[a.shapes])
         source = f"random N(0, 0.02^2) at {a.shapes} q/v shapes"
-    settings = SolverSettings(rank=a.rank, iterations=a.steps, step_size=max(1, a.steps // 4))
+    settings = SolverSettings(rank=a.rank, iterations=a.steps, step_size=max(1, a.steps // 4),
+                              chunk_mb=a.chunk_mb, weight_dtype=a.weight_dtype)
     print(f"# decomposition benchmark: {source}; rank {a.rank}; {a.steps} steps; device {a.device}; "
-          f"torch threads {torch.get_num_threads()}")
-    rows = run(weights, settings, a.device, a.reference_matrices)
-    cols = ["shape", "reference_s", "ours_s", "speedup", "svd_s", "reference_mse_ratio", "ours_mse_ratio",
-            "ours_vs_reference_mse", "svd_mse_ratio", "ours_peak_mb", "weights_mb", "reference_matrices_timed"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+          f"torch threads {torch.get_num_threads()}; chunk_mb {a.chunk_mb}; weight_dtype {a.weight_dtype}")
+    print_table(run(weights, settings, a.device, a.reference_matrices))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,11 @@
+from inilora.bench import random_weights, run
+from inilora.decompose import SolverSettings
+
+
+def test_reference_and_solver_reach_the_same_mse_side_by_side():
+    weights = random_weights([(3, 24, 16)], std=0.1)
+    (row,) = run(weights, SolverSettings(rank=4, iterations=200, step_size=50), "cpu", reference_count=None)
+    assert abs(row["ours_vs_reference_mse"] - 1) < 1e-4
+    assert row["svd_mse_ratio"] < 1 + 1e-4  # the SVD is the optimum
+    assert row["ours_mse_ratio"] >= row["svd_mse_ratio"] - 1e-6
+    assert row["reference_s"] > 0 and row["ours_s"] > 0
