@@ -49,13 +49,17 @@ def make_llama(vocab_size: int, seed: int = 0):
     return model.eval()
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama")
+def save_tiny_llama(path):
+    """A tiny random Llama and its tokenizer in ``path``, loadable with from_pretrained."""
     tok = make_tokenizer()
     make_llama(len(tok)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture

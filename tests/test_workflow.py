@@ -67,10 +67,10 @@ def test_bad_config_fails_before_any_job(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_llama_dir_module):
+def tiny_run(tmp_path_factory, tiny_llama_dir):
     work = tmp_path_factory.mktemp("wf")
     config = {
-        "models": {"tiny": {"path": str(tiny_llama_dir_module)}},
+        "models": {"tiny": {"path": str(tiny_llama_dir)}},
         "methods": ["lora", "pissa", "milora", "inilora"],
         "ranks": [4],
         "seeds": [1],
@@ -85,17 +85,6 @@ def tiny_run(tmp_path_factory, tiny_llama_dir_module):
     cfg.write_text(yaml.safe_dump(config))
     first = snakemake(work, cfg, "--cores", "2", "results/table2.csv")
     return work, cfg, config, first
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_dir_module(tmp_path_factory):
-    from conftest import make_llama, make_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-llama-wf")
-    tok = make_tokenizer()
-    make_llama(len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_tiny_config_runs_to_table2(tiny_run):
