@@ -10,12 +10,15 @@ output at step 0 equals the base model's (up to rounding).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+
+from inilora.decompose import module_seed
 
 Factors = tuple[torch.Tensor, torch.Tensor]  # (A: r x in, B: out x r)
 
@@ -125,13 +128,122 @@ def init_inilora(model, rank, alpha, target_modules, task_type=None, factors_pat
     return peft_model
 
 
+def init_gaussian(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
+    """PEFT's ``gaussian``: A ~ N(0, (1/r)^2), B = 0."""
+    return get_peft_model(model, _lora_config(rank, alpha, target_modules, "gaussian", task_type))
+
+
+def init_olora(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
+    """OLoRA (Buyukakyuz 2024) as PEFT does it: QR of W, B = Q[:, :r], A = R[:r], residual base."""
+    return get_peft_model(model, _lora_config(rank, alpha, target_modules, "olora", task_type))
+
+
+def init_lora_reversed(model, rank, alpha, target_modules, task_type=None, seed: int = 0) -> PeftModel:
+    """Init[B] of Hayou, Ghosh & Yu 2024 ("The Impact of Initialization on LoRA Finetuning
+    Dynamics"): A = 0 and B random, the mirror of LoRA's B = 0. B is drawn as PEFT draws A,
+    Kaiming-uniform with a = sqrt(5), here with fan_in = r: U(-1/sqrt(r), 1/sqrt(r)).
+    BA = 0, so nothing is subtracted from the base.
+    """
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+    with torch.no_grad():
+        for name, layer in lora_layers(peft_model).items():
+            g = torch.Generator().manual_seed(module_seed(seed, name))
+            B = layer.lora_B["default"].weight
+            B.copy_(torch.rand(B.shape, generator=g).mul_(2).sub_(1).div_(math.sqrt(rank)))
+            layer.lora_A["default"].weight.zero_()
+    return peft_model
+
+
+DISTRIBUTIONS = ("normal", "uniform", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform")
+
+
+def draw(shape: tuple[int, int], distribution: str, std: float | None, g: torch.Generator) -> torch.Tensor:
+    """A rows x cols factor from ``distribution``; fan_in = cols, fan_out = rows (nn.Linear's layout).
+
+    normal / uniform take ``std`` (uniform on +-sqrt(3) std, so the std matches); the Kaiming
+    and Xavier draws use PyTorch's default gains (kaiming: a = 0, fan_in, leaky_relu; xavier: 1).
+    """
+    rows, cols = shape
+    if distribution == "normal":
+        return torch.randn(shape, generator=g) * std
+    if distribution == "uniform":
+        return (torch.rand(shape, generator=g) * 2 - 1) * (math.sqrt(3) * std)
+    if distribution == "kaiming_normal":
+        return torch.randn(shape, generator=g) * math.sqrt(2 / cols)
+    if distribution == "kaiming_uniform":
+        return (torch.rand(shape, generator=g) * 2 - 1) * math.sqrt(6 / cols)
+    if distribution == "xavier_normal":
+        return torch.randn(shape, generator=g) * math.sqrt(2 / (rows + cols))
+    if distribution == "xavier_uniform":
+        return (torch.rand(shape, generator=g) * 2 - 1) * math.sqrt(6 / (rows + cols))
+    raise InitError(f"option distribution '{distribution}' unknown; valid: {list(DISTRIBUTIONS)}")
+
+
+def init_random_residual(model, rank, alpha, target_modules, task_type=None, distribution: str = "normal",
+                         std: float | None = None, seed: int = 0) -> PeftModel:
+    """Random A and B with the residual base W - scaling * B A (IniLoRA with zero iterations).
+
+    The IniLoRA code's ``sgdSvd-alpha`` / ``sgdSvd-beta`` inits and its "just_init" std
+    ablations (hihi885/IniLoRA; init-methods.md sec. 1c) are all this function. With
+    ``std=None`` a normal / uniform draw uses IniLoRA's global sigma: the mean over layers of
+    each weight's std, rounded to 3 decimals, one per module type (the paper's Eq. 2).
+    """
+    from inilora.decompose import global_sigma, module_type
+
+    if distribution not in DISTRIBUTIONS:
+        raise InitError(f"option distribution '{distribution}' unknown; valid: {list(DISTRIBUTIONS)}")
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+    layers = lora_layers(peft_model)
+    sigma: dict[str, float] = {}
+    if std is None and distribution in ("normal", "uniform"):
+        by_type: dict[str, list[torch.Tensor]] = {}
+        for name, layer in layers.items():
+            by_type.setdefault(module_type(name), []).append(layer.get_base_layer().weight)
+        sigma = {t: global_sigma(ws) for t, ws in by_type.items()}
+
+    def random(name, W, scaling):
+        g = torch.Generator().manual_seed(module_seed(seed, name))
+        s = std if std is not None else sigma.get(module_type(name))
+        B = draw((W.shape[0], rank), distribution, s, g)
+        A = draw((rank, W.shape[1]), distribution, s, g)
+        return A, B
+
+    set_residual(peft_model, random)
+    return peft_model
+
+
+def init_inilora_alpha(model, rank, alpha, target_modules, task_type=None, std: float = 0.5, seed: int = 0):
+    """IniLoRA-alpha (paper Sec. 3.2): A, B ~ N(0, std^2), std 0.5 by default; residual base."""
+    return init_random_residual(model, rank, alpha, target_modules, task_type, "normal", std, seed)
+
+
+def init_inilora_beta_kn(model, rank, alpha, target_modules, task_type=None, seed: int = 0):
+    """IniLoRA-beta, Kaiming normal (the paper's Table 3 "K-N"): PyTorch's kaiming_normal_
+    defaults on both factors (A std sqrt(2/in), B std sqrt(2/r)); residual base."""
+    return init_random_residual(model, rank, alpha, target_modules, task_type, "kaiming_normal", None, seed)
+
+
+def init_inilora_beta_ku(model, rank, alpha, target_modules, task_type=None, seed: int = 0):
+    """IniLoRA-beta, Kaiming uniform (Table 3 "K-U"): kaiming_uniform_ defaults, bound sqrt(6/fan_in);
+    the original code has this branch but hard-codes the normal one."""
+    return init_random_residual(model, rank, alpha, target_modules, task_type, "kaiming_uniform", None, seed)
+
+
 REGISTRY: dict[str, Callable[..., PeftModel]] = {
     "lora": init_lora,
+    "gaussian": init_gaussian,
+    "lora_reversed": init_lora_reversed,
     "pissa": init_pissa,
     "milora": init_milora,
+    "olora": init_olora,
     "inilora": init_inilora,
+    "inilora_alpha": init_inilora_alpha,
+    "inilora_beta_kn": init_inilora_beta_kn,
+    "inilora_beta_ku": init_inilora_beta_ku,
+    "inilora_random": init_random_residual,
 }
-RESIDUAL = {"pissa", "milora", "inilora"}
+RESIDUAL = {"pissa", "milora", "olora", "inilora", "inilora_alpha", "inilora_beta_kn", "inilora_beta_ku",
+            "inilora_random"}
 NEEDS_FACTORS = {"inilora"}
 
 

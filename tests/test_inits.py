@@ -4,7 +4,18 @@ import pytest
 import torch
 
 from inilora.decompose import SolverSettings, decompose_weights, save_artifact
-from inilora.inits import RESIDUAL, InitError, apply_init, lora_layers, save_initial_adapter
+import math
+
+from inilora.inits import (
+    DISTRIBUTIONS,
+    REGISTRY,
+    RESIDUAL,
+    InitError,
+    apply_init,
+    draw,
+    lora_layers,
+    save_initial_adapter,
+)
 from inilora.models import target_linears
 
 TARGETS = ["q_proj", "v_proj"]
@@ -23,7 +34,10 @@ def options(method, factors_file):
     return {"factors_path": str(factors_file)} if method == "inilora" else {}
 
 
-@pytest.mark.parametrize("method", sorted(RESIDUAL | {"lora"}))
+ZERO_PRODUCT = sorted(set(REGISTRY) - RESIDUAL)
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
 @pytest.mark.parametrize("alpha", [4, 16])
 def test_step0_logits_equal_base_model(method, alpha, tiny_llama, input_ids, factors_file):
     with torch.no_grad():
@@ -32,9 +46,65 @@ def test_step0_logits_equal_base_model(method, alpha, tiny_llama, input_ids, fac
     with torch.no_grad():
         init = peft_model(input_ids).logits
     assert (init - base).abs().max() < 1e-4
-    if method in RESIDUAL:  # the adapter really carries weight, and the base moved by exactly that
-        for layer in lora_layers(peft_model).values():
-            assert layer.lora_B["default"].weight.abs().max() > 1e-3
+    for layer in lora_layers(peft_model).values():
+        BA = layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+        if method in RESIDUAL:  # the adapter really carries weight, and the base moved by exactly that
+            assert BA.abs().max() > 1e-3
+        else:  # the adapter contributes exactly zero
+            assert torch.count_nonzero(BA) == 0
+
+
+def test_lora_reversed_zeroes_a_and_draws_b(tiny_llama):
+    layers = lora_layers(apply_init(tiny_llama, "lora_reversed", 4, 4, TARGETS))
+    for layer in layers.values():
+        assert torch.count_nonzero(layer.lora_A["default"].weight) == 0
+        B = layer.lora_B["default"].weight
+        assert B.abs().max() <= 1 / math.sqrt(4) and B.std() > 0.2  # U(-1/sqrt r, 1/sqrt r): std 0.289
+
+
+@pytest.mark.parametrize("distribution,std,expected", [
+    ("normal", 0.5, lambda rows, cols: 0.5),
+    ("uniform", 0.1, lambda rows, cols: 0.1),
+    ("kaiming_normal", None, lambda rows, cols: math.sqrt(2 / cols)),
+    ("kaiming_uniform", None, lambda rows, cols: math.sqrt(2 / cols)),  # bound sqrt(6/fan_in) -> std sqrt(2/fan_in)
+    ("xavier_normal", None, lambda rows, cols: math.sqrt(2 / (rows + cols))),
+    ("xavier_uniform", None, lambda rows, cols: math.sqrt(2 / (rows + cols))),
+])
+@pytest.mark.parametrize("shape", [(8, 512), (512, 8)])  # A (r x in) and B (out x r)
+def test_factor_distributions_have_the_stds_pytorch_defines(distribution, std, expected, shape):
+    x = draw(shape, distribution, std, torch.Generator().manual_seed(0))
+    assert abs(float(x.std()) / expected(*shape) - 1) < 0.05
+    ref = torch.empty(shape)
+    if distribution.startswith(("kaiming", "xavier")):  # same scale as torch.nn.init's own
+        getattr(torch.nn.init, distribution + "_")(ref)
+        assert abs(float(x.std()) / float(ref.std()) - 1) < 0.08
+
+
+def test_inilora_alpha_factors_have_std_sigma(tiny_llama):
+    layers = lora_layers(apply_init(copy.deepcopy(tiny_llama), "inilora_alpha", 4, 4, TARGETS, std=0.5))
+    values = torch.cat([torch.cat([l.lora_A["default"].weight.flatten(), l.lora_B["default"].weight.flatten()])
+                        for l in layers.values()])
+    assert abs(float(values.std()) / 0.5 - 1) < 0.05
+
+
+def test_inilora_random_uses_the_global_sigma_per_module_type(tiny_llama):
+    from inilora.decompose import global_sigma
+
+    q = [m.weight for n, m in target_linears(tiny_llama, ["q_proj"]).items()]
+    layers = lora_layers(apply_init(copy.deepcopy(tiny_llama), "inilora_random", 4, 4, TARGETS))
+    a = torch.cat([l.lora_B["default"].weight.flatten() for n, l in layers.items() if n.endswith("q_proj")])
+    assert abs(float(a.std()) / global_sigma(q) - 1) < 0.15  # 2 x 32 x 4 draws
+    with pytest.raises(InitError, match="distribution 'cauchy' unknown"):
+        apply_init(copy.deepcopy(tiny_llama), "inilora_random", 4, 4, TARGETS, distribution="cauchy")
+
+
+def test_random_inits_are_seeded(tiny_llama):
+    a = lora_layers(apply_init(copy.deepcopy(tiny_llama), "inilora_beta_kn", 4, 4, TARGETS, seed=1))
+    b = lora_layers(apply_init(copy.deepcopy(tiny_llama), "inilora_beta_kn", 4, 4, TARGETS, seed=1))
+    c = lora_layers(apply_init(copy.deepcopy(tiny_llama), "inilora_beta_kn", 4, 4, TARGETS, seed=2))
+    n = next(iter(a))
+    assert torch.equal(a[n].lora_A["default"].weight, b[n].lora_A["default"].weight)
+    assert not torch.equal(a[n].lora_A["default"].weight, c[n].lora_A["default"].weight)
 
 
 def _truncated(W, rank, minor=False):
@@ -80,13 +150,13 @@ def test_inilora_refuses_factors_of_another_rank(tiny_llama, factors_file):
 
 
 def test_unknown_method_and_option_name_the_valid_ones(tiny_llama):
-    with pytest.raises(InitError, match=r"unknown init method 'nope'; valid: \['inilora', 'lora', 'milora', 'pissa'\]"):
+    with pytest.raises(InitError, match=r"unknown init method 'nope'; valid: \['gaussian', 'inilora', "):
         apply_init(tiny_llama, "nope", 4, 4, TARGETS)
     with pytest.raises(InitError, match=r"unknown option\(s\) \['sigma'\]; valid: \['svd_niter'\]"):
         apply_init(tiny_llama, "pissa", 4, 4, TARGETS, sigma=0.1)
 
 
-@pytest.mark.parametrize("method", ["milora", "inilora"])
+@pytest.mark.parametrize("method", sorted(RESIDUAL))
 def test_trained_residual_adapter_loads_on_the_original_base(method, tiny_llama, input_ids, factors_file, tmp_path):
     """PEFT's rank-2r conversion: the saved adapter reproduces the fine-tuned logits on the unmodified base."""
     from peft import PeftModel
