@@ -73,6 +73,7 @@ def tiny_run(tmp_path_factory, tiny_llama_dir):
     config = {
         "models": {"tiny": {"path": str(tiny_llama_dir)}},
         "methods": ["lora", "pissa", "milora", "inilora"],
+        "method_options": {"pissa": {"svd_niter": 2}},
         "ranks": [4],
         "seeds": [1],
         "decompose": {"iterations": 60, "checkpoints": [20], "lr": [1e-2]},
@@ -121,3 +122,22 @@ def test_paper_preset_plans_offline_and_replaces_the_default(tmp_path):
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # must not be merged in
     out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "results/table2.csv").stdout
     assert job_counts(out) == {"prepare_model": 1, "decompose": 1, "finetune": 4, "evaluate": 4, "table2": 1}
+
+
+def test_every_registered_method_runs_through_the_workflow(tiny_run):
+    """One CPU fine-tune of a few steps per init method, options passed from the config."""
+    from inilora.inits import REGISTRY
+
+    work, cfg, config, _ = tiny_run
+    methods = sorted(REGISTRY)
+    config = {**config, "methods": methods, "table2": {"include_base": False},
+              "method_options": {"inilora_alpha": {"std": 0.1}, "inilora_random": {"distribution": "xavier_uniform"},
+                                 "lora_reversed": {"seed": 3}}}
+    cfg_all = work / "all.yaml"
+    cfg_all.write_text(yaml.safe_dump(config))
+    snakemake(work, cfg_all, "--cores", "2", "results/table2.csv")
+    table = pd.read_csv(work / "results/table2.csv")
+    assert sorted(table["method"]) == methods
+    for m in methods:
+        spec = yaml.safe_load((work / f"results/finetune/tiny/arith/{m}/r4/seed1/train.json").read_text())
+        assert spec["method_options"] == config["method_options"].get(m, {})
