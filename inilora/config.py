@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from inilora.inits import NEEDS_FACTORS, REGISTRY
+from inilora.inits import NEEDS_FACTORS, REGISTRY, InitError, check_options
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -54,9 +54,22 @@ def check(config: dict) -> dict:
     for m in methods:
         if m not in REGISTRY:
             raise ConfigError(f"config key 'methods': unknown method '{m}'; valid: {sorted(REGISTRY)}")
-    for m in config.get("method_options", {}):
+    for m, opts in config.get("method_options", {}).items():
         if m not in REGISTRY:
             raise ConfigError(f"config key 'method_options.{m}': unknown method; valid: {sorted(REGISTRY)}")
+        # factors_path is the workflow's to set; iterations / decompose_lr pick the decomposition
+        extra = {"iterations", "decompose_lr"} if m in NEEDS_FACTORS else set()
+        try:
+            check_options(m, {k: v for k, v in (opts or {}).items()}, extra)
+            if "factors_path" in (opts or {}) or "check" in (opts or {}):
+                raise InitError(f"method '{m}': the workflow sets factors_path and check itself")
+        except InitError as e:
+            raise ConfigError(f"config key 'method_options.{m}': {e}") from None
+    for where, spec in data_specs(config):
+        files = spec.get("data_files")
+        for f in [files] if isinstance(files, str) else list(files or []):
+            if not Path(f).expanduser().exists():
+                raise ConfigError(f"config key '{where}.data_files': file '{f}' does not exist")
     if len(set(config["seeds"])) != len(config["seeds"]):
         raise ConfigError(f"config key 'seeds': duplicate seeds in {config['seeds']}")
     for name, task in config["tasks"].items():
@@ -83,6 +96,15 @@ def check(config: dict) -> dict:
         if c > top:
             raise ConfigError(f"an iteration count {c} is above config key 'decompose.iterations' = {top}")
     return config
+
+
+def data_specs(config: dict):
+    """(config key, data spec) for every training and benchmark data spec."""
+    for t, task in config["tasks"].items():
+        for i, spec in enumerate(task["train"]):
+            yield f"tasks.{t}.train.{i}", spec
+    for b, bench in config["benchmarks"].items():
+        yield f"benchmarks.{b}.data", bench["data"]
 
 
 def load(path: str | Path) -> dict:

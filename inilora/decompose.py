@@ -154,6 +154,12 @@ def solve(
             if it % settings.log_every == 0:
                 # ||BA - W||^2 = ||W||^2 - 2 <B, W A^T> + <B^T B, A A^T>, from products we have anyway
                 loss = (w_sq - 2 * (B * WAt).sum(dim=(1, 2)) + (BtB * AAt).sum(dim=(1, 2))) / N
+                if not bool(torch.isfinite(loss).all()):
+                    bad = torch.nonzero(~torch.isfinite(loss)).flatten().tolist()
+                    raise FloatingPointError(
+                        f"decomposition diverged at iteration {it}: non-finite MSE for batch matrices {bad}; "
+                        f"lower decompose.lr (now {settings.lr})"
+                    )
                 curve.append((it, loss.tolist()))
                 bar.set_postfix(mse=f"{loss.mean().item():.3e}", refresh=False)
                 if (settings.early_stop_tol is not None and optimum is not None
@@ -297,13 +303,48 @@ def save_artifact(path_st, path_json, res: dict, meta: dict) -> None:
     atomic_write_json(path_json, meta)
 
 
+class ArtifactError(ValueError):
+    pass
+
+
 def load_artifact(path_st) -> dict[str, dict[str, torch.Tensor]]:
-    """{module: {"A": r x in, "B": out x r}} from a factors file."""
+    """{module: {"A": r x in, "B": out x r}} from a factors file; a damaged file is refused."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    flat = load_file(str(path_st))
+    try:
+        flat = load_file(str(path_st))
+    except (SafetensorError, OSError) as e:
+        raise ArtifactError(f"decomposition artifact {path_st} is unreadable (truncated or corrupted?): {e}; "
+                            "delete it and rerun the decompose rule") from None
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in flat.items():
         name, which, _ = key.rsplit(".", 2)
         out.setdefault(name, {})["A" if which == "lora_A" else "B"] = t
     return out
+
+
+def check_provenance(path_st, weights: dict[str, torch.Tensor], rank: int) -> dict:
+    """Refuse factors computed for other weights or another rank (the JSON beside the file says).
+
+    ``weights``: the target weights of the model in hand, by module name.
+    """
+    import json
+    from pathlib import Path
+
+    meta_path = Path(path_st).with_suffix(".json")
+    if not meta_path.exists():
+        raise ArtifactError(f"{path_st} has no metadata file {meta_path.name}; it cannot be checked, so it is not used")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("rank") != rank:
+        raise ArtifactError(f"{path_st} holds rank-{meta.get('rank')} factors; this run needs rank {rank}")
+    stored = meta.get("model", {}).get("fingerprint")
+    if stored is None:
+        raise ArtifactError(f"{meta_path} records no weight fingerprint; recompute the decomposition")
+    here = fingerprint({n: weights[n] for n in meta.get("modules", {}) if n in weights})
+    if set(meta.get("modules", {})) != set(weights) or here != stored:
+        raise ArtifactError(
+            f"{path_st} was computed from other weights (model {meta['model'].get('name')!r} at "
+            f"{meta['model'].get('path')!r}) than the model being initialised; refusing to use it"
+        )
+    return meta

@@ -98,20 +98,26 @@ def init_milora(model, rank, alpha, target_modules, task_type=None) -> PeftModel
     return peft_model
 
 
-def init_inilora(model, rank, alpha, target_modules, task_type=None, factors_path: str | None = None) -> PeftModel:
+def init_inilora(model, rank, alpha, target_modules, task_type=None, factors_path: str | None = None,
+                 check: bool = True) -> PeftModel:
     """IniLoRA (this repository's paper, Sec. 3): B A fitted to W by Adam, residual base.
 
     ``factors_path`` is a decomposition artifact (``inilora decompose``). As in the original
     code (hihi885/IniLoRA, peft/tuners/lora/layer.py:sgd_svd) the factors are not divided by
     the scaling, so the adapter holds the rank-r approximation of W only when alpha = r; the
     step-0 output is unchanged for any alpha because scaling * B A is subtracted from W.
+    The artifact's metadata must match the weights in hand (fingerprint) and the rank;
+    ``check=False`` skips that, for factors made elsewhere on purpose.
     """
-    from inilora.decompose import load_artifact
+    from inilora.decompose import check_provenance, load_artifact
 
     if not factors_path:
         raise InitError("method 'inilora' needs option factors_path (a decomposition artifact)")
     stored = load_artifact(factors_path)
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+    if check:
+        weights = {n: layer.get_base_layer().weight for n, layer in lora_layers(peft_model).items()}
+        check_provenance(factors_path, weights, rank)
 
     def cached(name, W, scaling):
         if name not in stored:
@@ -247,6 +253,23 @@ RESIDUAL = {"pissa", "milora", "olora", "inilora", "inilora_alpha", "inilora_bet
 NEEDS_FACTORS = {"inilora"}
 
 
+def method_options(method: str) -> set[str]:
+    """The keyword options ``method`` takes (from its function's signature)."""
+    import inspect
+
+    if method not in REGISTRY:
+        raise InitError(f"unknown init method '{method}'; valid: {sorted(REGISTRY)}")
+    fixed = {"model", "rank", "alpha", "target_modules", "task_type"}
+    return set(inspect.signature(REGISTRY[method]).parameters) - fixed
+
+
+def check_options(method: str, options: dict, extra: set[str] = frozenset()) -> None:
+    allowed = method_options(method) | set(extra)
+    unknown = set(options) - allowed
+    if unknown:
+        raise InitError(f"method '{method}' got unknown option(s) {sorted(unknown)}; valid: {sorted(allowed) or 'none'}")
+
+
 def apply_init(
     model: nn.Module,
     method: str,
@@ -257,16 +280,20 @@ def apply_init(
     **options,
 ) -> PeftModel:
     """Wrap ``model`` in a PEFT LoRA of ``rank`` on ``target_modules``, initialised by ``method``."""
-    if method not in REGISTRY:
-        raise InitError(f"unknown init method '{method}'; valid: {sorted(REGISTRY)}")
-    fn = REGISTRY[method]
-    import inspect
+    check_options(method, options)
+    peft_model = REGISTRY[method](model, rank, alpha, target_modules, task_type=task_type, **options)
+    check_finite(peft_model, method)
+    return peft_model
 
-    allowed = set(inspect.signature(fn).parameters) - {"model", "rank", "alpha", "target_modules", "task_type"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise InitError(f"method '{method}' got unknown option(s) {sorted(unknown)}; valid: {sorted(allowed) or 'none'}")
-    return fn(model, rank, alpha, target_modules, task_type=task_type, **options)
+
+def check_finite(peft_model: PeftModel, method: str) -> None:
+    """Stop on NaN/inf in any adapter or changed base weight, naming the tensor."""
+    for name, layer in lora_layers(peft_model).items():
+        for label, t in (("lora_A", layer.lora_A["default"].weight), ("lora_B", layer.lora_B["default"].weight),
+                         ("base weight", layer.get_base_layer().weight)):
+            if not bool(torch.isfinite(t).all()):
+                raise InitError(f"init '{method}' produced non-finite values in {name} {label}; "
+                                "check the method's options (a std too large?)")
 
 
 def save_initial_adapter(peft_model: PeftModel, out_dir: Path) -> None:

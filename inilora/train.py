@@ -8,6 +8,7 @@ DeepSpeed work unchanged on a cluster. Prompt tokens are masked out of the loss
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,10 +65,26 @@ class Collator:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def _stop_on_non_finite():
+    from transformers import TrainerCallback
+
+    class StopOnNonFinite(TrainerCallback):
+        """Fail the job at the first NaN/inf loss instead of writing NaN tables."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss} at step {state.global_step}; "
+                                         "lower train.learning_rate or check the init's options")
+
+    return StopOnNonFinite
+
+
 def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, work_dir: Path) -> dict:
     """Train ``peft_model`` in place; returns the loss curve and timing."""
     from transformers import Trainer, TrainingArguments
 
+    StopOnNonFinite = _stop_on_non_finite()
     data = [encode(tok, ex, settings.max_length) for ex in examples]
     args = TrainingArguments(
         output_dir=str(work_dir),
@@ -90,7 +107,8 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
         use_cpu=not torch.cuda.is_available(),
         **settings.extra,
     )
-    trainer = Trainer(model=peft_model, args=args, train_dataset=data, data_collator=Collator(tok.pad_token_id))
+    trainer = Trainer(model=peft_model, args=args, train_dataset=data, data_collator=Collator(tok.pad_token_id),
+                      callbacks=[StopOnNonFinite()])
     start = time.time()
     trainer.train()
     curve = [

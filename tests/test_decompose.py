@@ -126,3 +126,10 @@ def test_narrow_weight_reads_stay_close_to_fp32(dtype):
     (ref,) = solve(W, A0, B0, SolverSettings(rank=4, lr=1e-2, iterations=1500), [1500])
     (low,) = solve(W, A0, B0, SolverSettings(rank=4, lr=1e-2, iterations=1500, weight_dtype=dtype), [1500])
     assert torch.all((low.mse / ref.mse - 1).abs() < 0.02)
+
+
+def test_divergence_stops_with_the_iteration_and_the_fix():
+    W = low_rank_plus_noise(2, 16, 12)
+    A0, B0 = init_factors(["a", "b"], 16, 12, 3, [0.1, 0.1], seed=0)
+    with pytest.raises(FloatingPointError, match=r"diverged at iteration \d+: non-finite MSE .* lower decompose.lr"):
+        list(solve(W, A0, B0, SolverSettings(rank=3, lr=1e30, iterations=500, log_every=10), [500]))

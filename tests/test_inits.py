@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from inilora.decompose import SolverSettings, decompose_weights, save_artifact
+from inilora.decompose import ArtifactError, SolverSettings, decompose_weights, fingerprint, save_artifact
 import math
 
 from inilora.inits import (
@@ -26,7 +26,8 @@ def factors_file(tiny_llama, tmp_path):
     weights = {n: m.weight.detach().clone() for n, m in target_linears(tiny_llama, TARGETS).items()}
     res = decompose_weights(weights, SolverSettings(rank=4, lr=1e-2, iterations=300), [300])[300]
     path = tmp_path / "it300.safetensors"
-    save_artifact(path, tmp_path / "it300.json", res, {"rank": 4})
+    save_artifact(path, tmp_path / "it300.json", res,
+                  {"rank": 4, "model": {"name": "tiny", "path": "memory", "fingerprint": fingerprint(weights)}})
     return path
 
 
@@ -145,8 +146,28 @@ def test_inilora_loads_the_decomposition_factors(tiny_llama, factors_file):
 
 
 def test_inilora_refuses_factors_of_another_rank(tiny_llama, factors_file):
-    with pytest.raises(InitError, match="expected rank 8"):
+    with pytest.raises(ArtifactError, match="holds rank-4 factors; this run needs rank 8"):
         apply_init(copy.deepcopy(tiny_llama), "inilora", 8, 8, TARGETS, factors_path=str(factors_file))
+
+
+def test_inilora_refuses_factors_of_other_weights(factors_file):
+    from conftest import make_llama
+
+    other = make_llama(400, seed=1)  # same architecture, different weights
+    with pytest.raises(ArtifactError, match="computed from other weights"):
+        apply_init(other, "inilora", 4, 4, TARGETS, factors_path=str(factors_file))
+
+
+def test_inilora_refuses_a_truncated_artifact(tiny_llama, factors_file):
+    data = factors_file.read_bytes()
+    factors_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="unreadable"):
+        apply_init(copy.deepcopy(tiny_llama), "inilora", 4, 4, TARGETS, factors_path=str(factors_file))
+
+
+def test_non_finite_init_is_stopped_naming_the_tensor(tiny_llama):
+    with pytest.raises(InitError, match=r"non-finite values in model\.layers\.0\.self_attn\.q_proj lora_A"):
+        apply_init(copy.deepcopy(tiny_llama), "inilora_alpha", 4, 4, TARGETS, std=float("inf"))
 
 
 def test_unknown_method_and_option_name_the_valid_ones(tiny_llama):

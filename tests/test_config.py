@@ -1,0 +1,52 @@
+"""Bad config values stop before any job, with a message naming the key, the value and what is allowed."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inilora import config as cfg
+
+DEFAULT = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
+
+
+def checked(mutate):
+    config = copy.deepcopy(DEFAULT)
+    mutate(config)
+    return cfg.check(cfg.validate_schema(config))
+
+
+def test_the_default_config_is_valid_and_gets_defaults():
+    config = checked(lambda c: None)
+    assert config["decompose"]["step_size"] == 5000 and config["lora"]["alpha"] == "rank"
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c.update(methods=["lora", "dora"]), "config key 'methods': unknown method 'dora'; valid: ["),
+    (lambda c: c.update(method_options={"pissa": {"niter": 4}}),
+     "config key 'method_options.pissa': method 'pissa' got unknown option(s) ['niter']; valid: ['svd_niter']"),
+    (lambda c: c.update(method_options={"inilora": {"factors_path": "x"}}),
+     "config key 'method_options.inilora': method 'inilora': the workflow sets factors_path"),
+    (lambda c: c.update(seeds=[1, 1]), "config key 'seeds': duplicate seeds in [1, 1]"),
+    (lambda c: c.update(ranks=[0]), "config key 'ranks.0': 0 is less than the minimum of 1"),
+    (lambda c: c["decompose"].update(iterations=-5), "config key 'decompose.iterations': -5 is less than the minimum of 0"),
+    (lambda c: c["decompose"].update(iterations=2.5), "config key 'decompose.iterations': 2.5 is not of type 'integer'"),
+    (lambda c: c["decompose"].update(checkpoints=[100, 9000]),
+     "an iteration count 9000 is above config key 'decompose.iterations' = 4000"),
+    (lambda c: c["decompose"].update(lr=[0]), "config key 'decompose.lr.0': 0 is less than or equal to the minimum of 0"),
+    (lambda c: c["train"].update(learning_rate=-1e-3), "config key 'train.learning_rate': -0.001 is less than or equal"),
+    (lambda c: c["tasks"]["arithmetic"].update(benchmarks=["gsm8k"]),
+     "config key 'tasks.arithmetic.benchmarks': unknown benchmark 'gsm8k'; defined: ['chain_sum', 'gsm_symbolic']"),
+    (lambda c: c["benchmarks"]["chain_sum"].update(data={"loader": "hf", "path": "json", "data_files": "/no/such.jsonl"}),
+     "config key 'benchmarks.chain_sum.data.data_files': file '/no/such.jsonl' does not exist"),
+    (lambda c: c["benchmarks"]["chain_sum"]["data"].update(loader="csv"),
+     "config key 'benchmarks.chain_sum.data.loader': 'csv' is not one of ['reasoning_gym', 'hf']"),
+    (lambda c: c.update(method_options={"inilora": {"decompose_lr": 1e-3}}),
+     "config key 'method_options.inilora.decompose_lr': 0.001 is not one of decompose.lr ['0.0005']"),
+    (lambda c: c.update(typo_key=1), "config key '(top level)': Additional properties are not allowed ('typo_key'"),
+])
+def test_bad_values_are_named(mutate, message):
+    with pytest.raises(cfg.ConfigError) as err:
+        checked(mutate)
+    assert message in str(err.value)

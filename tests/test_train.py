@@ -1,0 +1,31 @@
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from inilora.data import Example, prompt
+from inilora.train import IGNORE, Collator, _stop_on_non_finite, encode
+
+
+def test_prompt_tokens_are_masked_and_the_response_ends_in_eos(tiny_llama_dir):
+    from inilora.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_llama_dir))
+    ex = Example("What is 2 + 2?", "The answer is: 4", "4")
+    enc = encode(tok, ex, max_length=512)
+    n_prompt = len(tok(prompt(ex.question))["input_ids"])
+    assert enc["labels"][:n_prompt] == [IGNORE] * n_prompt
+    assert enc["labels"][n_prompt:] == enc["input_ids"][n_prompt:]
+    assert enc["input_ids"][-1] == tok.eos_token_id
+    assert tok.decode(enc["input_ids"][n_prompt:-1]).strip() == "The answer is: 4"
+    batch = Collator(tok.pad_token_id)([enc, encode(tok, ex, max_length=n_prompt + 2)])
+    assert batch["attention_mask"][1].sum() == n_prompt + 2
+    assert (batch["labels"][1][n_prompt + 2 :] == IGNORE).all()
+
+
+def test_a_non_finite_loss_stops_training_with_the_step():
+    cb = _stop_on_non_finite()()
+    state = SimpleNamespace(global_step=7)
+    cb.on_log(None, state, None, logs={"loss": 0.5})
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 7"):
+        cb.on_log(None, state, None, logs={"loss": math.nan})
