@@ -133,3 +133,16 @@ def test_divergence_stops_with_the_iteration_and_the_fix():
     A0, B0 = init_factors(["a", "b"], 16, 12, 3, [0.1, 0.1], seed=0)
     with pytest.raises(FloatingPointError, match=r"diverged at iteration \d+: non-finite MSE .* lower decompose.lr"):
         list(solve(W, A0, B0, SolverSettings(rank=3, lr=1e30, iterations=500, log_every=10), [500]))
+
+
+def test_same_config_and_seed_give_a_bit_identical_artifact(tmp_path):
+    g = torch.Generator().manual_seed(9)
+    weights = {f"m.{i}.v_proj": torch.randn(20, 16, generator=g) for i in range(3)}
+    paths = []
+    for k in range(2):
+        res = decompose_weights(weights, SolverSettings(rank=3, lr=1e-2, iterations=80, seed=4), [80])[80]
+        paths.append(tmp_path / f"run{k}.safetensors")
+        save_artifact(paths[-1], tmp_path / f"run{k}.json", res, {"rank": 3})
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    other = decompose_weights(weights, SolverSettings(rank=3, lr=1e-2, iterations=80, seed=5), [80])[80]
+    assert not torch.equal(other["A"]["m.0.v_proj"], res["A"]["m.0.v_proj"])

@@ -194,3 +194,38 @@ def test_trained_residual_adapter_loads_on_the_original_base(method, tiny_llama,
     assert reloaded.peft_config["default"].r == 8
     with torch.no_grad():
         assert (reloaded(input_ids).logits - tuned).abs().max() < 1e-4
+
+
+@pytest.fixture
+def tiny_bert():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    model = BertForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("query.weight", "value.weight")):
+                p.normal_(0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_step0_logits_equal_base_on_a_bert_classifier(method, tiny_bert, input_ids, tmp_path):
+    """query/value targets, SEQ_CLS task type (the classifier head trains too, as in the paper's GLUE runs)."""
+    bert_targets = ["query", "value"]
+    opts = {}
+    if method == "inilora":
+        weights = {n: m.weight.detach().clone() for n, m in target_linears(tiny_bert, bert_targets).items()}
+        res = decompose_weights(weights, SolverSettings(rank=4, lr=1e-2, iterations=100), [100])[100]
+        opts["factors_path"] = str(tmp_path / "it100.safetensors")
+        save_artifact(opts["factors_path"], tmp_path / "it100.json", res,
+                      {"rank": 4, "model": {"name": "bert", "path": "memory", "fingerprint": fingerprint(weights)}})
+    with torch.no_grad():
+        base = tiny_bert(input_ids).logits
+    peft_model = apply_init(copy.deepcopy(tiny_bert), method, 4, 4, bert_targets, task_type="SEQ_CLS", **opts)
+    peft_model.eval()
+    with torch.no_grad():
+        assert (peft_model(input_ids).logits - base).abs().max() < 1e-4
+    assert any(p.requires_grad for n, p in peft_model.named_parameters() if "classifier" in n)
