@@ -22,8 +22,3 @@ TABLE2_MD = RESULTS + "/table2.md"
 LOGS = RESULTS + "/logs"
 BENCHMARKS = RESULTS + "/benchmarks"
 
-
-def parent(pattern: str, levels: int = 1) -> str:
-    for _ in range(levels):
-        pattern = pattern.rsplit("/", 1)[0]
-    return pattern

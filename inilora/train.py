@@ -7,7 +7,6 @@ DeepSpeed work unchanged on a cluster. Prompt tokens are masked out of the loss
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -130,6 +129,3 @@ def write_curve(path: Path, info: dict) -> None:
 
     atomic_write_json(path, info)
 
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
