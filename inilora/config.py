@@ -65,6 +65,9 @@ def check(config: dict) -> dict:
                 raise InitError(f"method '{m}': the workflow sets factors_path and check itself")
         except InitError as e:
             raise ConfigError(f"config key 'method_options.{m}': {e}") from None
+    for m in config.get("method_train", {}):
+        if m not in methods:
+            raise ConfigError(f"config key 'method_train.{m}': '{m}' is not in 'methods' {methods}")
     for where, spec in data_specs(config):
         files = spec.get("data_files")
         for f in [files] if isinstance(files, str) else list(files or []):
@@ -175,7 +178,7 @@ def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | 
         "method_options": opts,
         "rank": int(rank),
         "alpha": alpha(config, int(rank)),
-        "train": {**config["train"], "seed": int(seed)},
+        "train": {**config["train"], **config.get("method_train", {}).get(method, {}), "seed": int(seed)},
     }
 
 
@@ -226,6 +229,8 @@ def table2_spec(config: dict) -> dict:
         if wc:
             notes.append(f"{m}: decomposition of {wc['iters']} Adam iterations at lr {wc['lr']} "
                          f"(paper: 20000), seed {d['seed']}")
+    for m, over in config.get("method_train", {}).items():
+        notes.append(f"{m}: trained with " + ", ".join(f"{k} {v}" for k, v in over.items()) + " (per-method setting)")
     notes.append(f"fine-tuning: lr {tr['learning_rate']}, batch {tr['batch_size']} x accum {tr['grad_accum']}, "
                  + (f"{tr['max_steps']} steps" if tr["max_steps"] > 0 else f"{tr['epochs']} epochs")
                  + f", seeds {config['seeds']}, alpha {config['lora']['alpha']}")

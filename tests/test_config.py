@@ -44,9 +44,19 @@ def test_the_default_config_is_valid_and_gets_defaults():
      "config key 'benchmarks.chain_sum.data.loader': 'csv' is not one of ['reasoning_gym', 'hf']"),
     (lambda c: c.update(method_options={"inilora": {"decompose_lr": 1e-3}}),
      "config key 'method_options.inilora.decompose_lr': 0.001 is not one of decompose.lr ['0.0005']"),
+    (lambda c: c.update(method_train={"dora": {"learning_rate": 1e-3}}),
+     "config key 'method_train.dora': 'dora' is not in 'methods' ['lora', 'pissa', 'milora', 'inilora']"),
+    (lambda c: c.update(method_train={"lora": {"lr": 1e-3}}), "config key 'method_train.lora': 'lr' is not one of ["),
     (lambda c: c.update(typo_key=1), "config key '(top level)': Additional properties are not allowed ('typo_key'"),
 ])
 def test_bad_values_are_named(mutate, message):
     with pytest.raises(cfg.ConfigError) as err:
         checked(mutate)
     assert message in str(err.value)
+
+
+def test_per_method_training_settings_override_the_shared_ones():
+    config = checked(lambda c: c.update(method_train={"pissa": {"learning_rate": 5e-4}}))
+    assert cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "pissa", 8, 11)["train"]["learning_rate"] == 5e-4
+    assert cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "lora", 8, 11)["train"]["learning_rate"] == 2e-3
+    assert "pissa: trained with learning_rate 0.0005 (per-method setting)" in cfg.table2_spec(config)["notes"]
