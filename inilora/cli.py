@@ -78,7 +78,7 @@ def cmd_finetune(a) -> None:
 
     from inilora import models
     from inilora.data import load_examples
-    from inilora.inits import RESIDUAL, apply_init, save_initial_adapter
+    from inilora.inits import NEEDS_DATA, RESIDUAL, apply_init, save_initial_adapter
     from inilora.train import TrainSettings, finetune, write_curve
 
     spec = json.loads(a.spec)
@@ -90,6 +90,13 @@ def cmd_finetune(a) -> None:
     opts = dict(spec["method_options"])
     if a.factors:
         opts["factors_path"] = a.factors
+    examples = [ex for d in spec["train_data"] for ex in load_examples(d)]
+    if spec["method"] in NEEDS_DATA:  # gradient-based inits see batches of the training set
+        from inilora.train import Collator, encode
+
+        encoded = [encode(tok, ex, spec["train"]["max_length"]) for ex in examples]
+        size = int(opts.pop("batch_size", 2))
+        opts["data"] = (Collator(tok.pad_token_id)(encoded[i : i + size]) for i in range(0, len(encoded), size))
     t0 = time.time()
     peft_model = apply_init(model, spec["method"], spec["rank"], spec["alpha"], spec["target_modules"], **opts)
     init_seconds = time.time() - t0
@@ -97,7 +104,6 @@ def cmd_finetune(a) -> None:
     initial = run_dir / "initial_adapter"
     if spec["method"] in RESIDUAL:
         save_initial_adapter(peft_model, initial)
-    examples = [ex for d in spec["train_data"] for ex in load_examples(d)]
     train = {k: v for k, v in spec["train"].items() if k != "threads"}
     settings = TrainSettings(**train)
     result = finetune(peft_model, tok, examples, settings, run_dir / "trainer")

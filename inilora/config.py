@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from inilora.inits import NEEDS_FACTORS, REGISTRY, InitError, check_options
+from inilora.inits import NEEDS_DATA, NEEDS_FACTORS, REGISTRY, InitError, check_options
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -59,10 +59,12 @@ def check(config: dict) -> dict:
             raise ConfigError(f"config key 'method_options.{m}': unknown method; valid: {sorted(REGISTRY)}")
         # factors_path is the workflow's to set; iterations / decompose_lr pick the decomposition
         extra = {"iterations", "decompose_lr"} if m in NEEDS_FACTORS else set()
+        extra |= {"batch_size"} if m in NEEDS_DATA else set()
         try:
-            check_options(m, {k: v for k, v in (opts or {}).items()}, extra)
-            if "factors_path" in (opts or {}) or "check" in (opts or {}):
-                raise InitError(f"method '{m}': the workflow sets factors_path and check itself")
+            check_options(m, dict(opts or {}), extra)
+            reserved = {"factors_path", "check", "data"} & set(opts or {})
+            if reserved:
+                raise InitError(f"method '{m}': the workflow sets {sorted(reserved)} itself")
         except InitError as e:
             raise ConfigError(f"config key 'method_options.{m}': {e}") from None
     for m in config.get("method_train", {}):
@@ -167,8 +169,9 @@ def decompose_spec(config: dict, model: str, rank: int | str, lr: str) -> dict:
 
 def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
     opts = method_options(config, method)
-    opts.pop("iterations", None)
-    opts.pop("decompose_lr", None)
+    if method in NEEDS_FACTORS:  # these pick the decomposition; the init itself gets its path
+        opts.pop("iterations", None)
+        opts.pop("decompose_lr", None)
     return {
         "model": model,
         "target_modules": config["models"][model]["target_modules"],

@@ -235,6 +235,77 @@ def init_inilora_beta_ku(model, rank, alpha, target_modules, task_type=None, see
     return init_random_residual(model, rank, alpha, target_modules, task_type, "kaiming_uniform", None, seed)
 
 
+def estimate_gradients(model: nn.Module, target_modules: list[str], data, batches: int) -> dict[str, torch.Tensor]:
+    """Mean full-weight gradient of the loss over ``batches`` batches, per target weight (out x in).
+
+    As the official LoRA-GA ``estimate_gradient``: only the target weights require grad, each
+    batch's gradient is summed on the CPU, the sum is divided by the number of batches.
+    """
+    from inilora.models import target_linears
+
+    linears = target_linears(model, target_modules)
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in linears.values():
+        m.weight.requires_grad_(True)
+    sums = {n: torch.zeros_like(m.weight, device="cpu", dtype=torch.float32) for n, m in linears.items()}
+    seen = 0
+    was_training = model.training
+    model.train()
+    try:
+        for batch in data:
+            if seen == batches:
+                break
+            device = next(model.parameters()).device
+            model(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
+            for n, m in linears.items():
+                sums[n] += m.weight.grad.detach().float().cpu()
+                m.weight.grad = None
+            seen += 1
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
+        model.train(was_training)
+    if seen == 0:
+        raise InitError("method 'loraga' got no training batches to estimate gradients from")
+    return {n: g / seen for n, g in sums.items()}
+
+
+def loraga_factors(G: torch.Tensor, rank: int, gamma: float = 16.0, svd_niter: int = 4) -> Factors:
+    """LoRA-GA's ``ArB2r`` direction with the ``stable`` scale (official Outsider565/LoRA-GA code).
+
+    ``torch.svd_lowrank(G, q=4r, niter)``; A = top-r right singular vectors (r x in),
+    B = the *next* r left singular vectors (out x r); both times d_out^(1/4) / sqrt(gamma).
+    Singular values are not used. PEFT's port differs: it multiplies B by diag(S[r:2r]) and
+    scales only B (init-methods.md sec. 3.2).
+    """
+    out_f, in_f = G.shape
+    q = min(4 * rank, out_f, in_f)
+    if q < 2 * rank:
+        raise InitError(f"method 'loraga' needs 2r = {2 * rank} <= min(out, in) = {min(out_f, in_f)}")
+    U, S, V = torch.svd_lowrank(G.float(), q=q, niter=svd_niter)
+    scale = out_f**0.25 / math.sqrt(gamma)
+    return V[:, :rank].T.contiguous() * scale, U[:, rank : 2 * rank].contiguous() * scale
+
+
+def init_loraga(model, rank, alpha, target_modules, task_type=None, data=None, batches: int = 64,
+                gamma: float = 16.0, svd_niter: int = 4, seed: int = 0) -> PeftModel:
+    """LoRA-GA (Wang, Yu & Li 2024): align the first LoRA step with full fine-tuning's gradient.
+
+    ``data`` is an iterable of training batches (``input_ids``, ``attention_mask``, ``labels``);
+    the official default is 64 batches of 2 examples. Residual base: W - scaling * B A.
+    """
+    if data is None:
+        raise InitError("method 'loraga' needs training batches (option data)")
+    grads = estimate_gradients(model, target_modules, data, batches)
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+    torch.manual_seed(seed)  # svd_lowrank draws a random start
+
+    set_residual(peft_model, lambda name, W, scaling: loraga_factors(grads[name], rank, gamma, svd_niter))
+    return peft_model
+
+
 REGISTRY: dict[str, Callable[..., PeftModel]] = {
     "lora": init_lora,
     "gaussian": init_gaussian,
@@ -247,10 +318,12 @@ REGISTRY: dict[str, Callable[..., PeftModel]] = {
     "inilora_beta_kn": init_inilora_beta_kn,
     "inilora_beta_ku": init_inilora_beta_ku,
     "inilora_random": init_random_residual,
+    "loraga": init_loraga,
 }
 RESIDUAL = {"pissa", "milora", "olora", "inilora", "inilora_alpha", "inilora_beta_kn", "inilora_beta_ku",
-            "inilora_random"}
+            "inilora_random", "loraga"}
 NEEDS_FACTORS = {"inilora"}
+NEEDS_DATA = {"loraga"}  # the workflow passes training batches as option `data`
 
 
 def method_options(method: str) -> set[str]:

@@ -27,7 +27,7 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c.update(method_options={"pissa": {"niter": 4}}),
      "config key 'method_options.pissa': method 'pissa' got unknown option(s) ['niter']; valid: ['svd_niter']"),
     (lambda c: c.update(method_options={"inilora": {"factors_path": "x"}}),
-     "config key 'method_options.inilora': method 'inilora': the workflow sets factors_path"),
+     "config key 'method_options.inilora': method 'inilora': the workflow sets ['factors_path'] itself"),
     (lambda c: c.update(seeds=[1, 1]), "config key 'seeds': duplicate seeds in [1, 1]"),
     (lambda c: c.update(ranks=[0]), "config key 'ranks.0': 0 is less than the minimum of 1"),
     (lambda c: c["decompose"].update(iterations=-5), "config key 'decompose.iterations': -5 is less than the minimum of 0"),

@@ -31,8 +31,19 @@ def factors_file(tiny_llama, tmp_path):
     return path
 
 
+def lm_batches(n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        ids = torch.randint(3, 300, (2, 10), generator=g)
+        yield {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
 def options(method, factors_file):
-    return {"factors_path": str(factors_file)} if method == "inilora" else {}
+    if method == "inilora":
+        return {"factors_path": str(factors_file)}
+    if method == "loraga":
+        return {"data": lm_batches(), "batches": 3}
+    return {}
 
 
 ZERO_PRODUCT = sorted(set(REGISTRY) - RESIDUAL)
@@ -222,6 +233,8 @@ def test_step0_logits_equal_base_on_a_bert_classifier(method, tiny_bert, input_i
         opts["factors_path"] = str(tmp_path / "it100.safetensors")
         save_artifact(opts["factors_path"], tmp_path / "it100.json", res,
                       {"rank": 4, "model": {"name": "bert", "path": "memory", "fingerprint": fingerprint(weights)}})
+    if method == "loraga":
+        opts["data"] = [{"input_ids": input_ids, "labels": torch.tensor([0, 1])}]
     with torch.no_grad():
         base = tiny_bert(input_ids).logits
     peft_model = apply_init(copy.deepcopy(tiny_bert), method, 4, 4, bert_targets, task_type="SEQ_CLS", **opts)
@@ -229,3 +242,25 @@ def test_step0_logits_equal_base_on_a_bert_classifier(method, tiny_bert, input_i
     with torch.no_grad():
         assert (peft_model(input_ids).logits - base).abs().max() < 1e-4
     assert any(p.requires_grad for n, p in peft_model.named_parameters() if "classifier" in n)
+
+
+def test_loraga_factors_follow_the_official_arb2r_stable_rule():
+    """A spans the top-r right singular space of the gradient, B the next r left singular vectors."""
+    from inilora.inits import loraga_factors
+
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(48, 48, generator=g))
+    V, _ = torch.linalg.qr(torch.randn(40, 40, generator=g))
+    S = torch.tensor([2.0 ** -k for k in range(40)])
+    G = U[:, :40] @ torch.diag(S) @ V.T  # known singular vectors, well separated values
+    A, B = loraga_factors(G, rank=4, gamma=16, svd_niter=8)
+    scale = 48**0.25 / 4
+    Vr, Ur = V[:, :4], U[:, 4:8]
+    torch.testing.assert_close((A / scale) @ Vr @ Vr.T, A / scale, atol=1e-4, rtol=1e-4)  # rows in span(V_r)
+    torch.testing.assert_close(Ur @ Ur.T @ (B / scale), B / scale, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close((A / scale) @ (A / scale).T, torch.eye(4), atol=1e-4, rtol=1e-4)  # orthonormal
+
+
+def test_loraga_needs_training_data(tiny_llama):
+    with pytest.raises(InitError, match="needs training batches"):
+        apply_init(tiny_llama, "loraga", 4, 4, TARGETS)
