@@ -78,7 +78,7 @@ def cmd_finetune(a) -> None:
 
     from inilora import models
     from inilora.data import load_examples
-    from inilora.inits import NEEDS_DATA, RESIDUAL, apply_init, save_initial_adapter
+    from inilora.inits import NEEDS_DATA, apply_init, is_residual, save_initial_adapter
     from inilora.train import TrainSettings, finetune, write_curve
 
     spec = json.loads(a.spec)
@@ -102,7 +102,8 @@ def cmd_finetune(a) -> None:
     init_seconds = time.time() - t0
     run_dir = Path(a.adapter_dir).parent
     initial = run_dir / "initial_adapter"
-    if spec["method"] in RESIDUAL:
+    residual = is_residual(spec["method"], spec["method_options"])
+    if residual:
         save_initial_adapter(peft_model, initial)
     train = {k: v for k, v in spec["train"].items() if k != "threads"}
     settings = TrainSettings(**train)
@@ -110,7 +111,7 @@ def cmd_finetune(a) -> None:
     # Residual inits changed the base weights; PEFT's rank-2r conversion gives an adapter that
     # loads on the original, unmodified base model (init-methods.md sec. 2.3).
     tmp = Path(str(a.adapter_dir) + ".partial")
-    kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if spec["method"] in RESIDUAL else {}
+    kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
     peft_model.save_pretrained(str(tmp), **kwargs)
     if Path(a.adapter_dir).exists():
         import shutil
@@ -118,7 +119,7 @@ def cmd_finetune(a) -> None:
         shutil.rmtree(a.adapter_dir)
     tmp.rename(a.adapter_dir)
     write_curve(Path(a.log_json), {**spec, "init_seconds": init_seconds, **result,
-                                   "portable_adapter": spec["method"] in RESIDUAL})
+                                   "converted_from_residual": residual})
 
 
 def cmd_evaluate(a) -> None:

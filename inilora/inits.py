@@ -306,6 +306,82 @@ def init_loraga(model, rank, alpha, target_modules, task_type=None, data=None, b
     return peft_model
 
 
+def preheat_updates(model: nn.Module, target_modules: list[str], data, preheat_rank: int, steps: int, lr: float,
+                    seed: int) -> dict[str, torch.Tensor]:
+    """Train a LoRA of ``preheat_rank`` for ``steps`` batches (AdamW), return scaling * B A per module.
+
+    The preheated LoRA is removed again (``unload``), so ``model`` leaves with its weights untouched.
+    """
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=preheat_rank, lora_alpha=preheat_rank, lora_dropout=0.0, target_modules=list(target_modules))
+    hot = get_peft_model(model, cfg)
+    params = [p for p in hot.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    hot.train()
+    done = 0
+    for batch in data:
+        if done == steps:
+            break
+        device = next(hot.parameters()).device
+        hot(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        done += 1
+    if done == 0:
+        raise InitError("method 'hrp' got no training batches to preheat on")
+    with torch.no_grad():
+        updates = {n: (l.scaling["default"] * l.lora_B["default"].weight @ l.lora_A["default"].weight).float().cpu()
+                   for n, l in lora_layers(hot).items()}
+    hot.unload()
+    return updates
+
+
+def init_hrp(model, rank, alpha, target_modules, task_type=None, data=None, preheat_rank: int | None = None,
+             steps: int = 10, lr: float = 1e-3, form: str = "direction", seed: int = 0) -> PeftModel:
+    """High-Rank Preheating (Chen et al. 2025, arXiv 2502.07739): our re-implementation, no public code exists.
+
+    1. Train a LoRA of ``preheat_rank`` (default 4r) for ``steps`` training batches with AdamW at ``lr``
+       (the paper says "a few steps"; 10 at 1e-3 is our choice).
+    2. SVD of each preheated update scaling * B_h A_h = U S V^T.
+    3. ``form="direction"`` (default; the paper changes "only the initial direction"): A = V_r^T / sqrt(3),
+       B = 0. The 1/sqrt(3) keeps PEFT's initial row norm of A (Kaiming-uniform(a=sqrt 5) rows have
+       expected norm 1/sqrt 3), so only the direction differs from LoRA; no residual.
+       ``form="residual"``: the PiSSA split of the preheated update, B = U_r sqrt(S_r/s),
+       A = sqrt(S_r/s) V_r^T, and the base becomes W - s B A.
+    The preheated update itself is discarded; the run restarts from the pretrained weights.
+    """
+    if data is None:
+        raise InitError("method 'hrp' needs training batches (option data)")
+    if form not in ("direction", "residual"):
+        raise InitError(f"option form '{form}' unknown; valid: ['direction', 'residual']")
+    updates = preheat_updates(model, target_modules, data, preheat_rank or 4 * rank, steps, lr, seed)
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+
+    def top(name, W, scaling):
+        U, S, Vh = torch.linalg.svd(updates[name], full_matrices=False)
+        if form == "direction":
+            return Vh[:rank] / math.sqrt(3), torch.zeros(W.shape[0], rank)
+        s = (S[:rank] / scaling).sqrt()
+        return s[:, None] * Vh[:rank], U[:, :rank] * s[None, :]
+
+    if form == "direction":
+        with torch.no_grad():
+            for name, layer in lora_layers(peft_model).items():
+                A, _ = top(name, layer.get_base_layer().weight, layer.scaling["default"])
+                layer.lora_A["default"].weight.copy_(A)
+                layer.lora_B["default"].weight.zero_()
+    else:
+        set_residual(peft_model, top)
+    return peft_model
+
+
+def is_residual(method: str, options: dict | None = None) -> bool:
+    """Whether ``method`` with ``options`` moves part of W into the adapter (base = W - s B A)."""
+    if method == "hrp":
+        return (options or {}).get("form", "direction") == "residual"
+    return method in RESIDUAL
+
+
 REGISTRY: dict[str, Callable[..., PeftModel]] = {
     "lora": init_lora,
     "gaussian": init_gaussian,
@@ -319,11 +395,12 @@ REGISTRY: dict[str, Callable[..., PeftModel]] = {
     "inilora_beta_ku": init_inilora_beta_ku,
     "inilora_random": init_random_residual,
     "loraga": init_loraga,
+    "hrp": init_hrp,
 }
 RESIDUAL = {"pissa", "milora", "olora", "inilora", "inilora_alpha", "inilora_beta_kn", "inilora_beta_ku",
             "inilora_random", "loraga"}
 NEEDS_FACTORS = {"inilora"}
-NEEDS_DATA = {"loraga"}  # the workflow passes training batches as option `data`
+NEEDS_DATA = {"loraga", "hrp"}  # the workflow passes training batches as option `data`
 
 
 def method_options(method: str) -> set[str]:

@@ -43,6 +43,8 @@ def options(method, factors_file):
         return {"factors_path": str(factors_file)}
     if method == "loraga":
         return {"data": lm_batches(), "batches": 3}
+    if method == "hrp":
+        return {"data": lm_batches(), "steps": 3}
     return {}
 
 
@@ -182,7 +184,7 @@ def test_non_finite_init_is_stopped_naming_the_tensor(tiny_llama):
 
 
 def test_unknown_method_and_option_name_the_valid_ones(tiny_llama):
-    with pytest.raises(InitError, match=r"unknown init method 'nope'; valid: \['gaussian', 'inilora', "):
+    with pytest.raises(InitError, match=r"unknown init method 'nope'; valid: \['gaussian', 'hrp', 'inilora', "):
         apply_init(tiny_llama, "nope", 4, 4, TARGETS)
     with pytest.raises(InitError, match=r"unknown option\(s\) \['sigma'\]; valid: \['svd_niter'\]"):
         apply_init(tiny_llama, "pissa", 4, 4, TARGETS, sigma=0.1)
@@ -233,7 +235,7 @@ def test_step0_logits_equal_base_on_a_bert_classifier(method, tiny_bert, input_i
         opts["factors_path"] = str(tmp_path / "it100.safetensors")
         save_artifact(opts["factors_path"], tmp_path / "it100.json", res,
                       {"rank": 4, "model": {"name": "bert", "path": "memory", "fingerprint": fingerprint(weights)}})
-    if method == "loraga":
+    if method in ("loraga", "hrp"):
         opts["data"] = [{"input_ids": input_ids, "labels": torch.tensor([0, 1])}]
     with torch.no_grad():
         base = tiny_bert(input_ids).logits
@@ -264,3 +266,32 @@ def test_loraga_factors_follow_the_official_arb2r_stable_rule():
 def test_loraga_needs_training_data(tiny_llama):
     with pytest.raises(InitError, match="needs training batches"):
         apply_init(tiny_llama, "loraga", 4, 4, TARGETS)
+
+
+def test_hrp_direction_form_takes_the_top_right_singular_vectors_of_the_preheated_update(tiny_llama):
+    from inilora.inits import preheat_updates
+
+    updates = preheat_updates(copy.deepcopy(tiny_llama), TARGETS, lm_batches(), 16, 3, 1e-3, seed=0)
+    layers = lora_layers(apply_init(copy.deepcopy(tiny_llama), "hrp", 4, 4, TARGETS, data=lm_batches(), steps=3,
+                                    preheat_rank=16))
+    for name, layer in layers.items():
+        A = layer.lora_A["default"].weight * math.sqrt(3)
+        _, _, Vh = torch.linalg.svd(updates[name], full_matrices=False)
+        Vr = Vh[:4].T
+        torch.testing.assert_close(A @ A.T, torch.eye(4), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(A @ Vr @ Vr.T, A, atol=1e-4, rtol=1e-4)
+        assert torch.count_nonzero(layer.lora_B["default"].weight) == 0
+
+
+def test_hrp_residual_form_keeps_step0_logits(tiny_llama, input_ids):
+    from inilora.inits import is_residual
+
+    with torch.no_grad():
+        base = tiny_llama(input_ids).logits
+    peft_model = apply_init(copy.deepcopy(tiny_llama), "hrp", 4, 4, TARGETS, data=lm_batches(), steps=3,
+                            form="residual")
+    with torch.no_grad():
+        assert (peft_model(input_ids).logits - base).abs().max() < 1e-4
+    assert is_residual("hrp", {"form": "residual"}) and not is_residual("hrp", {})
+    layer = next(iter(lora_layers(peft_model).values()))
+    assert (layer.lora_B["default"].weight @ layer.lora_A["default"].weight).abs().max() > 0

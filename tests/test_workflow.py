@@ -132,7 +132,8 @@ def test_every_registered_method_runs_through_the_workflow(tiny_run):
     methods = sorted(REGISTRY)
     config = {**config, "methods": methods, "table2": {"include_base": False},
               "method_options": {"inilora_alpha": {"std": 0.1}, "inilora_random": {"distribution": "xavier_uniform"},
-                                 "lora_reversed": {"seed": 3}, "loraga": {"batches": 2, "batch_size": 2}}}
+                                 "lora_reversed": {"seed": 3}, "loraga": {"batches": 2, "batch_size": 2},
+                                 "hrp": {"steps": 2, "form": "residual"}}}
     cfg_all = work / "all.yaml"
     cfg_all.write_text(yaml.safe_dump(config))
     snakemake(work, cfg_all, "--cores", "2", "results/table2.csv")
