@@ -163,41 +163,31 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inilora", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
+    def job(name: str, func, help: str, *required: str) -> argparse.ArgumentParser:
+        """A model job: its JSON spec, the model manifest, CPU threads, and the paths it writes."""
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--spec", required=True)
+        s.add_argument("--manifest", required=True)
+        s.add_argument("--threads", type=int)
+        for flag in required:
+            s.add_argument(flag, required=True)
+        s.set_defaults(func=func)
+        return s
+
     s = sub.add_parser("prepare-model", help="resolve a model; convert the builtin GGUF once")
-    s.add_argument("--name", required=True)
-    s.add_argument("--path", required=True)
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--manifest", required=True)
+    for flag in ("--name", "--path", "--out-dir", "--manifest"):
+        s.add_argument(flag, required=True)
     s.set_defaults(func=cmd_prepare_model)
 
-    s = sub.add_parser("decompose", help="IniLoRA weight approximation for one model x rank x lr")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--manifest", required=True)
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--threads", type=int)
-    s.set_defaults(func=cmd_decompose)
-
-    s = sub.add_parser("finetune", help="initialise by method name and fine-tune")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--manifest", required=True)
+    job("decompose", cmd_decompose, "IniLoRA weight approximation for one model x rank x lr", "--out-dir")
+    s = job("finetune", cmd_finetune, "initialise by method name and fine-tune", "--adapter-dir", "--log-json")
     s.add_argument("--factors", help="decomposition artifact (methods that need one)")
-    s.add_argument("--adapter-dir", required=True)
-    s.add_argument("--log-json", required=True)
-    s.add_argument("--threads", type=int)
-    s.set_defaults(func=cmd_finetune)
-
-    s = sub.add_parser("evaluate", help="accuracy and held-out loss of an adapter on one benchmark")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--manifest", required=True)
+    s = job("evaluate", cmd_evaluate, "accuracy and held-out loss of an adapter on one benchmark", "--out")
     s.add_argument("--adapter-dir", help="omit to evaluate the base model")
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int)
-    s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("table2", help="build results/table2.csv from evaluation JSONs")
-    s.add_argument("--spec", required=True)
-    s.add_argument("--csv", required=True)
-    s.add_argument("--markdown", required=True)
+    for flag in ("--spec", "--csv", "--markdown"):
+        s.add_argument(flag, required=True)
     s.add_argument("evals", nargs="+")
     s.set_defaults(func=cmd_table2)
     return p

@@ -357,21 +357,19 @@ def init_hrp(model, rank, alpha, target_modules, task_type=None, data=None, preh
     updates = preheat_updates(model, target_modules, data, preheat_rank or 4 * rank, steps, lr, seed)
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)
 
-    def top(name, W, scaling):
+    if form == "direction":  # PEFT already set B = 0; only A's direction changes
+        with torch.no_grad():
+            for name, layer in lora_layers(peft_model).items():
+                Vh = torch.linalg.svd(updates[name], full_matrices=False)[2]
+                layer.lora_A["default"].weight.copy_(Vh[:rank] / math.sqrt(3))
+        return peft_model
+
+    def pissa_split(name, W, scaling):
         U, S, Vh = torch.linalg.svd(updates[name], full_matrices=False)
-        if form == "direction":
-            return Vh[:rank] / math.sqrt(3), torch.zeros(W.shape[0], rank)
         s = (S[:rank] / scaling).sqrt()
         return s[:, None] * Vh[:rank], U[:, :rank] * s[None, :]
 
-    if form == "direction":
-        with torch.no_grad():
-            for name, layer in lora_layers(peft_model).items():
-                A, _ = top(name, layer.get_base_layer().weight, layer.scaling["default"])
-                layer.lora_A["default"].weight.copy_(A)
-                layer.lora_B["default"].weight.zero_()
-    else:
-        set_residual(peft_model, top)
+    set_residual(peft_model, pissa_split)
     return peft_model
 
 
