@@ -156,6 +156,12 @@ def cmd_table2(a) -> None:
     table2(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
 
 
+def cmd_lr_sweep(a) -> None:
+    from inilora.tables import lr_sweep
+
+    lr_sweep(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -185,11 +191,13 @@ def parser() -> argparse.ArgumentParser:
     s = job("evaluate", cmd_evaluate, "accuracy and held-out loss of an adapter on one benchmark", "--out")
     s.add_argument("--adapter-dir", help="omit to evaluate the base model")
 
-    s = sub.add_parser("table2", help="build results/table2.csv from evaluation JSONs")
-    for flag in ("--spec", "--csv", "--markdown"):
-        s.add_argument(flag, required=True)
-    s.add_argument("evals", nargs="+")
-    s.set_defaults(func=cmd_table2)
+    for name, func, help in [("table2", cmd_table2, "build results/table2.csv from evaluation JSONs"),
+                             ("lr-sweep", cmd_lr_sweep, "build results/lr_sweep.csv from evaluation JSONs")]:
+        s = sub.add_parser(name, help=help)
+        for flag in ("--spec", "--csv", "--markdown"):
+            s.add_argument(flag, required=True)
+        s.add_argument("evals", nargs="+")
+        s.set_defaults(func=func)
     return p
 
 

@@ -90,6 +90,14 @@ def check(config: dict) -> dict:
     for m in config["table2"].get("methods") or []:
         if m not in methods:
             raise ConfigError(f"config key 'table2.methods': '{m}' is not in 'methods' {methods}")
+    sw = config["lr_sweep"]
+    for m in sw["methods"]:
+        if m not in methods:
+            raise ConfigError(f"config key 'lr_sweep.methods': '{m}' is not in 'methods' {methods}")
+    if sw["task"] is not None and sw["task"] not in config["tasks"]:
+        raise ConfigError(f"config key 'lr_sweep.task': unknown task '{sw['task']}'; defined: {sorted(config['tasks'])}")
+    if sw["rank"] is not None and sw["rank"] not in config["ranks"]:
+        raise ConfigError(f"config key 'lr_sweep.rank': {sw['rank']} is not one of 'ranks' {config['ranks']}")
     lrs = [fmt_lr(x) for x in config["decompose"]["lr"]]
     for m, opts in config.get("method_options", {}).items():
         if "decompose_lr" in opts and fmt_lr(opts["decompose_lr"]) not in lrs:
@@ -167,7 +175,15 @@ def decompose_spec(config: dict, model: str, rank: int | str, lr: str) -> dict:
     }
 
 
-def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
+def method_lr(config: dict, method: str) -> str:
+    """The fine-tuning learning rate a method's table row uses (its ``method_train`` override, else ``train``)."""
+    over = config.get("method_train", {}).get(method, {})
+    return fmt_lr(over.get("learning_rate", config["train"]["learning_rate"]))
+
+
+def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | str, lr: str,
+                  seed: int | str) -> dict:
+    """The spec of one fine-tune; ``lr`` comes from the run's path, so a sweep needs no other setting."""
     opts = method_options(config, method)
     if method in NEEDS_FACTORS:  # these pick the decomposition; the init itself gets its path
         opts.pop("iterations", None)
@@ -181,7 +197,8 @@ def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | 
         "method_options": opts,
         "rank": int(rank),
         "alpha": alpha(config, int(rank)),
-        "train": {**config["train"], **config.get("method_train", {}).get(method, {}), "seed": int(seed)},
+        "train": {**config["train"], **config.get("method_train", {}).get(method, {}),
+                  "learning_rate": float(lr), "seed": int(seed)},
     }
 
 
@@ -211,7 +228,7 @@ def table2_inputs(config: dict) -> list[str]:
                     for rank in config["ranks"]:
                         for seed in config["seeds"]:
                             out.append(paths.EVAL.format(model=model, task=task, method=method, rank=rank,
-                                                         seed=seed, bench=bench))
+                                                         lr=method_lr(config, method), seed=seed, bench=bench))
     return list(dict.fromkeys(out))
 
 
@@ -234,7 +251,7 @@ def table2_spec(config: dict) -> dict:
                          f"(paper: 20000), seed {d['seed']}")
     for m, over in config.get("method_train", {}).items():
         notes.append(f"{m}: trained with " + ", ".join(f"{k} {v}" for k, v in over.items()) + " (per-method setting)")
-    notes.append(f"fine-tuning: lr {tr['learning_rate']}, batch {tr['batch_size']} x accum {tr['grad_accum']}, "
+    notes.append(f"fine-tuning: lr {tr['learning_rate']} (unless set per method), batch {tr['batch_size']} x accum {tr['grad_accum']}, "
                  + (f"{tr['max_steps']} steps" if tr["max_steps"] > 0 else f"{tr['epochs']} epochs")
                  + f", seeds {config['seeds']}, alpha {config['lora']['alpha']}")
     notes.append("columns: <benchmark>:accuracy (greedy exact match), <benchmark>:heldout_loss "
@@ -247,3 +264,34 @@ def all_factors(config: dict) -> list[str]:
 
     return [paths.FACTORS.format(model=m, rank=r, lr=fmt_lr(lr), iters=max(iteration_counts(config)))
             for m in config["models"] for r in config["ranks"] for lr in config["decompose"]["lr"]]
+
+
+def sweep_task(config: dict) -> str:
+    return config["lr_sweep"]["task"] or table2_tasks(config)[0]
+
+
+def lr_sweep_inputs(config: dict) -> list[str]:
+    """Every method x sweep lr x seed evaluation on the sweep task's benchmarks (first rank)."""
+    from inilora import paths
+
+    sw = config["lr_sweep"]
+    if not sw["values"]:
+        raise ConfigError("config key 'lr_sweep.values' is empty; list the learning rates to sweep, e.g. [1e-4, 5e-4, 2e-3]")
+    task = sweep_task(config)
+    return [paths.EVAL.format(model=model, task=task, method=method, rank=sw["rank"] or config["ranks"][0],
+                              lr=fmt_lr(lr), seed=seed, bench=bench)
+            for model in config["models"] for method in (sw["methods"] or config["methods"])
+            for lr in sw["values"] for seed in config["seeds"] for bench in config["tasks"][task]["benchmarks"]]
+
+
+def lr_sweep_spec(config: dict) -> dict:
+    sw = config["lr_sweep"]
+    task = sweep_task(config)
+    tr = config["train"]
+    notes = [f"task {task}, rank {sw['rank'] or config['ranks'][0]}, seeds {config['seeds']}; every other training "
+             f"setting as in 'train' (batch {tr['batch_size']} x accum {tr['grad_accum']}, "
+             + (f"{tr['max_steps']} steps)" if tr["max_steps"] > 0 else f"{tr['epochs']} epochs)"),
+             "best: the lr with the highest mean accuracy per method and benchmark (ties: the smaller lr)"]
+    for b in config["tasks"][task]["benchmarks"]:
+        notes.append(f"benchmark {b}: {config['benchmarks'][b].get('label', b)}")
+    return {"methods": sw["methods"] or config["methods"], "notes": notes}

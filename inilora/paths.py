@@ -9,15 +9,18 @@ DECOMP_DIR = RESULTS + "/decompose/{model}/r{rank}_lr{lr}"
 FACTORS = DECOMP_DIR + "/it{iters}.safetensors"
 FACTORS_META = DECOMP_DIR + "/it{iters}.json"
 
-RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/seed{seed}"
+# {lr} is the fine-tuning learning rate (each method has its own, and a sweep has several)
+RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}"
 ADAPTER = RUN_DIR + "/adapter/adapter_model.safetensors"
 TRAIN_LOG = RUN_DIR + "/train.json"
 
-EVAL = RESULTS + "/eval/{model}/{task}/{method}/r{rank}/seed{seed}/{bench}.json"
+EVAL = RESULTS + "/eval/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}/{bench}.json"
 BASE_EVAL = RESULTS + "/eval/{model}/base/{bench}.json"
 
 TABLE2 = RESULTS + "/table2.csv"
 TABLE2_MD = RESULTS + "/table2.md"
+LR_SWEEP = RESULTS + "/lr_sweep.csv"
+LR_SWEEP_MD = RESULTS + "/lr_sweep.md"
 
 LOGS = RESULTS + "/logs"
 BENCHMARKS = RESULTS + "/benchmarks"

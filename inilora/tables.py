@@ -23,10 +23,11 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
         i = parts.index("eval")
         data = json.loads(Path(p).read_text())
         if parts[i + 2] == "base":
-            ident = {"model": parts[i + 1], "task": "-", "method": "base", "rank": 0, "seed": 0}
+            ident = {"model": parts[i + 1], "task": "-", "method": "base", "rank": 0, "lr": 0.0, "seed": 0}
         else:
-            model, task, method, rank, seed = parts[i + 1 : i + 6]
-            ident = {"model": model, "task": task, "method": method, "rank": int(rank[1:]), "seed": int(seed[4:])}
+            model, task, method, rank, lr, seed = parts[i + 1 : i + 7]
+            ident = {"model": model, "task": task, "method": method, "rank": int(rank[1:]), "lr": float(lr[2:]),
+                     "seed": int(seed[4:])}
         rows.append({**ident, "benchmark": data["benchmark"], "label": data.get("label", data["benchmark"]),
                      "n": data["n"], **{m: data[m] for m in METRICS}})
     return pd.DataFrame(rows)
@@ -38,25 +39,53 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd.D
     ``spec``: {"methods": [...order...], "benchmarks": [...order...], "notes": [...]}.
     """
     df = read_evals(eval_paths)
-    g = df.groupby(["model", "method", "rank", "benchmark"])[METRICS]
-    agg = g.mean().join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
-    wide = agg.unstack("benchmark")
-    wide.columns = [f"{bench}:{metric}" for metric, bench in wide.columns]
+    wide = _over_seeds(df, ["model", "method", "rank", "lr"])
     order = [f"{b}:{m}{s}" for b in spec["benchmarks"] for m in METRICS for s in ("", "_std")]
     order += [f"{b}:seeds" for b in spec["benchmarks"]]
     wide = wide[[c for c in order if c in wide.columns]].reset_index()
-    rank_order = {m: i for i, m in enumerate(["base", *spec["methods"]])}
-    wide = wide.sort_values(["model", "rank", "method"], key=lambda s: s.map(rank_order) if s.name == "method" else s)
+    wide = _method_order(wide, ["base", *spec["methods"]], ["model", "rank", "method"])
     wide["method"] = wide["method"].replace({"base": "base (no fine-tune)"})
-    csv_text = wide.to_csv(index=False, float_format="%.4f")
-    atomic_write_text(csv, csv_text)
-    md = ["# Table 2: methods x benchmarks", ""]
+    _write(wide, df, "Table 2: methods x benchmarks", spec, csv, markdown)
+    return wide
+
+
+def lr_sweep(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd.DataFrame:
+    """Rows method x learning rate, a column per benchmark metric (mean, std over seeds), and
+    ``<bench>:best`` marking each method's best rate by mean accuracy (the smaller rate on ties)."""
+    df = read_evals(eval_paths)
+    wide = _over_seeds(df, ["model", "method", "rank", "lr"]).reset_index()
+    for bench in df["benchmark"].unique():
+        col = f"{bench}:accuracy"
+        best = (wide.sort_values(["lr"]).groupby(["model", "method", "rank"])[col].idxmax())
+        wide[f"{bench}:best"] = wide.index.isin(best.values)
+    wide = _method_order(wide, spec["methods"], ["model", "rank", "method", "lr"])
+    _write(wide, df, "Learning-rate sweep: methods x fine-tuning learning rate", spec, csv, markdown)
+    return wide
+
+
+def _over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean, std (ddof 1) and seed count per ``keys`` x benchmark, one column per benchmark metric."""
+    g = df.groupby([*keys, "benchmark"])[METRICS]
+    agg = g.mean().join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
+    wide = agg.unstack("benchmark")
+    wide.columns = [f"{bench}:{metric}" for metric, bench in wide.columns]
+    return wide
+
+
+def _method_order(df: pd.DataFrame, methods: list[str], by: list[str]) -> pd.DataFrame:
+    """Rows in the config's method order (the table's reading order), not alphabetical."""
+    order = {m: i for i, m in enumerate(methods)}
+    return df.sort_values(by, key=lambda s: s.map(order) if s.name == "method" else s).reset_index(drop=True)
+
+
+def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Path, markdown: Path) -> None:
+    atomic_write_text(csv, wide.to_csv(index=False, float_format="%.6g"))
+    md = [f"# {title}", ""]
     md += [f"- {n}" for n in spec.get("notes", [])]
     for bench, n in df.groupby("benchmark")["n"].max().items():
         md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy")
     md += ["", _markdown(wide), ""]
     atomic_write_text(markdown, "\n".join(md))
-    return wide
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -67,7 +96,9 @@ def _markdown(df: pd.DataFrame) -> str:
         for c in cols:
             v = row[c]
             std = row.get(f"{c}_std")
-            if isinstance(v, float):
+            if c == "lr":
+                cells.append(f"{v:g}" if v else "-")
+            elif isinstance(v, float):
                 cells.append(f"{v:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) and std == std else ""))
             else:
                 cells.append(str(v))

@@ -47,6 +47,12 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c.update(method_train={"dora": {"learning_rate": 1e-3}}),
      "config key 'method_train.dora': 'dora' is not in 'methods' ['lora', 'pissa', 'milora', 'inilora']"),
     (lambda c: c.update(method_train={"lora": {"lr": 1e-3}}), "config key 'method_train.lora': 'lr' is not one of ["),
+    (lambda c: c.update(method_train={"lora": {"learning_rate": -1}}),
+     "config key 'method_train.lora.learning_rate': -1 is less than or equal to the minimum of 0"),
+    (lambda c: c.update(lr_sweep={"values": [1e-3], "methods": ["dora"]}),
+     "config key 'lr_sweep.methods': 'dora' is not in 'methods'"),
+    (lambda c: c.update(lr_sweep={"values": [1e-3], "task": "nope"}), "config key 'lr_sweep.task': unknown task 'nope'"),
+    (lambda c: c.update(lr_sweep={"values": [0.0]}), "config key 'lr_sweep.values.0': 0.0 is less than or equal"),
     (lambda c: c.update(typo_key=1), "config key '(top level)': Additional properties are not allowed ('typo_key'"),
 ])
 def test_bad_values_are_named(mutate, message):
@@ -57,6 +63,17 @@ def test_bad_values_are_named(mutate, message):
 
 def test_per_method_training_settings_override_the_shared_ones():
     config = checked(lambda c: c.update(method_train={"pissa": {"learning_rate": 5e-4}}))
-    assert cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "pissa", 8, 11)["train"]["learning_rate"] == 5e-4
-    assert cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "lora", 8, 11)["train"]["learning_rate"] == 2e-3
+    assert cfg.method_lr(config, "pissa") == "0.0005" and cfg.method_lr(config, "lora") == "0.002"
+    assert any("/pissa/r8/lr0.0005/seed11/" in p for p in cfg.table2_inputs(config))
+    spec = cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "pissa", 8, "0.0005", 11)
+    assert spec["train"]["learning_rate"] == 5e-4
     assert "pissa: trained with learning_rate 0.0005 (per-method setting)" in cfg.table2_spec(config)["notes"]
+
+
+def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():
+    with pytest.raises(cfg.ConfigError, match="config key 'lr_sweep.values' is empty"):
+        cfg.lr_sweep_inputs(checked(lambda c: None))
+    config = checked(lambda c: c.update(lr_sweep={"values": [1e-4, 2e-3]}))
+    inputs = cfg.lr_sweep_inputs(config)
+    assert len(inputs) == len(config["methods"]) * 2 * 2  # methods x rates x benchmarks (one seed)
+    assert sum("/lora/r8/lr0.002/seed11/" in p for p in inputs) == 2  # the table's own lora runs, reused

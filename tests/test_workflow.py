@@ -140,5 +140,23 @@ def test_every_registered_method_runs_through_the_workflow(tiny_run):
     table = pd.read_csv(work / "results/table2.csv")
     assert sorted(table["method"]) == methods
     for m in methods:
-        spec = yaml.safe_load((work / f"results/finetune/tiny/arith/{m}/r4/seed1/train.json").read_text())
+        spec = yaml.safe_load((work / f"results/finetune/tiny/arith/{m}/r4/lr0.001/seed1/train.json").read_text())
         assert spec["method_options"] == config["method_options"].get(m, {})
+
+
+def test_a_learning_rate_sweep_reuses_the_table_runs_and_marks_each_methods_best(tiny_run):
+    work, cfg, config, _ = tiny_run
+    config = {**config, "lr_sweep": {"values": [1e-3, 4e-3], "methods": ["lora", "inilora"]}}
+    cfg_sweep = work / "sweep.yaml"
+    cfg_sweep.write_text(yaml.safe_dump(config))
+    plan = snakemake(work, cfg_sweep, "-n", "results/lr_sweep.csv").stdout
+    assert job_counts(plan) == {"finetune": 2, "evaluate": 2, "lr_sweep": 1}  # only the new rate; 1e-3 is the table's
+    snakemake(work, cfg_sweep, "--cores", "2", "results/lr_sweep.csv")
+    sweep = pd.read_csv(work / "results/lr_sweep.csv")
+    assert list(zip(sweep["method"], sweep["lr"])) == [("lora", 0.001), ("lora", 0.004), ("inilora", 0.001),
+                                                       ("inilora", 0.004)]
+    assert sweep.groupby("method")["chain:best"].sum().tolist() == [1, 1]
+    for method, rows in sweep.groupby("method"):
+        assert rows.loc[rows["chain:best"], "chain:accuracy"].item() == rows["chain:accuracy"].max()
+    train = yaml.safe_load((work / "results/finetune/tiny/arith/lora/r4/lr0.004/seed1/train.json").read_text())
+    assert train["train"]["learning_rate"] == 4e-3

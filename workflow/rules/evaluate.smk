@@ -10,7 +10,7 @@ rule evaluate:
         adapter_dir=lambda w, input: str(Path(input.adapter).parent),
     threads: threads_per_job()
     log:
-        paths.LOGS + "/evaluate/{model}_{task}_{method}_r{rank}_seed{seed}_{bench}.log",
+        paths.LOGS + "/evaluate/{model}_{task}_{method}_r{rank}_lr{lr}_seed{seed}_{bench}.log",
     shell:
         INILORA + " evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
         " --adapter-dir {params.adapter_dir:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -11,3 +11,18 @@ rule table2:
         paths.LOGS + "/table2.log",
     shell:
         INILORA + " table2 --spec {params.spec:q} --csv {output.csv:q} --markdown {output.md:q} {input:q} > {log:q} 2>&1"
+
+
+rule lr_sweep:
+    """Methods x fine-tuning learning rates (the paper's Figure 6 data): the best rate depends on the init."""
+    input:
+        lambda w: cfg.lr_sweep_inputs(config),  # an empty sweep fails here, naming the key
+    output:
+        csv=paths.LR_SWEEP,
+        md=paths.LR_SWEEP_MD,
+    params:
+        spec=spec_json(cfg.lr_sweep_spec(config)),
+    log:
+        paths.LOGS + "/lr_sweep.log",
+    shell:
+        INILORA + " lr-sweep --spec {params.spec:q} --csv {output.csv:q} --markdown {output.md:q} {input:q} > {log:q} 2>&1"
