@@ -79,6 +79,7 @@ def cmd_finetune(a) -> None:
     from inilora import models
     from inilora.data import load_examples
     from inilora.inits import NEEDS_DATA, apply_init, is_residual, save_initial_adapter
+    from inilora.io import atomic_write_dir
     from inilora.train import TrainSettings, finetune, write_curve
 
     spec = json.loads(a.spec)
@@ -110,14 +111,8 @@ def cmd_finetune(a) -> None:
     result = finetune(peft_model, tok, examples, settings, run_dir / "trainer")
     # Residual inits changed the base weights; PEFT's rank-2r conversion gives an adapter that
     # loads on the original, unmodified base model (init-methods.md sec. 2.3).
-    tmp = Path(str(a.adapter_dir) + ".partial")
     kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
-    peft_model.save_pretrained(str(tmp), **kwargs)
-    if Path(a.adapter_dir).exists():
-        import shutil
-
-        shutil.rmtree(a.adapter_dir)
-    tmp.rename(a.adapter_dir)
+    atomic_write_dir(Path(a.adapter_dir), lambda tmp: peft_model.save_pretrained(str(tmp), **kwargs))
     write_curve(Path(a.log_json), {**spec, "init_seconds": init_seconds, **result,
                                    "converted_from_residual": residual})
 
@@ -150,6 +145,15 @@ def cmd_evaluate(a) -> None:
     log.info("%s: accuracy %.3f, held-out loss %.4f", spec["benchmark"], result["accuracy"], result["heldout_loss"])
 
 
+def cmd_merge(a) -> None:
+    from inilora import models
+
+    _threads(a.threads)
+    info = models.read_manifest(Path(a.manifest))
+    models.merge_adapter(info["path"], a.adapter_dir, Path(a.out_dir))
+    log.info("merged %s into %s", a.adapter_dir, a.out_dir)
+
+
 def cmd_table2(a) -> None:
     from inilora.tables import table2
 
@@ -179,6 +183,12 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(flag, required=True)
         s.set_defaults(func=func)
         return s
+
+    s = sub.add_parser("merge", help="a standalone model folder: base + fine-tuned adapter, merged")
+    for flag in ("--manifest", "--adapter-dir", "--out-dir"):
+        s.add_argument(flag, required=True)
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("prepare-model", help="resolve a model; convert the builtin GGUF once")
     for flag in ("--name", "--path", "--out-dir", "--manifest"):

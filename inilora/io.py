@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -31,3 +32,26 @@ def atomic_write_json(path: Path, obj) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_dir)`` on a sibling folder, then swap it in under ``path``.
+
+    A folder cannot be renamed over a non-empty one, so an old copy is moved aside first;
+    a kill between the two renames leaves no folder under ``path`` (a rerun redoes it),
+    never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            shutil.rmtree(old)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

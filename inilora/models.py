@@ -124,6 +124,26 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
+def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.dtype = torch.float32) -> None:
+    """A standalone model folder: the portable adapter loaded on the original base, merged in.
+
+    For a residual init this is W + (the rank-2r converted adapter) = W_res + s B A after
+    fine-tuning, i.e. exactly the fine-tuned model, loadable without PEFT.
+    """
+    from peft import PeftModel
+
+    from inilora.io import atomic_write_dir
+
+    merged = PeftModel.from_pretrained(load_causal_lm(base_path, dtype), adapter_dir).merge_and_unload()
+    tok = load_tokenizer(base_path)
+
+    def write(tmp: Path) -> None:
+        merged.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+
+    atomic_write_dir(out_dir, write)
+
+
 def default_targets(model: nn.Module) -> list[str]:
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     return DEFAULT_TARGETS.get(model_type, ["q_proj", "v_proj"])

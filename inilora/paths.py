@@ -13,6 +13,7 @@ FACTORS_META = DECOMP_DIR + "/it{iters}.json"
 RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}"
 ADAPTER = RUN_DIR + "/adapter/adapter_model.safetensors"
 TRAIN_LOG = RUN_DIR + "/train.json"
+MERGED = RUN_DIR + "/merged"  # optional: a standalone model folder, base + adapter merged
 
 EVAL = RESULTS + "/eval/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}/{bench}.json"
 BASE_EVAL = RESULTS + "/eval/{model}/base/{bench}.json"

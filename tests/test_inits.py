@@ -295,3 +295,40 @@ def test_hrp_residual_form_keeps_step0_logits(tiny_llama, input_ids):
     assert is_residual("hrp", {"form": "residual"}) and not is_residual("hrp", {})
     layer = next(iter(lora_layers(peft_model).values()))
     assert (layer.lora_B["default"].weight @ layer.lora_A["default"].weight).abs().max() > 0
+
+
+def test_loraga_matches_peft_lora_ga_up_to_the_documented_differences(tiny_llama, input_ids):
+    """Cross-check with PEFT's port: the same mean gradient, the same singular directions; only the
+    documented scale differs (PEFT: B = U[:, r:2r] diag(S[r:2r]) d^¼/√γ, A = Vᵀ[:r] unscaled;
+    official: both x d^¼/√γ, no S). Rank 8 makes q = 4r cover the tiny matrices, so both SVDs are exact."""
+    from peft import LoraConfig, LoraGAConfig, get_peft_model, preprocess_loraga
+
+    from inilora.inits import estimate_gradients
+
+    batches = list(lm_batches(3))
+    ours_grads = estimate_gradients(copy.deepcopy(tiny_llama), TARGETS, batches, 3)
+    peft_base = copy.deepcopy(tiny_llama)
+    config = LoraConfig(r=8, lora_alpha=8, target_modules=TARGETS, init_lora_weights="lora_ga",
+                        lora_ga_config=LoraGAConfig(direction="ArB2r", scale="stable", stable_gamma=16))
+
+    def train_step():
+        for b in batches:
+            peft_base(**b).loss.backward()
+
+    preprocess_loraga(peft_base, config, train_step)
+    for name, module in target_linears(peft_base, TARGETS).items():
+        torch.testing.assert_close(module._peft_loraga_grad, ours_grads[name], atol=1e-6, rtol=1e-5)
+    theirs = lora_layers(get_peft_model(peft_base, config).eval())
+    ours = lora_layers(apply_init(copy.deepcopy(tiny_llama), "loraga", 8, 8, TARGETS, data=iter(batches),
+                                  batches=3).eval())
+    for name, layer in ours.items():
+        A_o, B_o = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        A_p, B_p = theirs[name].lora_A["default"].weight, theirs[name].lora_B["default"].weight
+        scale = B_o.shape[0] ** 0.25 / 4
+        S = torch.linalg.svdvals(ours_grads[next(n for n in ours_grads if n.endswith(name))])
+        cos_a = torch.nn.functional.cosine_similarity(A_o, A_p, dim=1).abs()
+        cos_b = torch.nn.functional.cosine_similarity(B_o, B_p, dim=0).abs()
+        assert cos_a.min() > 0.999 and cos_b.min() > 0.999  # same singular vectors, up to sign
+        torch.testing.assert_close(A_o.norm(dim=1), torch.full((8,), scale), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(A_p.norm(dim=1), torch.ones(8), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(B_p.norm(dim=0) / B_o.norm(dim=0), S[8:16], atol=1e-5, rtol=1e-4)

@@ -160,3 +160,20 @@ def test_a_learning_rate_sweep_reuses_the_table_runs_and_marks_each_methods_best
         assert rows.loc[rows["chain:best"], "chain:accuracy"].item() == rows["chain:accuracy"].max()
     train = yaml.safe_load((work / "results/finetune/tiny/arith/lora/r4/lr0.004/seed1/train.json").read_text())
     assert train["train"]["learning_rate"] == 4e-3
+
+
+def test_merge_exports_a_model_folder_that_needs_no_peft(tiny_run):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    work, cfg, config, _ = tiny_run
+    run = "results/finetune/tiny/arith/inilora/r4/lr0.001/seed1"
+    snakemake(work, cfg, "--cores", "1", f"{run}/merged")
+    base = AutoModelForCausalLM.from_pretrained(config["models"]["tiny"]["path"], dtype=torch.float32)
+    with_adapter = PeftModel.from_pretrained(base, str(work / run / "adapter")).eval()
+    merged = AutoModelForCausalLM.from_pretrained(work / run / "merged", dtype=torch.float32).eval()
+    ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (merged(ids).logits - with_adapter(ids).logits).abs().max() < 1e-4
+    assert not list((work / run).glob(".merged*"))  # no temporary folder left behind

@@ -22,3 +22,20 @@ rule finetune:
     shell:
         INILORA + " finetune --spec {params.spec:q} --manifest {input.manifest:q} {params.factors}"
         " --adapter-dir {params.adapter_dir:q} --log-json {output.log_json:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule merge:
+    """Optional export: the portable adapter merged into the original base, a model folder that needs no PEFT."""
+    input:
+        adapter=paths.ADAPTER,
+        manifest=manifest,
+    output:
+        directory(paths.MERGED),
+    params:
+        adapter_dir=lambda w, input: str(Path(input.adapter).parent),
+    threads: threads_per_job()
+    log:
+        paths.LOGS + "/merge/{model}_{task}_{method}_r{rank}_lr{lr}_seed{seed}.log",
+    shell:
+        INILORA + " merge --manifest {input.manifest:q} --adapter-dir {params.adapter_dir:q}"
+        " --out-dir {output:q} --threads {threads} > {log:q} 2>&1"
