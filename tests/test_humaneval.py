@@ -1,0 +1,158 @@
+"""HumanEval protocol: pass@k against its definition, stops, layout, loaders, and the harness end to end."""
+
+import gzip
+import json
+import math
+import time
+from fractions import Fraction
+
+import pytest
+
+from inilora import humaneval as he
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return he.load_problems()
+
+
+def exact_pass_at_k(n, c, k):
+    """The definition, 1 - C(n-c, k) / C(n, k), in exact rationals."""
+    return 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+
+
+@pytest.mark.parametrize("n, c, k", [(20, 3, 1), (20, 3, 10), (20, 15, 5), (20, 1, 10), (5, 2, 2),
+                                     (200, 13, 10), (200, 1, 100), (1000, 500, 100), (7, 0, 3)])
+def test_pass_at_k_matches_the_combinatorial_definition(n, c, k):
+    assert he.pass_at_k(n, c, k) == pytest.approx(float(exact_pass_at_k(n, c, k)), rel=1e-12, abs=1e-15)
+
+
+def test_pass_at_k_edge_cases():
+    assert he.pass_at_k(20, 0, 1) == 0.0 and he.pass_at_k(20, 0, 10) == 0.0
+    assert he.pass_at_k(20, 20, 1) == 1.0 and he.pass_at_k(20, 20, 20) == 1.0
+    assert he.pass_at_k(20, 15, 10) == 1.0  # n - c = 5 < k: every 10-subset holds a pass
+    assert he.pass_at_k(20, 7, 1) == pytest.approx(7 / 20, rel=1e-12)  # pass@1 is the pass rate
+    assert he.pass_at_k(1, 1, 1) == 1.0 and he.pass_at_k(1, 0, 1) == 0.0
+
+
+@pytest.mark.parametrize("n, c, k", [(5, 2, 6), (5, 6, 1), (0, 0, 1), (5, 2, 0), (5, -1, 1), (5.0, 2, 1)])
+def test_pass_at_k_rejects_impossible_arguments(n, c, k):
+    with pytest.raises(ValueError, match="allowed"):
+        he.pass_at_k(n, c, k)
+
+
+def test_papers_sampling_constants():
+    sampling = (he.N_SAMPLES, he.TEMPERATURE, he.TOP_P, he.MAX_TOKENS)
+    assert sampling == (20, 0.1, 0.95, 512) and he.KS == (1, 10) and he.TIMEOUT == 3.0
+
+
+@pytest.mark.parametrize("stop", he.STOP_SEQUENCES)
+def test_truncate_cuts_at_each_stop_sequence(stop):
+    body = "    total = sum(xs)\n    if total > 0:\n        return total\n    return 0"
+    assert he.truncate(body + stop + " rest\n    more") == body
+    assert he.truncate(body) == body  # indented "if" is not a stop: only column-0 ones are
+
+
+def test_truncate_uses_the_earliest_stop():
+    assert he.truncate("    return 1\nprint(f(1))\ndef g():\n    pass\n# done") == "    return 1"
+
+
+def test_prompt_and_check_program_layout(problems):
+    p = problems["HumanEval/0"]
+    assert he.build_prompt(p) == ("Complete the following python function. Please only output the code for the "
+                                  "completed function.\n\n\n" + p["prompt"])
+    program = he.check_program(p, "    return True\n")
+    assert program == p["prompt"] + "    return True\n" + "\n" + p["test"] + "\n" + "check(has_close_elements)"
+
+
+def test_canonical_solutions_pass_all_164_problems(problems):
+    assert len(problems) == 164
+    start = time.monotonic()
+    result = he.score(problems, {t: [p["canonical_solution"]] for t, p in problems.items()}, workers=2,
+                      progress=False)
+    took = time.monotonic() - start
+    print(f"164 canonical solutions scored in {took:.1f} s")  # ~8 s on 2 cores
+    failures = {t: s for t, samples in result["samples"].items() for s in samples if s["status"] != "passed"}
+    assert failures == {}
+    assert result["pass_at_k"] == {"pass@1": 1.0}
+    assert result["notes"] == ["pass@10 skipped: needs >= 10 samples per task, the smallest n is 1"]
+    assert all(v == {"n": 1, "correct": 1} for v in result["per_task"].values())
+
+
+def test_wrong_and_hanging_completions_fail(problems):
+    p = problems["HumanEval/0"]
+    completions = {"HumanEval/0": [p["canonical_solution"], "    return not True\n", "    while True:\n        pass\n"]}
+    result = he.score(problems, completions, timeout=1.0, progress=False)
+    assert [s["status"] for s in result["samples"]["HumanEval/0"]] == ["passed", "failed", "timeout"]
+    assert "AssertionError" in result["samples"]["HumanEval/0"][1]["detail"]
+    assert result["per_task"] == {"HumanEval/0": {"n": 3, "correct": 1}}
+    assert result["pass_at_k"]["pass@1"] == pytest.approx(1 / 3)
+
+
+def test_pass_at_1_and_10_over_several_tasks(problems):
+    ids = ["HumanEval/2", "HumanEval/4"]
+    wrong = "    return None\n"
+    completions = {ids[0]: [problems[ids[0]]["canonical_solution"]] * 10,
+                   ids[1]: [problems[ids[1]]["canonical_solution"]] * 3 + [wrong] * 7}
+    result = he.score(problems, completions, progress=False)
+    assert result["per_task"] == {ids[0]: {"n": 10, "correct": 10}, ids[1]: {"n": 10, "correct": 3}}
+    assert result["pass_at_k"]["pass@1"] == pytest.approx((1 + 0.3) / 2)
+    assert result["pass_at_k"]["pass@10"] == 1.0  # n - c = 7 < 10 for the second task
+    assert result["notes"] == []
+
+
+def test_completions_are_cut_at_stops_before_checking(problems):
+    p = problems["HumanEval/0"]
+    tail = "\nprint('extra')\nassert False, 'text after the function'\n"
+    cut = he.score(problems, {"HumanEval/0": [p["canonical_solution"] + tail]}, progress=False)
+    uncut = he.score(problems, {"HumanEval/0": [p["canonical_solution"] + tail]}, stops=None, progress=False)
+    assert cut["per_task"]["HumanEval/0"]["correct"] == 1
+    assert uncut["per_task"]["HumanEval/0"]["correct"] == 0
+
+
+def test_score_rejects_unknown_tasks_and_empty_samples(problems):
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['HumanEval/999'\]"):
+        he.score(problems, {"HumanEval/999": ["pass"]}, progress=False)
+    with pytest.raises(ValueError, match=r"empty: \['HumanEval/0'\]"):
+        he.score(problems, {"HumanEval/0": []}, progress=False)
+    with pytest.raises(ValueError, match="workers=0"):
+        he.score(problems, {"HumanEval/0": ["pass"]}, workers=0, progress=False)
+
+
+def rows(problems, ids):
+    return [{f: problems[t][f] for f in he.REQUIRED_FIELDS} for t in ids]
+
+
+def test_load_problems_reads_a_local_jsonl_gz(tmp_path, problems):
+    path = tmp_path / "mini.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        for row in rows(problems, ["HumanEval/0", "HumanEval/1"]):
+            fh.write(json.dumps(row) + "\n")
+    loaded = he.load_problems(str(path))
+    assert list(loaded) == ["HumanEval/0", "HumanEval/1"]
+    assert loaded["HumanEval/1"] == rows(problems, ["HumanEval/1"])[0]
+
+
+def test_load_problems_names_missing_fields(tmp_path, problems):
+    row = rows(problems, ["HumanEval/3"])[0]
+    del row["test"]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=r"HumanEval/3\) lacks field\(s\) \['test'\]"):
+        he.load_problems(str(path))
+
+
+def test_load_hub_reads_a_local_file_in_the_hub_format(tmp_path, problems):
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows(problems, ["HumanEval/5", "HumanEval/6"])))
+    loaded = he.load_hub("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))
+    assert loaded == {t: rows(problems, [t])[0] for t in ["HumanEval/5", "HumanEval/6"]}
+    result = he.score(loaded, {t: [p["canonical_solution"]] for t, p in loaded.items()}, progress=False)
+    assert result["pass_at_k"]["pass@1"] == 1.0
+
+
+def test_load_hub_names_missing_columns(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps({"task_id": "x/0", "prompt": "def f():\n"}) + "\n")
+    with pytest.raises(ValueError, match=r"lacks field\(s\) \['canonical_solution', 'test', 'entry_point'\]"):
+        he.load_hub("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))
