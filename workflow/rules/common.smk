@@ -4,9 +4,11 @@ import sys
 
 from inilora import config as cfg
 from inilora import paths
+from inilora.precheck import check_models
 
 try:
     cfg.check(cfg.validate_schema(config))
+    check_models(config)  # ranks and target modules against each model's shapes (no weights read)
 except cfg.ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}")
 
