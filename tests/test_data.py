@@ -29,6 +29,17 @@ def test_metamathqa_preset_takes_the_first_n_rows(tmp_path):
     assert len(ex) == 3 and ex[2].answer == "3" and ex[0].question == "What is 0 + 1?"
 
 
+def test_codealpaca_format_joins_instruction_and_input(tmp_path):
+    f = write_jsonl(tmp_path / "code_alpaca_20k.json", [
+        {"instruction": "Write a function that adds two numbers.", "input": "", "output": "def add(a, b):\n    return a + b"},
+        {"instruction": "Reverse the list.", "input": "[1, 2, 3]", "output": "x[::-1]"},
+    ])
+    ex = load_examples({"loader": "hf", "path": "json", "data_files": f, "question_field": "instruction",
+                        "input_field": "input", "response_field": "output", "answer_format": "none"})
+    assert ex[0].question == "Write a function that adds two numbers." and ex[0].answer == ""
+    assert ex[1].question == "Reverse the list.\n[1, 2, 3]" and ex[1].response == "x[::-1]"
+
+
 def test_missing_field_is_named(tmp_path):
     f = write_jsonl(tmp_path / "bad.jsonl", [{"q": "x", "a": "y"}])
     with pytest.raises(DataError, match=r"lacks field\(s\) \['query', 'response'\]"):
@@ -36,7 +47,7 @@ def test_missing_field_is_named(tmp_path):
 
 
 def test_unknown_loader_lists_valid_ones():
-    with pytest.raises(DataError, match=r"valid: \['hf', 'reasoning_gym'\]"):
+    with pytest.raises(DataError, match=r"valid: \['champ', 'hf', 'math_hub', 'reasoning_gym'\]"):
         load_examples({"loader": "csv"})
 
 

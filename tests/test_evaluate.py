@@ -1,0 +1,99 @@
+"""The benchmark kinds dispatched by inilora.evaluate, on a tiny random Llama (CPU, seconds)."""
+
+import pytest
+import torch
+
+from inilora.evaluate import STOP_STRINGS, cut_at_stop, generate, run_benchmark
+
+
+@pytest.fixture
+def tok_model(tiny_llama_dir, tiny_llama):
+    from inilora.models import load_tokenizer
+
+    return load_tokenizer(str(tiny_llama_dir)), tiny_llama
+
+
+def test_batched_generation_equals_one_at_a_time(tok_model):
+    """Left padding with the attention mask keeps each prompt's greedy output unchanged."""
+    tok, model = tok_model
+    prompts = ["12 + 7 =", "The answer is: 3 and then a longer prompt 4 5 6", "Below"]
+    batched = generate(model, tok, prompts, max_new_tokens=6, batch_size=3, stops=[])
+    single = [generate(model, tok, [p], max_new_tokens=6, batch_size=1, stops=[])[0] for p in prompts]
+    assert batched == single
+
+
+def test_sampling_returns_n_seeded_samples_per_prompt(tok_model):
+    tok, model = tok_model
+    a = generate(model, tok, ["12 + 7 =", "Below"], 5, samples=3, temperature=1.0, top_p=0.95, seed=4, stops=[])
+    b = generate(model, tok, ["12 + 7 =", "Below"], 5, samples=3, temperature=1.0, top_p=0.95, seed=4, stops=[])
+    assert a == b and [len(x) for x in a] == [3, 3]
+    assert len({s for x in a for s in x}) > 1  # a random model at T=1 does not repeat itself
+    with pytest.raises(ValueError, match="set a temperature"):
+        generate(model, tok, ["x"], 2, samples=2, temperature=0.0)
+
+
+def test_stop_strings_cut_the_output():
+    assert cut_at_stop("The answer is: 4\n### Instruction: more", STOP_STRINGS) == "The answer is: 4\n### "
+
+
+def test_humaneval_kind_scores_pass_at_k_in_the_sandbox(tok_model):
+    tok, model = tok_model
+    spec = {"benchmark": "he", "kind": "humaneval", "data": {"loader": "humaneval", "n": 2}, "samples": 2,
+            "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 8, "ks": [1, 10], "timeout": 3.0,
+            "batch_size": 2, "max_length": 64}
+    out = run_benchmark(model, tok, spec)
+    assert out["n"] == 2 and set(out["metrics"]) == {"pass@1"}  # a random model's code fails; k=10 > 2 samples
+    assert out["metrics"]["pass@1"] == 0.0
+    assert any("pass@10" in note for note in out["notes"])
+    assert all(len(r["completions"]) == 2 for r in out["records"])
+
+
+def test_mmlu_kind_reports_accuracy_and_groups(tok_model):
+    tok, model = tok_model
+    spec = {"benchmark": "mc", "kind": "mmlu", "data": {"loader": "mmlu_standin", "n": 12, "seed": 0},
+            "batch_size": 4, "chat_format": "tulu", "max_length": 64}
+    out = run_benchmark(model, tok, spec)
+    assert out["n"] == 12 and 0 <= out["metrics"]["accuracy"] <= 1
+    assert out["per_category"] == {"standin": out["metrics"]["accuracy"]}
+
+
+def test_math_kind_uses_hendrycks_equivalence(tok_model, monkeypatch):
+    """A model that always answers '\\frac{1}{2}' is right exactly on the items whose gold is 0.5."""
+    from inilora import evaluate as ev
+    from inilora.data import Example
+
+    tok, model = tok_model
+    monkeypatch.setattr(ev, "generate", lambda *a, **k: [["... The answer is: \\frac{1}{2}.\n"]] * 2)
+    monkeypatch.setattr(ev, "heldout_loss", lambda *a, **k: 1.0)
+    examples = [Example("q1", "r", "0.5"), Example("q2", "r", "\\frac{1}{3}")]
+    out = ev.evaluate(model, tok, examples, "", 8, 64, kind="math")
+    assert [r["correct"] for r in out["records"]] == [True, False]
+    numeric = ev.evaluate(model, tok, examples, "", 8, 64, kind="numeric")
+    assert not numeric["records"][0]["correct"]  # the GSM8K rule reads the number 1, not 1/2
+
+
+def test_vllm_backend_without_vllm_fails_naming_the_fix():
+    import importlib.util
+
+    from inilora.evaluate import vllm_generator
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(ValueError, match="backend 'vllm' needs the vllm package"):
+        vllm_generator("/nonexistent")
+
+
+def test_run_benchmark_uses_the_given_backend(tok_model):
+    """Any generate-compatible backend (vLLM on a cluster) gets the same prompts and scoring."""
+    tok, model = tok_model
+    seen = []
+
+    def fake(prompts, max_new_tokens, batch_size=None, desc=None, **kw):
+        seen.extend(prompts)
+        return [["The answer is: 7"] for _ in prompts]
+
+    spec = {"benchmark": "b", "kind": "numeric", "data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 3,
+            "seed": 1}, "max_new_tokens": 4, "batch_size": 2, "max_length": 64, "prompt_suffix": ""}
+    out = run_benchmark(model, tok, spec, gen=fake)
+    assert len(seen) == 3 and seen[0].startswith("Below is an instruction")
+    assert all(r["output"] == "The answer is: 7" for r in out["records"])
