@@ -49,7 +49,7 @@ def cmd_decompose(a) -> None:
     spec = json.loads(a.spec)
     _threads(a.threads)
     info = models.read_manifest(Path(a.manifest))
-    model = models.load_causal_lm(info["path"])
+    model = models.load_for_targets(info["path"])
     weights = {n: m.weight.detach().clone() for n, m in models.target_linears(model, spec["target_modules"]).items()}
     del model
     settings = SolverSettings(
@@ -120,7 +120,7 @@ def cmd_finetune(a) -> None:
 def cmd_evaluate(a) -> None:
     from inilora import models
     from inilora.data import load_examples
-    from inilora.evaluate import evaluate
+    from inilora.evaluate import run_benchmark
     from inilora.io import atomic_write_json
 
     spec = json.loads(a.spec)
@@ -132,17 +132,59 @@ def cmd_evaluate(a) -> None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, a.adapter_dir).merge_and_unload()
-    examples = load_examples(spec["data"])
     seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
-    overlap = sum(ex.question in seen for ex in examples)
-    examples = [ex for ex in examples if ex.question not in seen]
-    if not examples:
-        raise ValueError(f"benchmarks.{spec['benchmark']}: every item also occurs in the training data")
-    result = evaluate(model, tok, examples, spec.get("prompt_suffix", ""), spec["max_new_tokens"],
-                      spec["max_length"], spec.get("batch_size", 32), desc=f"evaluate {spec['benchmark']}")
+    gen = None
+    if spec.get("backend") == "vllm" and spec.get("kind") != "mmlu":
+        import tempfile
+
+        from inilora.evaluate import vllm_generator
+
+        folder = info["path"]
+        if a.adapter_dir:  # vLLM reads a plain folder: the adapter merged into the base
+            folder = tempfile.mkdtemp(prefix=".vllm-merged.", dir=Path(a.out).parent)
+            model.save_pretrained(folder)
+            tok.save_pretrained(folder)
+        gen = vllm_generator(folder, spec.get("seed", 0))
+    result = run_benchmark(model, tok, spec, seen, workers=a.threads or 2, gen=gen)
     atomic_write_json(Path(a.out), {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
-                                    "adapter": a.adapter_dir, "dropped_as_in_training_data": overlap, **result})
-    log.info("%s: accuracy %.3f, held-out loss %.4f", spec["benchmark"], result["accuracy"], result["heldout_loss"])
+                                    "kind": spec.get("kind", "numeric"), "adapter": a.adapter_dir, **result})
+    log.info("%s: %s", spec["benchmark"], ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))
+
+
+def cmd_glue(a) -> None:
+    from inilora import models
+    from inilora.glue import finetune_classifier, load_glue
+    from inilora.io import atomic_write_json
+
+    spec = json.loads(a.spec)
+    _threads(a.threads)
+    info = models.read_manifest(Path(a.manifest))
+    opts = dict(spec["method_options"])
+    if a.factors:
+        opts["factors_path"] = a.factors
+    rows = {}
+    if spec.get("data"):  # a GLUE task from a mirror or local files instead of the hub default
+        from inilora.glue import get_task
+
+        t = get_task(spec["task"])
+        rows = {"train_rows": load_glue(spec["task"], "train", **spec["data"]),
+                "eval_rows": load_glue(spec["task"], t.validation_split, **spec["data"])}
+    result = finetune_classifier(
+        info["path"], spec["task"], spec["method"], spec["rank"], spec["alpha"], spec["target_modules"],
+        epochs=spec["epochs"], lr=spec["learning_rate"], batch_size=spec["batch_size"],
+        max_length=spec["max_length"], warmup=spec["warmup_ratio"], weight_decay=spec["weight_decay"],
+        seed=spec["seed"], init_options=opts, output_dir=str(Path(a.out).with_suffix("")) + ".trainer", **rows)
+    atomic_write_json(Path(a.out), {**spec, **result})
+    import shutil
+
+    shutil.rmtree(str(Path(a.out).with_suffix("")) + ".trainer", ignore_errors=True)  # scratch of the Trainer
+    log.info("%s %s: best %s", spec["task"], spec["method"], result["best"])
+
+
+def cmd_table1(a) -> None:
+    from inilora.tables import table1
+
+    table1(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
 
 
 def cmd_merge(a) -> None:
@@ -198,10 +240,13 @@ def parser() -> argparse.ArgumentParser:
     job("decompose", cmd_decompose, "IniLoRA weight approximation for one model x rank x lr", "--out-dir")
     s = job("finetune", cmd_finetune, "initialise by method name and fine-tune", "--adapter-dir", "--log-json")
     s.add_argument("--factors", help="decomposition artifact (methods that need one)")
+    s = job("glue", cmd_glue, "sequence-classification fine-tune of an encoder, validated every epoch", "--out")
+    s.add_argument("--factors", help="decomposition artifact (methods that need one)")
     s = job("evaluate", cmd_evaluate, "accuracy and held-out loss of an adapter on one benchmark", "--out")
     s.add_argument("--adapter-dir", help="omit to evaluate the base model")
 
-    for name, func, help in [("table2", cmd_table2, "build results/table2.csv from evaluation JSONs"),
+    for name, func, help in [("table1", cmd_table1, "build results/table1.csv from GLUE run JSONs"),
+                             ("table2", cmd_table2, "build results/table2.csv from evaluation JSONs"),
                              ("lr-sweep", cmd_lr_sweep, "build results/lr_sweep.csv from evaluation JSONs")]:
         s = sub.add_parser(name, help=help)
         for flag in ("--spec", "--csv", "--markdown"):

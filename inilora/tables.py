@@ -9,11 +9,9 @@ import pandas as pd
 
 from inilora.io import atomic_write_text
 
-METRICS = ["accuracy", "heldout_loss"]
-
 
 def read_evals(paths: list[str]) -> pd.DataFrame:
-    """One row per evaluation JSON: model, task, method, rank, seed, benchmark and metrics.
+    """One row per evaluation JSON and metric: model, task, method, rank, lr, seed, benchmark, metric, value.
 
     The identity comes from the path (inilora.paths.EVAL / BASE_EVAL), the one place it is spelled.
     """
@@ -28,8 +26,8 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
             model, task, method, rank, lr, seed = parts[i + 1 : i + 7]
             ident = {"model": model, "task": task, "method": method, "rank": int(rank[1:]), "lr": float(lr[2:]),
                      "seed": int(seed[4:])}
-        rows.append({**ident, "benchmark": data["benchmark"], "label": data.get("label", data["benchmark"]),
-                     "n": data["n"], **{m: data[m] for m in METRICS}})
+        for metric, value in data["metrics"].items():
+            rows.append({**ident, "benchmark": data["benchmark"], "n": data["n"], "metric": metric, "value": value})
     return pd.DataFrame(rows)
 
 
@@ -40,12 +38,35 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd.D
     """
     df = read_evals(eval_paths)
     wide = _over_seeds(df, ["model", "method", "rank", "lr"])
-    order = [f"{b}:{m}{s}" for b in spec["benchmarks"] for m in METRICS for s in ("", "_std")]
+    metrics = list(dict.fromkeys(df["metric"]))
+    order = [f"{b}:{m}{s}" for b in spec["benchmarks"] for m in metrics for s in ("", "_std")]
     order += [f"{b}:seeds" for b in spec["benchmarks"]]
     wide = wide[[c for c in order if c in wide.columns]].reset_index()
     wide = _method_order(wide, ["base", *spec["methods"]], ["model", "rank", "method"])
     wide["method"] = wide["method"].replace({"base": "base (no fine-tune)"})
     _write(wide, df, "Table 2: methods x benchmarks", spec, csv, markdown)
+    return wide
+
+
+def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path) -> pd.DataFrame:
+    """Rows method (x rank), a column per task: its main metric at the best epoch (the paper's
+    protocol, ``<task>:<metric>``) and at the last epoch (``@last``); mean and std over seeds."""
+    rows = []
+    for p in run_paths:
+        run = json.loads(Path(p).read_text())
+        ident = {"model": run["model"], "method": run["method"], "rank": run["rank"], "seed": run["seed"]}
+        main = run["main_metric"]
+        rows.append({**ident, "benchmark": run["task"], "metric": main, "value": run["best"][main],
+                     "n": run["eval_examples"]})
+        rows.append({**ident, "benchmark": run["task"], "metric": f"{main}@last", "value": run["last"][main],
+                     "n": run["eval_examples"]})
+    df = pd.DataFrame(rows)
+    wide = _over_seeds(df, ["model", "method", "rank"])
+    metrics = list(dict.fromkeys(df["metric"]))
+    order = [f"{t}:{m}{s}" for t in spec["tasks"] for m in metrics for s in ("", "_std")]
+    wide = wide[[c for c in [*order, *(f"{t}:seeds" for t in spec["tasks"])] if c in wide.columns]].reset_index()
+    wide = _method_order(wide, spec["methods"], ["model", "rank", "method"])
+    _write(wide, df, "Table 1: GLUE-style tasks x methods (encoder)", spec, csv, markdown)
     return wide
 
 
@@ -55,7 +76,8 @@ def lr_sweep(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd
     df = read_evals(eval_paths)
     wide = _over_seeds(df, ["model", "method", "rank", "lr"]).reset_index()
     for bench in df["benchmark"].unique():
-        col = f"{bench}:accuracy"
+        main = "accuracy" if f"{bench}:accuracy" in wide.columns else "pass@1"
+        col = f"{bench}:{main}"
         best = (wide.sort_values(["lr"]).groupby(["model", "method", "rank"])[col].idxmax())
         wide[f"{bench}:best"] = wide.index.isin(best.values)
     wide = _method_order(wide, spec["methods"], ["model", "rank", "method", "lr"])
@@ -65,11 +87,12 @@ def lr_sweep(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd
 
 def _over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean, std (ddof 1) and seed count per ``keys`` x benchmark, one column per benchmark metric."""
-    g = df.groupby([*keys, "benchmark"])[METRICS]
-    agg = g.mean().join(g.std(ddof=1).add_suffix("_std")).join(g.size().rename("seeds"))
-    wide = agg.unstack("benchmark")
-    wide.columns = [f"{bench}:{metric}" for metric, bench in wide.columns]
-    return wide
+    g = df.groupby([*keys, "benchmark", "metric"])["value"]
+    agg = pd.DataFrame({"": g.mean(), "_std": g.std(ddof=1), "seeds": g.size()})
+    wide = agg.unstack(["benchmark", "metric"])
+    wide.columns = [f"{bench}:{metric}{stat}" if stat != "seeds" else f"{bench}:seeds"
+                    for stat, bench, metric in wide.columns]
+    return wide.loc[:, ~wide.columns.duplicated()]
 
 
 def _method_order(df: pd.DataFrame, methods: list[str], by: list[str]) -> pd.DataFrame:
@@ -83,7 +106,7 @@ def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Pa
     md = [f"# {title}", ""]
     md += [f"- {n}" for n in spec.get("notes", [])]
     for bench, n in df.groupby("benchmark")["n"].max().items():
-        md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy")
+        md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy (or pass@k)")
     md += ["", _markdown(wide), ""]
     atomic_write_text(markdown, "\n".join(md))
 

@@ -37,11 +37,11 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c["decompose"].update(lr=[0]), "config key 'decompose.lr.0': 0 is less than or equal to the minimum of 0"),
     (lambda c: c["train"].update(learning_rate=-1e-3), "config key 'train.learning_rate': -0.001 is less than or equal"),
     (lambda c: c["tasks"]["arithmetic"].update(benchmarks=["gsm8k"]),
-     "config key 'tasks.arithmetic.benchmarks': unknown benchmark 'gsm8k'; defined: ['chain_sum', 'gsm_symbolic']"),
+     "config key 'tasks.arithmetic.benchmarks': unknown benchmark 'gsm8k'; defined: ['chain_sum', 'champ', 'gsm_symbolic', 'humaneval', 'mmlu_standin']"),
     (lambda c: c["benchmarks"]["chain_sum"].update(data={"loader": "hf", "path": "json", "data_files": "/no/such.jsonl"}),
      "config key 'benchmarks.chain_sum.data.data_files': file '/no/such.jsonl' does not exist"),
     (lambda c: c["benchmarks"]["chain_sum"]["data"].update(loader="csv"),
-     "config key 'benchmarks.chain_sum.data.loader': 'csv' is not one of ['reasoning_gym', 'hf']"),
+     "config key 'benchmarks.chain_sum.data.loader': 'csv' is not one of ['reasoning_gym', 'hf', 'math_hub'"),
     (lambda c: c.update(method_options={"inilora": {"decompose_lr": 1e-3}}),
      "config key 'method_options.inilora.decompose_lr': 0.001 is not one of decompose.lr ['0.0005']"),
     (lambda c: c.update(method_train={"dora": {"learning_rate": 1e-3}}),
@@ -53,6 +53,12 @@ def test_the_default_config_is_valid_and_gets_defaults():
      "config key 'lr_sweep.methods': 'dora' is not in 'methods'"),
     (lambda c: c.update(lr_sweep={"values": [1e-3], "task": "nope"}), "config key 'lr_sweep.task': unknown task 'nope'"),
     (lambda c: c.update(lr_sweep={"values": [0.0]}), "config key 'lr_sweep.values.0': 0.0 is less than or equal"),
+    (lambda c: c["benchmarks"]["chain_sum"].update(kind="humaneval"),
+     "config key 'benchmarks.chain_sum.data.loader': 'reasoning_gym' cannot feed a 'humaneval' benchmark; "
+     "valid for humaneval: ['humaneval', 'humaneval_hub']"),
+    (lambda c: c["benchmarks"]["humaneval"].update(samples=5),
+     "config key 'benchmarks.humaneval.temperature': 0 (greedy) with samples = 5 repeats one output"),
+    (lambda c: c["benchmarks"]["champ"].update(kind="essay"), "config key 'benchmarks.champ.kind': 'essay' is not one of"),
     (lambda c: c.update(typo_key=1), "config key '(top level)': Additional properties are not allowed ('typo_key'"),
 ])
 def test_bad_values_are_named(mutate, message):
@@ -75,5 +81,5 @@ def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():
         cfg.lr_sweep_inputs(checked(lambda c: None))
     config = checked(lambda c: c.update(lr_sweep={"values": [1e-4, 2e-3]}))
     inputs = cfg.lr_sweep_inputs(config)
-    assert len(inputs) == len(config["methods"]) * 2 * 2  # methods x rates x benchmarks (one seed)
-    assert sum("/lora/r8/lr0.002/seed11/" in p for p in inputs) == 2  # the table's own lora runs, reused
+    assert len(inputs) == len(config["methods"]) * 2 * 5  # methods x rates x benchmarks (one seed)
+    assert sum("/lora/r8/lr0.002/seed11/" in p for p in inputs) == 5  # the table's own lora runs, reused

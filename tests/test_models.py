@@ -18,7 +18,7 @@ def test_missing_local_folder_is_refused(tmp_path):
 
 
 def test_unknown_builtin_lists_known(tmp_path):
-    with pytest.raises(ModelError, match=r"unknown builtin 'gpt9'; known: \['smollm2-135m'\]"):
+    with pytest.raises(ModelError, match=r"unknown builtin 'gpt9'; known: \['all-minilm-l6-v2', 'smollm2-135m'\]"):
         prepare("x", "builtin:gpt9", tmp_path / "hf", tmp_path / "m.json")
 
 

@@ -50,9 +50,12 @@ def test_default_config_plans_one_decomposition_per_model_rank_lr(tmp_path):
         assert len(parents) == 1 and decomps[parents[0]]["lr"] == "0.001"
     others = {n for n, (rule, wc) in nodes.items() if rule == "finetune" and wc.get("method") != "inilora"}
     assert not [a for a, b in edges if b in others and a in decomps]
-    nodes, _ = dag(tmp_path, cfg, "decompositions")
-    assert sorted((wc["rank"], wc["lr"]) for rule, wc in nodes.values() if rule == "decompose") == [
-        ("16", "0.0005"), ("16", "0.001"), ("8", "0.0005"), ("8", "0.001")]  # model x rank x lr
+    nodes, edges = dag(tmp_path, cfg, "decompositions")
+    model_of = {b: nodes[a][1]["model"] for a, b in edges if nodes[a][0] == "prepare_model"}  # (--dag hides it)
+    grid = [("16", "0.0005"), ("16", "0.001"), ("8", "0.0005"), ("8", "0.001")]
+    for model in ("smollm2-135m", "minilm-l6"):  # the causal LM and the GLUE encoder: model x rank x lr
+        assert sorted((wc["rank"], wc["lr"]) for n, (rule, wc) in nodes.items()
+                      if rule == "decompose" and model_of[n] == model) == grid
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -79,9 +82,13 @@ def tiny_run(tmp_path_factory, tiny_llama_dir):
         "decompose": {"iterations": 60, "checkpoints": [20], "lr": [1e-2]},
         "train": {"learning_rate": 1e-3, "batch_size": 2, "grad_accum": 1, "max_steps": 2, "max_length": 96},
         "tasks": {"arith": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
-                            "benchmarks": ["chain"]}},
+                            "benchmarks": ["chain", "champ", "mc", "code"]}},
         "benchmarks": {"chain": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 4, "seed": 9},
-                                 "max_new_tokens": 4}},
+                                 "max_new_tokens": 4},
+                       "champ": {"kind": "math", "data": {"loader": "champ", "n": 2}, "max_new_tokens": 4},
+                       "mc": {"kind": "mmlu", "data": {"loader": "mmlu_standin", "n": 8}},
+                       "code": {"kind": "humaneval", "data": {"loader": "humaneval", "n": 2}, "samples": 2,
+                                "temperature": 0.8, "ks": [1, 2], "max_new_tokens": 4}},
     }
     cfg = work / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -95,6 +102,8 @@ def test_tiny_config_runs_to_table2(tiny_run):
     assert list(table["method"]) == ["base (no fine-tune)", "lora", "pissa", "milora", "inilora"]
     assert table["chain:accuracy"].between(0, 1).all()
     assert (table["chain:heldout_loss"] > 0).all()
+    for column in ("champ:accuracy", "champ:heldout_loss", "mc:accuracy", "code:pass@1", "code:pass@2"):
+        assert table[column].notna().all(), column  # every benchmark kind is a workflow target
     for it in (20, 60):  # one decomposition run wrote both counts
         assert (work / f"results/decompose/tiny/r4_lr0.01/it{it}.safetensors").exists()
     assert "decomposition of 60 Adam iterations" in (work / "results/table2.md").read_text()
@@ -108,7 +117,7 @@ def test_second_run_does_nothing_and_a_new_seed_reuses_the_decomposition(tiny_ru
     cfg2 = work / "tiny2.yaml"
     cfg2.write_text(yaml.safe_dump(config))
     assert job_counts(snakemake(work, cfg2, "-n", "results/table2.csv").stdout) == {
-        "finetune": 4, "evaluate": 4, "table2": 1}  # no decompose, no prepare_model, no base eval
+        "finetune": 4, "evaluate": 16, "table2": 1}  # no decompose, no prepare_model, no base eval
 
 
 def job_counts(dry_run_output):
@@ -118,10 +127,26 @@ def job_counts(dry_run_output):
     return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[0] != "total"}
 
 
+def test_the_default_with_every_method_plans_offline(tmp_path):
+    """The embedded default listing all registered methods: one fine-tune and its evaluations each,
+    one decomposition per model (only inilora reads it), and the GLUE stand-in for every method."""
+    from inilora.inits import REGISTRY
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["methods"] = sorted(REGISTRY)
+    cfg = tmp_path / "all.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    counts = job_counts(snakemake(tmp_path, cfg, "-n", "results/table2.csv", "results/table1.csv").stdout)
+    n, benches = len(REGISTRY), len(config["tasks"]["arithmetic"]["benchmarks"])
+    assert counts == {"prepare_model": 2, "decompose": 2, "finetune": n, "evaluate": n * benches,
+                      "evaluate_base": benches, "glue": n, "table1": 1, "table2": 1}
+
+
 def test_paper_preset_plans_offline_and_replaces_the_default(tmp_path):
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # must not be merged in
     out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "results/table2.csv").stdout
-    assert job_counts(out) == {"prepare_model": 1, "decompose": 1, "finetune": 4, "evaluate": 4, "table2": 1}
+    # metamath -> gsm8k, math, mmlu and codealpaca -> humaneval, for 4 methods
+    assert job_counts(out) == {"prepare_model": 1, "decompose": 1, "finetune": 8, "evaluate": 16, "table2": 1}
 
 
 def test_every_registered_method_runs_through_the_workflow(tiny_run):
@@ -131,6 +156,7 @@ def test_every_registered_method_runs_through_the_workflow(tiny_run):
     work, cfg, config, _ = tiny_run
     methods = sorted(REGISTRY)
     config = {**config, "methods": methods, "table2": {"include_base": False},
+              "tasks": {"arith": {**config["tasks"]["arith"], "benchmarks": ["chain"]}},
               "method_options": {"inilora_alpha": {"std": 0.1}, "inilora_random": {"distribution": "xavier_uniform"},
                                  "lora_reversed": {"seed": 3}, "loraga": {"batches": 2, "batch_size": 2},
                                  "hrp": {"steps": 2, "form": "residual"}}}
@@ -146,7 +172,8 @@ def test_every_registered_method_runs_through_the_workflow(tiny_run):
 
 def test_a_learning_rate_sweep_reuses_the_table_runs_and_marks_each_methods_best(tiny_run):
     work, cfg, config, _ = tiny_run
-    config = {**config, "lr_sweep": {"values": [1e-3, 4e-3], "methods": ["lora", "inilora"]}}
+    config = {**config, "lr_sweep": {"values": [1e-3, 4e-3], "methods": ["lora", "inilora"]},
+              "tasks": {"arith": {**config["tasks"]["arith"], "benchmarks": ["chain"]}}}
     cfg_sweep = work / "sweep.yaml"
     cfg_sweep.write_text(yaml.safe_dump(config))
     plan = snakemake(work, cfg_sweep, "-n", "results/lr_sweep.csv").stdout

@@ -39,3 +39,21 @@ rule merge:
     shell:
         INILORA + " merge --manifest {input.manifest:q} --adapter-dir {params.adapter_dir:q}"
         " --out-dir {output:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule glue:
+    """Sequence-classification fine-tune of an encoder, validated after every epoch (the paper's Table 1)."""
+    input:
+        unpack(factors_input),
+        manifest=manifest,
+    output:
+        paths.GLUE_RUN,
+    params:
+        spec=lambda w: spec_json(cfg.glue_spec(config, w.model, w.task, w.method, w.rank, w.seed)),
+        factors=lambda w, input: f"--factors {input.factors}" if "factors" in input.keys() else "",
+    threads: threads_per_job()
+    log:
+        paths.LOGS + "/glue/{model}_{task}_{method}_r{rank}_seed{seed}.log",
+    shell:
+        INILORA + " glue --spec {params.spec:q} --manifest {input.manifest:q} {params.factors}"
+        " --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -3,7 +3,7 @@ rule prepare_model:
     output:
         manifest=paths.MODEL_MANIFEST,
     params:
-        path=lambda w: config["models"][w.model]["path"],
+        path=lambda w: cfg.model_entry(config, w.model)["path"],
         out_dir=lambda w: paths.MODEL_DIR.format(model=w.model),
     log:
         paths.LOGS + "/prepare_model/{model}.log",

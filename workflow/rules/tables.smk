@@ -1,3 +1,18 @@
+rule table1:
+    """GLUE-style tasks x methods (the paper's Table 1): best validation score over epochs, and the last."""
+    input:
+        lambda w: cfg.glue_inputs(config) or cfg.require("glue.tasks", "list GLUE tasks or stand-ins, e.g. [champ_topic]"),
+    output:
+        csv=paths.TABLE1,
+        md=paths.TABLE1_MD,
+    params:
+        spec=spec_json(cfg.table1_spec(config) if config["glue"]["tasks"] else {}),
+    log:
+        paths.LOGS + "/table1.log",
+    shell:
+        INILORA + " table1 --spec {params.spec:q} --csv {output.csv:q} --markdown {output.md:q} {input:q} > {log:q} 2>&1"
+
+
 rule table2:
     """Methods x benchmarks (the paper's Table 2), mean and std over seeds."""
     input:
