@@ -70,11 +70,18 @@ def check(config: dict) -> dict:
     for m in config.get("method_train", {}):
         if m not in methods:
             raise ConfigError(f"config key 'method_train.{m}': '{m}' is not in 'methods' {methods}")
+    from inilora.data import local_fields
+
     for where, spec in data_specs(config):
         files = spec.get("data_files")
-        for f in [files] if isinstance(files, str) else list(files or []):
+        files = list(files.values()) if isinstance(files, dict) else [files] if isinstance(files, str) else files
+        for f in list(files or []):
             if not Path(f).expanduser().exists():
                 raise ConfigError(f"config key '{where}.data_files': file '{f}' does not exist")
+        fields = local_fields(spec)
+        if fields and not fields[2] <= fields[1]:
+            raise ConfigError(f"config key '{where}.data_files': '{fields[0]}' lacks field(s) "
+                              f"{sorted(fields[2] - fields[1])}; it has {sorted(fields[1])}")
     if len(set(config["seeds"])) != len(config["seeds"]):
         raise ConfigError(f"config key 'seeds': duplicate seeds in {config['seeds']}")
     for name, task in config["tasks"].items():

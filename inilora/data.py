@@ -123,6 +123,42 @@ LOADERS = {"reasoning_gym": _reasoning_gym, "hf": _hf}
 LAZY_LOADERS = {"math_hub": _math_loaders, "champ": _math_loaders}  # MATH (hub) and CHAMP (its offline stand-in)
 
 
+def local_fields(spec: dict) -> tuple[str, set[str], set[str]] | None:
+    """(file, fields present, fields needed) of an ``hf`` spec's first local data file, read
+    cheaply (a jsonl's first line, a csv header, a parquet schema, a json under 64 MB), so a
+    wrong file is refused before any job runs. None when it cannot be told without loading."""
+    import json
+    from pathlib import Path
+
+    if spec.get("loader") != "hf" or not spec.get("data_files"):
+        return None
+    full = {**HF_PRESETS.get(spec.get("preset"), {}), **spec}
+    needed = {full.get("question_field"), full.get("response_field"), full.get("input_field")} - {None}
+    files = spec["data_files"]
+    files = list(files.values()) if isinstance(files, dict) else [files] if isinstance(files, str) else list(files)
+    first = Path(files[0] if isinstance(files[0], str) else files[0][0]).expanduser()
+    if not first.is_file():
+        return None
+    if first.suffix == ".jsonl":
+        with open(first) as fh:
+            present = set(json.loads(fh.readline() or "{}"))
+    elif first.suffix == ".csv":
+        import pandas as pd
+
+        present = set(pd.read_csv(first, nrows=0).columns)
+    elif first.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        present = set(pq.read_schema(first).names)
+    elif first.suffix == ".json" and first.stat().st_size < 64 * 2**20:
+        rows = json.loads(first.read_text())
+        rows = rows if isinstance(rows, list) else [rows]
+        present = set(rows[0]) if rows else set()
+    else:
+        return None
+    return str(first), present, needed
+
+
 def load_examples(spec: dict) -> list[Example]:
     """Examples for one data spec from the config (``{"loader": ..., ...}``)."""
     spec = dict(spec)

@@ -83,3 +83,20 @@ def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():
     inputs = cfg.lr_sweep_inputs(config)
     assert len(inputs) == len(config["methods"]) * 2 * 5  # methods x rates x benchmarks (one seed)
     assert sum("/lora/r8/lr0.002/seed11/" in p for p in inputs) == 5  # the table's own lora runs, reused
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_a_local_data_file_with_the_wrong_fields_is_refused_before_any_job(tmp_path, suffix):
+    import pandas as pd
+
+    f = tmp_path / f"MetaMathQA{suffix}"
+    rows = pd.DataFrame([{"question": "What is 1 + 1?", "answer": "2"}])
+    {".jsonl": lambda: rows.to_json(f, orient="records", lines=True), ".json": lambda: rows.to_json(f, orient="records"),
+     ".csv": lambda: rows.to_csv(f, index=False), ".parquet": lambda: rows.to_parquet(f)}[suffix]()
+    spec = {"loader": "hf", "preset": "metamathqa", "path": "json", "data_files": str(f)}
+    with pytest.raises(cfg.ConfigError, match=r"config key 'tasks.arithmetic.train.0.data_files': '.*' lacks "
+                                              r"field\(s\) \['query', 'response'\]; it has \['answer', 'question'\]"):
+        checked(lambda c: c["tasks"]["arithmetic"].update(train=[spec]))
+    good = {**spec, "question_field": "question", "response_field": "answer", "preset": None}
+    good.pop("preset")
+    checked(lambda c: c["tasks"]["arithmetic"].update(train=[good]))  # the right fields pass
