@@ -67,7 +67,7 @@ def cmd_decompose(a) -> None:
                 "run_iterations": spec["iterations"], "seed": spec["seed"], "step_size": spec["step_size"],
                 "gamma": spec["gamma"], "target_modules": spec["target_modules"], "solve_seconds": seconds,
                 "early_stop_tol": spec.get("early_stop_tol"), "weight_dtype": spec.get("weight_dtype", "float32"),
-                "stopped_at": res.get("stopped_at", {})}
+                "stopped_at": res.get("stopped_at", {}), "device": _device(spec["device"])}
         save_artifact(Path(a.out_dir) / f"it{count}.safetensors", Path(a.out_dir) / f"it{count}.json", res, meta)
         log.info("it%d: mean MSE / Eckart-Young optimum = %.4f", count,
                  sum(res["mse"][n] / res["optimum"][n] for n in res["mse"]) / len(res["mse"]))
@@ -187,6 +187,12 @@ def cmd_table1(a) -> None:
     table1(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
 
 
+def cmd_table5(a) -> None:
+    from inilora.tables import table5
+
+    table5(a.meta, a.bench, Path(a.paper), Path(a.csv), Path(a.markdown), json.loads(a.paper_names))
+
+
 def cmd_merge(a) -> None:
     from inilora import models
 
@@ -225,6 +231,13 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(flag, required=True)
         s.set_defaults(func=func)
         return s
+
+    s = sub.add_parser("table5", help="build results/table5.csv from decomposition metadata and benchmarks")
+    for flag in ("--paper", "--csv", "--markdown", "--paper-names"):
+        s.add_argument(flag, required=True)
+    s.add_argument("--meta", nargs="+", required=True)
+    s.add_argument("--bench", nargs="+", required=True)
+    s.set_defaults(func=cmd_table5)
 
     s = sub.add_parser("merge", help="a standalone model folder: base + fine-tuned adapter, merged")
     for flag in ("--manifest", "--adapter-dir", "--out-dir"):

@@ -299,6 +299,16 @@ def table2_spec(config: dict) -> dict:
     return {"methods": config["table2"]["methods"] or config["methods"], "benchmarks": benches, "notes": notes}
 
 
+def table5_inputs(config: dict) -> dict[str, list[str]]:
+    """Metadata and Snakemake benchmark file of each model's decomposition (first rank and lr, full run)."""
+    from inilora import paths
+
+    models = [*config["models"], *([config["glue"]["model"]] if config["glue"]["tasks"] else [])]
+    wc = [{"model": m, "rank": config["ranks"][0], "lr": fmt_lr(config["decompose"]["lr"][0])} for m in models]
+    return {"meta": [paths.FACTORS_META.format(**w, iters=max(iteration_counts(config))) for w in wc],
+            "bench": [paths.DECOMP_BENCH.format(**w) for w in wc]}
+
+
 def all_factors(config: dict) -> list[str]:
     from inilora import paths
 

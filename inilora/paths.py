@@ -8,6 +8,7 @@ MODEL_DIR = RESULTS + "/models/{model}/hf"
 DECOMP_DIR = RESULTS + "/decompose/{model}/r{rank}_lr{lr}"
 FACTORS = DECOMP_DIR + "/it{iters}.safetensors"
 FACTORS_META = DECOMP_DIR + "/it{iters}.json"
+DECOMP_BENCH = "results/benchmarks/decompose/{model}_r{rank}_lr{lr}.tsv"  # Snakemake benchmark: time, RSS
 
 # {lr} is the fine-tuning learning rate (each method has its own, and a sweep has several)
 RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}"
@@ -21,6 +22,10 @@ BASE_EVAL = RESULTS + "/eval/{model}/base/{bench}.json"
 GLUE_RUN = RESULTS + "/glue/{model}/{task}/{method}/r{rank}/seed{seed}.json"
 TABLE1 = RESULTS + "/table1.csv"
 TABLE1_MD = RESULTS + "/table1.md"
+
+TABLE5 = RESULTS + "/table5.csv"
+TABLE5_MD = RESULTS + "/table5.md"
+PAPER_TABLE5 = "workflow/reference/paper_table5.csv"
 
 TABLE2 = RESULTS + "/table2.csv"
 TABLE2_MD = RESULTS + "/table2.md"

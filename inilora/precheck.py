@@ -86,6 +86,9 @@ def model_config(name: str, path: str, section: str = "models"):
             return None
     if looks_local(path):
         folder = Path(path).expanduser()
+        if not folder.exists():
+            raise ConfigError(f"config key '{section}.{name}.path': local folder '{path}' does not exist; "
+                              "give a model folder, a hub id or builtin:<name>")
         if not (folder / "config.json").is_file():
             log.debug("models.%s: no config.json in '%s'; skipped", name, path)
             return None

@@ -65,7 +65,8 @@ def test_an_unknown_builtin_names_the_path_key():
 
 def test_what_cannot_be_inspected_offline_is_skipped(tmp_path):
     check_models(config("meta-llama/Llama-2-7b-hf", [100000]))  # a hub id not in the local cache
-    check_models(config(tmp_path / "not-there-yet", [100000]))
+    (tmp_path / "empty").mkdir()
+    check_models(config(tmp_path / "empty", [100000]))  # no config.json: prepare_model names the problem
 
 
 def test_the_check_of_a_model_folder_is_fast_and_needs_only_its_config(tiny_llama_dir, tmp_path):
@@ -121,3 +122,9 @@ def test_the_glue_encoder_is_checked_under_its_own_key():
     with pytest.raises(ConfigError, match=r"config key 'glue.ranks': rank 400 is above min\(out, in\) = 384 "
                                           r"of encoders.minilm-l6 target 'query'"):
         check_models(config)
+
+
+def test_a_missing_local_model_folder_is_named():
+    with pytest.raises(ConfigError, match=r"config key 'models.mine.path': local folder '/no/such/model' "
+                                          r"does not exist"):
+        check_models({"models": {"mine": {"path": "/no/such/model"}}, "ranks": [8]})

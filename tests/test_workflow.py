@@ -204,3 +204,17 @@ def test_merge_exports_a_model_folder_that_needs_no_peft(tiny_run):
     with torch.no_grad():
         assert (merged(ids).logits - with_adapter(ids).logits).abs().max() < 1e-4
     assert not list((work / run).glob(".merged*"))  # no temporary folder left behind
+
+
+def test_table5_reports_the_workflows_own_decomposition_cost_beside_the_papers(tiny_run):
+    work, cfg, config, _ = tiny_run
+    config = {**config, "models": {"tiny": {**config["models"]["tiny"], "paper_name": "LLaMA2-7B"}}}
+    cfg5 = work / "t5.yaml"
+    cfg5.write_text(yaml.safe_dump(config))
+    assert job_counts(snakemake(work, cfg5, "-n", "results/table5.csv").stdout) == {"table5": 1}  # no recompute
+    snakemake(work, cfg5, "--cores", "1", "results/table5.csv")
+    row = pd.read_csv(work / "results/table5.csv").iloc[0]
+    assert row["model"] == "tiny" and row["matrices"] == 4 and row["iterations"] == 60
+    assert set(row["shapes"].split(", ")) == {"2 x 32x32", "2 x 16x32"}  # q_proj, v_proj (GQA) of 2 layers
+    assert 0 < row["solve_min"] <= row["job_min"] and row["peak_rss_gb"] > 0
+    assert (row["paper_model"], row["paper_time_min"], row["paper_memory_gb"]) == ("LLaMA2-7B", 25.8, 16.2)

@@ -12,7 +12,7 @@ rule decompose:
     log:
         paths.LOGS + "/decompose/{model}_r{rank}_lr{lr}.log",
     benchmark:
-        paths.BENCHMARKS + "/decompose/{model}_r{rank}_lr{lr}.tsv"
+        paths.DECOMP_BENCH
     shell:
         INILORA + " decompose --spec {params.spec:q} --manifest {input.manifest:q}"
         " --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"

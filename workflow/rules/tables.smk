@@ -13,6 +13,26 @@ rule table1:
         INILORA + " table1 --spec {params.spec:q} --csv {output.csv:q} --markdown {output.md:q} {input:q} > {log:q} 2>&1"
 
 
+rule table5:
+    """Decomposition time and peak memory per model, measured by the workflow, beside the paper's Table 5."""
+    input:
+        meta=cfg.table5_inputs(config)["meta"],
+        bench=cfg.table5_inputs(config)["bench"],
+        paper=f"{workflow.basedir}/{paths.PAPER_TABLE5}",  # shipped with the workflow, not in the run dir
+    output:
+        csv=paths.TABLE5,
+        md=paths.TABLE5_MD,
+    params:
+        names=spec_json({m: e["paper_name"] for m, e in {**config["models"], **config["encoders"]}.items()
+                         if e.get("paper_name")}),
+    log:
+        paths.LOGS + "/table5.log",
+    shell:
+        INILORA + " table5 --paper {input.paper:q} --csv {output.csv:q} --markdown {output.md:q}"
+        " --paper-names {params.names:q}"
+        " --meta {input.meta:q} --bench {input.bench:q} > {log:q} 2>&1"
+
+
 rule table2:
     """Methods x benchmarks (the paper's Table 2), mean and std over seeds."""
     input:
