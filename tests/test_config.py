@@ -59,6 +59,9 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c["benchmarks"]["humaneval"].update(samples=5),
      "config key 'benchmarks.humaneval.temperature': 0 (greedy) with samples = 5 repeats one output"),
     (lambda c: c["benchmarks"]["champ"].update(kind="essay"), "config key 'benchmarks.champ.kind': 'essay' is not one of"),
+    (lambda c: c["glue"].update(model="bert-huge"), "config key 'glue.model': 'bert-huge' is not under 'encoders' ['minilm-l6']"),
+    (lambda c: c["glue"].update(tasks=["cola", "wnli"]), "config key 'glue.tasks': unknown task 'wnli'; valid: ["),
+    (lambda c: c.update(table2={"tasks": ["poetry"]}), "config key 'table2.tasks': unknown task 'poetry'; defined: ['arithmetic']"),
     (lambda c: c.update(typo_key=1), "config key '(top level)': Additional properties are not allowed ('typo_key'"),
 ])
 def test_bad_values_are_named(mutate, message):
