@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -169,15 +170,14 @@ def cmd_glue(a) -> None:
         t = get_task(spec["task"])
         rows = {"train_rows": load_glue(spec["task"], "train", **spec["data"]),
                 "eval_rows": load_glue(spec["task"], t.validation_split, **spec["data"])}
+    scratch = Path(a.out).with_suffix(".trainer")  # the Trainer's output_dir; nothing in it is kept
     result = finetune_classifier(
         info["path"], spec["task"], spec["method"], spec["rank"], spec["alpha"], spec["target_modules"],
         epochs=spec["epochs"], lr=spec["learning_rate"], batch_size=spec["batch_size"],
         max_length=spec["max_length"], warmup=spec["warmup_ratio"], weight_decay=spec["weight_decay"],
-        seed=spec["seed"], init_options=opts, output_dir=str(Path(a.out).with_suffix("")) + ".trainer", **rows)
+        seed=spec["seed"], init_options=opts, output_dir=str(scratch), **rows)
     atomic_write_json(Path(a.out), {**spec, **result})
-    import shutil
-
-    shutil.rmtree(str(Path(a.out).with_suffix("")) + ".trainer", ignore_errors=True)  # scratch of the Trainer
+    shutil.rmtree(scratch, ignore_errors=True)
     log.info("%s %s: best %s", spec["task"], spec["method"], result["best"])
 
 

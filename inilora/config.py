@@ -70,12 +70,10 @@ def check(config: dict) -> dict:
     for m in config.get("method_train", {}):
         if m not in methods:
             raise ConfigError(f"config key 'method_train.{m}': '{m}' is not in 'methods' {methods}")
-    from inilora.data import local_fields
+    from inilora.data import data_file_list, local_fields
 
     for where, spec in data_specs(config):
-        files = spec.get("data_files")
-        files = list(files.values()) if isinstance(files, dict) else [files] if isinstance(files, str) else files
-        for f in list(files or []):
+        for f in data_file_list(spec.get("data_files")):
             if not Path(f).expanduser().exists():
                 raise ConfigError(f"config key '{where}.data_files': file '{f}' does not exist")
         fields = local_fields(spec)
@@ -218,13 +216,25 @@ def method_lr(config: dict, method: str) -> str:
     return fmt_lr(over.get("learning_rate", config["train"]["learning_rate"]))
 
 
+def init_options(config: dict, method: str) -> dict:
+    """The options the init function gets: ``iterations`` and ``decompose_lr`` pick the
+    decomposition (the workflow passes its path instead), so they are not passed on."""
+    opts = method_options(config, method)
+    if method in NEEDS_FACTORS:
+        opts.pop("iterations", None)
+        opts.pop("decompose_lr", None)
+    return opts
+
+
+def decomposed_models(config: dict) -> list[str]:
+    """Models with a decomposition: every causal LM, and the GLUE encoder when there are GLUE tasks."""
+    return [*config["models"], *([config["glue"]["model"]] if config["glue"]["tasks"] else [])]
+
+
 def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | str, lr: str,
                   seed: int | str) -> dict:
     """The spec of one fine-tune; ``lr`` comes from the run's path, so a sweep needs no other setting."""
-    opts = method_options(config, method)
-    if method in NEEDS_FACTORS:  # these pick the decomposition; the init itself gets its path
-        opts.pop("iterations", None)
-        opts.pop("decompose_lr", None)
+    opts = init_options(config, method)
     return {
         "model": model,
         "target_modules": config["models"][model]["target_modules"],
@@ -303,8 +313,8 @@ def table5_inputs(config: dict) -> dict[str, list[str]]:
     """Metadata and Snakemake benchmark file of each model's decomposition (first rank and lr, full run)."""
     from inilora import paths
 
-    models = [*config["models"], *([config["glue"]["model"]] if config["glue"]["tasks"] else [])]
-    wc = [{"model": m, "rank": config["ranks"][0], "lr": fmt_lr(config["decompose"]["lr"][0])} for m in models]
+    wc = [{"model": m, "rank": config["ranks"][0], "lr": fmt_lr(config["decompose"]["lr"][0])}
+          for m in decomposed_models(config)]
     return {"meta": [paths.FACTORS_META.format(**w, iters=max(iteration_counts(config))) for w in wc],
             "bench": [paths.DECOMP_BENCH.format(**w) for w in wc]}
 
@@ -312,9 +322,8 @@ def table5_inputs(config: dict) -> dict[str, list[str]]:
 def all_factors(config: dict) -> list[str]:
     from inilora import paths
 
-    models = [*config["models"], *([config["glue"]["model"]] if config["glue"]["tasks"] else [])]
     return [paths.FACTORS.format(model=m, rank=r, lr=fmt_lr(lr), iters=max(iteration_counts(config)))
-            for m in models for r in config["ranks"] for lr in config["decompose"]["lr"]]
+            for m in decomposed_models(config) for r in config["ranks"] for lr in config["decompose"]["lr"]]
 
 
 def require(key: str, what: str):
@@ -367,10 +376,7 @@ def glue_inputs(config: dict) -> list[str]:
 
 def glue_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
     g = config["glue"]
-    opts = method_options(config, method)
-    if method in NEEDS_FACTORS:
-        opts.pop("iterations", None)
-        opts.pop("decompose_lr", None)
+    opts = init_options(config, method)
     return {"model": model, "task": task, "method": method, "method_options": opts, "rank": int(rank),
             "alpha": alpha(config, int(rank)), "seed": int(seed),
             "target_modules": model_entry(config, model)["target_modules"],

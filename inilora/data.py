@@ -123,6 +123,15 @@ LOADERS = {"reasoning_gym": _reasoning_gym, "hf": _hf}
 LAZY_LOADERS = {"math_hub": _math_loaders, "champ": _math_loaders}  # MATH (hub) and CHAMP (its offline stand-in)
 
 
+def data_file_list(files) -> list:
+    """``data_files`` as ``datasets`` takes it (a path, a list, or {split: path or list}) as one flat list."""
+    if files is None:
+        return []
+    if isinstance(files, dict):
+        return [f for v in files.values() for f in data_file_list(v)]
+    return [files] if isinstance(files, str) else list(files)
+
+
 def local_fields(spec: dict) -> tuple[str, set[str], set[str]] | None:
     """(file, fields present, fields needed) of an ``hf`` spec's first local data file, read
     cheaply (a jsonl's first line, a csv header, a parquet schema, a json under 64 MB), so a
@@ -134,9 +143,7 @@ def local_fields(spec: dict) -> tuple[str, set[str], set[str]] | None:
         return None
     full = {**HF_PRESETS.get(spec.get("preset"), {}), **spec}
     needed = {full.get("question_field"), full.get("response_field"), full.get("input_field")} - {None}
-    files = spec["data_files"]
-    files = list(files.values()) if isinstance(files, dict) else [files] if isinstance(files, str) else list(files)
-    first = Path(files[0] if isinstance(files[0], str) else files[0][0]).expanduser()
+    first = Path(data_file_list(spec["data_files"])[0]).expanduser()
     if not first.is_file():
         return None
     if first.suffix == ".jsonl":

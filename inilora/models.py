@@ -136,10 +136,15 @@ def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
 
 
+def is_causal_config(cfg) -> bool:
+    """A causal LM by its config's architectures; anything else is treated as an encoder."""
+    return any(a.endswith("ForCausalLM") for a in (cfg.architectures or []))
+
+
 def is_causal_lm(path: str) -> bool:
     from transformers import AutoConfig
 
-    return any(a.endswith("ForCausalLM") for a in (AutoConfig.from_pretrained(path).architectures or []))
+    return is_causal_config(AutoConfig.from_pretrained(path))
 
 
 def load_for_targets(path: str) -> nn.Module:

@@ -108,9 +108,10 @@ def skeleton(cfg) -> nn.Module:
     a causal LM, or an encoder with a classification head (as models.load_for_targets loads it)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    causal = any(a.endswith("ForCausalLM") for a in (cfg.architectures or []))
+    from inilora.models import is_causal_config
+
     with torch.device("meta"):
-        return (AutoModelForCausalLM if causal else AutoModelForSequenceClassification).from_config(cfg)
+        return (AutoModelForCausalLM if is_causal_config(cfg) else AutoModelForSequenceClassification).from_config(cfg)
 
 
 def check_models(config: dict) -> None:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from inilora.sandbox import SAFE_ENV, STATUSES, run_untrusted
+from inilora.sandbox import SAFE_ENV, STATUSES, _session_members, run_untrusted
 
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\nprint('hello')\n"
 IS_ROOT = os.geteuid() == 0
@@ -18,22 +18,6 @@ IS_ROOT = os.geteuid() == 0
 LAYERS = {"all": {}, "hook-only": {"user": None}}
 if IS_ROOT:  # without root there is no privilege drop to test on its own
     LAYERS["uid-only"] = {"audit_hook": False}
-
-
-def living_in_session(sid: int) -> list[int]:
-    """Pids (zombies excluded: they are dead, only not yet reaped) whose session id is ``sid``."""
-    alive = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            alive.append(int(name))
-    return alive
 
 
 def assert_still_works():
@@ -75,7 +59,7 @@ def test_infinite_loop_times_out_and_the_evaluator_returns_promptly():
     took = time.monotonic() - start
     assert result.status == "timeout" and not result.passed
     assert 1.0 <= took < 2.0
-    assert living_in_session(result.pid) == []
+    assert _session_members(result.pid) == []
     assert_still_works()
 
 
@@ -88,7 +72,7 @@ def test_fork_bomb_is_refused_and_leaves_no_process():
     result = run_untrusted("import os\nwhile True:\n    os.fork()\n")
     assert result.status == "failed" and "os.fork is not allowed" in result.detail
     assert result.elapsed < 2
-    assert living_in_session(result.pid) == []
+    assert _session_members(result.pid) == []
     assert_still_works()
 
 
@@ -111,7 +95,7 @@ time.sleep(60)
 def test_without_the_hook_rlimit_nproc_caps_forks_and_the_group_is_killed():
     result = run_untrusted(FORK_AND_HANG, timeout=1.5, max_procs=6, audit_hook=False)
     assert result.status == "timeout"
-    assert living_in_session(result.pid) == []  # the sleeping children died with the group
+    assert _session_members(result.pid) == []  # the sleeping children died with the group
     if result.isolation.startswith("root:"):  # no drop possible here: NPROC never binds root
         assert "RLIMIT_NPROC does not bind root" in result.detail
     else:
