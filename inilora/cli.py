@@ -43,7 +43,23 @@ def cmd_prepare_model(a) -> None:
     log.info("model %s ready at %s", a.name, info["path"])
 
 
+def _write_benchmark(path: Path, seconds: float) -> None:
+    """This process's wall time and peak RSS in the columns of Snakemake's benchmark TSV (s, max_rss
+    in MB). The decompose job writes it itself: Snakemake's output cache refuses a rule with
+    ``benchmark:``, and as an output the file is cached with the factors it measured."""
+    import resource
+    from datetime import timedelta
+
+    from inilora.io import atomic_write_text
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    max_rss_mb = ru.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+    row = [f"{seconds:.4f}", str(timedelta(seconds=int(seconds))), f"{max_rss_mb:.2f}", f"{ru.ru_utime + ru.ru_stime:.2f}"]
+    atomic_write_text(path, "\t".join(["s", "h:m:s", "max_rss", "cpu_time"]) + "\n" + "\t".join(row) + "\n")
+
+
 def cmd_decompose(a) -> None:
+    job_start = time.time()  # the benchmark counts the model load, as Snakemake's did
     from inilora import models
     from inilora.decompose import SolverSettings, decompose_weights, fingerprint, save_artifact
 
@@ -72,6 +88,8 @@ def cmd_decompose(a) -> None:
         save_artifact(Path(a.out_dir) / f"it{count}.safetensors", Path(a.out_dir) / f"it{count}.json", res, meta)
         log.info("it%d: mean MSE / Eckart-Young optimum = %.4f", count,
                  sum(res["mse"][n] / res["optimum"][n] for n in res["mse"]) / len(res["mse"]))
+    if a.benchmark:
+        _write_benchmark(Path(a.benchmark), time.time() - job_start)
 
 
 def cmd_finetune(a) -> None:
@@ -105,8 +123,7 @@ def cmd_finetune(a) -> None:
     run_dir = Path(a.adapter_dir).parent
     initial = run_dir / "initial_adapter"
     residual = is_residual(spec["method"], spec["method_options"])
-    if residual:
-        save_initial_adapter(peft_model, initial)
+    save_initial_adapter(peft_model, initial)  # the step-0 factors: Figure 4, and the residual conversion
     train = {k: v for k, v in spec["train"].items() if k != "threads"}
     settings = TrainSettings(**train)
     result = finetune(peft_model, tok, examples, settings, run_dir / "trainer")
@@ -214,6 +231,20 @@ def cmd_lr_sweep(a) -> None:
     lr_sweep(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
 
 
+def cmd_study_table(a) -> None:
+    from inilora.studies import rank_table
+
+    rank_table(json.loads(a.spec), a.evals, Path(a.paper), Path(a.csv), Path(a.markdown))
+
+
+def cmd_figure(a) -> None:
+    from inilora.studies import draw
+
+    inputs = {k: getattr(a, k) for k in ("evals", "meta", "initial", "logs", "sweep") if getattr(a, k)}
+    drawn = draw(json.loads(a.spec), inputs, Path(a.out))
+    log.info("wrote %s: panels %s", a.out, drawn.panels)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -239,6 +270,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bench", nargs="+", required=True)
     s.set_defaults(func=cmd_table5)
 
+    s = sub.add_parser("study-table", help="build results/table{3,4,6,7}.csv: accuracy by rank, beside the paper's")
+    for flag in ("--spec", "--paper", "--csv", "--markdown"):
+        s.add_argument(flag, required=True)
+    s.add_argument("evals", nargs="+")
+    s.set_defaults(func=cmd_study_table)
+
+    s = sub.add_parser("figure", help="draw results/figure{2..6}.png from the workflow's result files")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True)
+    for flag in ("--evals", "--meta", "--initial", "--logs", "--sweep"):
+        s.add_argument(flag, nargs="+")
+    s.set_defaults(func=cmd_figure)
+
     s = sub.add_parser("merge", help="a standalone model folder: base + fine-tuned adapter, merged")
     for flag in ("--manifest", "--adapter-dir", "--out-dir"):
         s.add_argument(flag, required=True)
@@ -250,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument(flag, required=True)
     s.set_defaults(func=cmd_prepare_model)
 
-    job("decompose", cmd_decompose, "IniLoRA weight approximation for one model x rank x lr", "--out-dir")
+    s = job("decompose", cmd_decompose, "IniLoRA weight approximation for one model x rank x lr", "--out-dir")
+    s.add_argument("--benchmark", help="write wall time and peak RSS here (a Snakemake benchmark TSV)")
     s = job("finetune", cmd_finetune, "initialise by method name and fine-tune", "--adapter-dir", "--log-json")
     s.add_argument("--factors", help="decomposition artifact (methods that need one)")
     s = job("glue", cmd_glue, "sequence-classification fine-tune of an encoder, validated every epoch", "--out")

@@ -8,11 +8,14 @@ changed setting reruns exactly the jobs it touches.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
-from inilora.inits import NEEDS_DATA, NEEDS_FACTORS, REGISTRY, InitError, check_options
+from inilora.inits import DISTRIBUTIONS, NEEDS_DATA, NEEDS_FACTORS, REGISTRY, InitError, check_options
+from inilora.inits import method_options as registry_options
+from inilora.inits import option_defaults
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -51,9 +54,6 @@ def validate_schema(config: dict) -> dict:
 def check(config: dict) -> dict:
     """Cross-key checks; raises ConfigError naming the key, the value and what is allowed."""
     methods = config["methods"]
-    for m in methods:
-        if m not in REGISTRY:
-            raise ConfigError(f"config key 'methods': unknown method '{m}'; valid: {sorted(REGISTRY)}")
     for m, opts in config.get("method_options", {}).items():
         if m not in REGISTRY:
             raise ConfigError(f"config key 'method_options.{m}': unknown method; valid: {sorted(REGISTRY)}")
@@ -67,6 +67,19 @@ def check(config: dict) -> dict:
                 raise InitError(f"method '{m}': the workflow sets {sorted(reserved)} itself")
         except InitError as e:
             raise ConfigError(f"config key 'method_options.{m}': {e}") from None
+    for name, v in config["variants"].items():
+        if v["method"] not in REGISTRY:
+            raise ConfigError(f"config key 'variants.{name}.method': unknown method '{v['method']}'; valid: {sorted(REGISTRY)}")
+        if name in REGISTRY:
+            raise ConfigError(f"config key 'variants.{name}': '{name}' is a registry method; give the variant another name")
+    for key, names in method_lists(config).items():
+        for m in names:
+            base, opts = resolve(config, m, key)
+            extra = {"iterations", "decompose_lr"} if base in NEEDS_FACTORS else set()
+            try:
+                check_options(base, opts, extra | ({"batch_size"} if base in NEEDS_DATA else set()))
+            except InitError as e:
+                raise ConfigError(f"config key '{key}': {m}: {e}") from None
     for m in config.get("method_train", {}):
         if m not in methods:
             raise ConfigError(f"config key 'method_train.{m}': '{m}' is not in 'methods' {methods}")
@@ -121,11 +134,13 @@ def check(config: dict) -> dict:
     if clash:
         raise ConfigError(f"config key 'encoders': names {sorted(clash)} are also under 'models'; use distinct names")
     sw = config["lr_sweep"]
-    for m in sw["methods"]:
-        if m not in methods:
-            raise ConfigError(f"config key 'lr_sweep.methods': '{m}' is not in 'methods' {methods}")
     if sw["task"] is not None and sw["task"] not in config["tasks"]:
         raise ConfigError(f"config key 'lr_sweep.task': unknown task '{sw['task']}'; defined: {sorted(config['tasks'])}")
+    for b in sw["benchmarks"]:
+        task = sw["task"] or table2_tasks(config)[0]
+        if b not in config["tasks"][task]["benchmarks"]:
+            raise ConfigError(f"config key 'lr_sweep.benchmarks': '{b}' is not a benchmark of task '{task}' "
+                              f"{config['tasks'][task]['benchmarks']}")
     if sw["rank"] is not None and sw["rank"] not in config["ranks"]:
         raise ConfigError(f"config key 'lr_sweep.rank': {sw['rank']} is not one of 'ranks' {config['ranks']}")
     lrs = [fmt_lr(x) for x in config["decompose"]["lr"]]
@@ -135,9 +150,26 @@ def check(config: dict) -> dict:
                 f"config key 'method_options.{m}.decompose_lr': {opts['decompose_lr']} is not one of decompose.lr {lrs}"
             )
     top = config["decompose"]["iterations"]
+    for c in figure2_iterations(config):
+        if c > top:
+            raise ConfigError(f"config key 'figure2.iterations': {c} is above config key 'decompose.iterations' = {top}; "
+                              f"allowed: 0..{top}")
     for c in iteration_counts(config):
         if c > top:
             raise ConfigError(f"an iteration count {c} is above config key 'decompose.iterations' = {top}")
+    st = config["study"]
+    if st["task"] is not None and st["task"] not in config["tasks"]:
+        raise ConfigError(f"config key 'study.task': unknown task '{st['task']}'; defined: {sorted(config['tasks'])}")
+    if st["benchmark"] is not None and st["benchmark"] not in config["benchmarks"]:
+        raise ConfigError(f"config key 'study.benchmark': unknown benchmark '{st['benchmark']}'; "
+                          f"defined: {sorted(config['benchmarks'])}")
+    for key, option in (("figure2.method", "iterations"), ("figure3.method", "std")):
+        m = config[key.split(".")[0]]["method"]
+        if m not in REGISTRY or (option == "iterations" and m not in NEEDS_FACTORS) or \
+                (option != "iterations" and option not in registry_options(m)):
+            valid = sorted(NEEDS_FACTORS) if option == "iterations" else \
+                sorted(k for k in REGISTRY if option in registry_options(k))
+            raise ConfigError(f"config key '{key}': '{m}' has no '{option}' option; valid: {valid}")
     return config
 
 
@@ -168,19 +200,81 @@ def method_options(config: dict, method: str) -> dict:
 
 
 def iteration_counts(config: dict) -> list[int]:
-    """Every decomposition iteration count asked for anywhere; one run writes them all."""
+    """Every decomposition iteration count asked for anywhere (Figure 2's checkpoints, Table 7's
+    zero, a variant's count); one run writes them all."""
     counts = {int(config["decompose"]["iterations"])} | {int(c) for c in config["decompose"]["checkpoints"]}
-    for m in config["methods"]:
-        if m in NEEDS_FACTORS and "iterations" in method_options(config, m):
-            counts.add(int(method_options(config, m)["iterations"]))
+    for names in method_lists(config).values():
+        for m in names:
+            base, opts = resolve(config, m)
+            if base in NEEDS_FACTORS and "iterations" in opts:
+                counts.add(int(opts["iterations"]))
     return sorted(counts)
 
 
+# ----------------------------------------------------------------------------- methods and variants
+
+
+def resolve(config: dict, name: str, key: str = "methods") -> tuple[str, dict]:
+    """(registry method, options) of a method name: a registry key, a name under ``variants``, or
+    a generated variant, ``<method>-it<N>``, ``<method>-std<s>`` or ``<method>-<distribution>``."""
+    if name in REGISTRY:
+        return name, method_options(config, name)
+    variants = config.get("variants", {})
+    if name in variants:
+        v = variants[name]
+        return v["method"], {**method_options(config, v["method"]), **(v.get("options") or {})}
+    base, _, tail = name.partition("-")
+    if base in REGISTRY and tail:
+        opts, own = method_options(config, base), registry_options(base)
+        if (m := re.fullmatch(r"it(\d+)", tail)) and base in NEEDS_FACTORS:
+            return base, {**opts, "iterations": int(m[1])}
+        if (m := re.fullmatch(r"std([0-9.]+(?:e[+-]?\d+)?)", tail)) and "std" in own:
+            return base, {**opts, "std": float(m[1])}
+        if tail in DISTRIBUTIONS and "distribution" in own:
+            return base, {**opts, "distribution": tail}
+    raise ConfigError(f"config key '{key}': unknown method '{name}'; valid: {sorted(REGISTRY)}, a name under "
+                      f"'variants' {sorted(variants)}, or <method>-it<N>, <method>-std<s>, <method>-<distribution>")
+
+
+def variant(config: dict, base: str, option: str, value) -> str:
+    """The name of ``base`` with one option set: ``base`` itself when that is already its setting,
+    so a figure's point and a table's row are the same run."""
+    opts = method_options(config, base)
+    current = opts.get(option, config["decompose"]["iterations"] if option == "iterations"
+                       else option_defaults(base).get(option))
+    if current == value:
+        return base
+    return f"{base}-" + {"iterations": f"it{value}", "std": f"std{value:g}", "distribution": str(value)}[option]
+
+
+def method_lists(config: dict) -> dict[str, list[str]]:
+    """Every list of method names by its config key, the figures' generated variants included."""
+    lists = {"methods": config["methods"], "table2.methods": config["table2"]["methods"],
+             "lr_sweep.methods": config["lr_sweep"]["methods"], "glue.methods": config["glue"]["methods"]}
+    for t in ("table3", "table4", "table6", "table7", "figure4", "figure5"):
+        lists[f"{t}.methods"] = config[t]["methods"]
+    f2, f3 = config["figure2"], config["figure3"]
+    if f2["method"] in NEEDS_FACTORS:
+        lists["figure2.iterations"] = [variant(config, f2["method"], "iterations", n) for n in figure2_iterations(config)]
+    if f3["method"] in REGISTRY and "std" in registry_options(f3["method"]):
+        lists["figure3.stds"] = [variant(config, f3["method"], "std", float(s)) for s in f3["stds"]]
+    return lists
+
+
+def figure2_iterations(config: dict) -> list[int]:
+    """Figure 2's checkpoints: as listed, or spread over the run (the paper: 100 ... 20000)."""
+    given = config["figure2"]["iterations"]
+    if given is not None:
+        return sorted(set(given))
+    top = int(config["decompose"]["iterations"])
+    return sorted({round(top * f) for f in (0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1)})
+
+
 def factors_wildcards(config: dict, model: str, method: str, rank: int | str) -> dict | None:
-    """The decomposition a fine-tune of ``method`` reads, or None if it needs none."""
-    if method not in NEEDS_FACTORS:
+    """The decomposition a fine-tune of ``method`` (a name or variant) reads, or None if it needs none."""
+    base, opts = resolve(config, method)
+    if base not in NEEDS_FACTORS:
         return None
-    opts = method_options(config, method)
     lr = fmt_lr(opts.get("decompose_lr", config["decompose"]["lr"][0]))
     iters = int(opts.get("iterations", config["decompose"]["iterations"]))
     return {"model": model, "rank": str(rank), "lr": lr, "iters": str(iters)}
@@ -210,16 +304,21 @@ def decompose_spec(config: dict, model: str, rank: int | str, lr: str) -> dict:
     }
 
 
+def method_train(config: dict, method: str) -> dict:
+    """A method's ``method_train`` settings; a variant without its own takes its base method's."""
+    over = config.get("method_train", {})
+    return over.get(method) or over.get(resolve(config, method)[0]) or {}
+
+
 def method_lr(config: dict, method: str) -> str:
     """The fine-tuning learning rate a method's table row uses (its ``method_train`` override, else ``train``)."""
-    over = config.get("method_train", {}).get(method, {})
-    return fmt_lr(over.get("learning_rate", config["train"]["learning_rate"]))
+    return fmt_lr(method_train(config, method).get("learning_rate", config["train"]["learning_rate"]))
 
 
 def init_options(config: dict, method: str) -> dict:
     """The options the init function gets: ``iterations`` and ``decompose_lr`` pick the
     decomposition (the workflow passes its path instead), so they are not passed on."""
-    opts = method_options(config, method)
+    method, opts = resolve(config, method)
     if method in NEEDS_FACTORS:
         opts.pop("iterations", None)
         opts.pop("decompose_lr", None)
@@ -234,26 +333,39 @@ def decomposed_models(config: dict) -> list[str]:
 def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | str, lr: str,
                   seed: int | str) -> dict:
     """The spec of one fine-tune; ``lr`` comes from the run's path, so a sweep needs no other setting."""
-    opts = init_options(config, method)
+    sized = task not in config["tasks"]  # '<task>-n<size>': Table 4's runs, with its training settings
     return {
         "model": model,
         "target_modules": config["models"][model]["target_modules"],
         "task": task,
-        "train_data": config["tasks"][task]["train"],
-        "method": method,
-        "method_options": opts,
+        "train_data": task_entry(config, task)["train"],
+        "method": resolve(config, method)[0],
+        "variant": method,
+        "method_options": init_options(config, method),
         "rank": int(rank),
         "alpha": alpha(config, int(rank)),
-        "train": {**config["train"], **config.get("method_train", {}).get(method, {}),
+        "train": {**config["train"], **(config["table4"]["train"] if sized else {}), **method_train(config, method),
                   "learning_rate": float(lr), "seed": int(seed)},
     }
+
+
+def task_entry(config: dict, name: str) -> dict:
+    """A task by name; ``<task>-n<size>`` is ``<task>`` trained on its first ``size`` examples (Table 4)."""
+    if name in config["tasks"]:
+        return config["tasks"][name]
+    base, sep, size = name.rpartition("-n")
+    if sep and base in config["tasks"] and size.isdigit():
+        task = config["tasks"][base]
+        return {**task, "train": [{**spec, "n": int(size)} for spec in task["train"]]}
+    raise ConfigError(f"unknown task '{name}'; defined: {sorted(config['tasks'])} (or <task>-n<size>)")
 
 
 def evaluate_spec(config: dict, bench: str) -> dict:
     """Items that also occur in the training set of any task evaluated on ``bench`` are dropped,
     the same for every row of a table (the base model's too)."""
     b = config["benchmarks"][bench]
-    exclude = [d for t in config["tasks"].values() if bench in t["benchmarks"] for d in t["train"]]
+    tasks = [*config["tasks"], *table4_tasks(config)]
+    exclude = [d for t in tasks if bench in task_entry(config, t)["benchmarks"] for d in task_entry(config, t)["train"]]
     if b["kind"] in ("humaneval", "mmlu"):  # not question/answer examples; nothing to match against
         exclude = []
     return {"benchmark": bench, **b, "max_length": config["train"]["max_length"], "exclude": exclude}
@@ -346,7 +458,11 @@ def lr_sweep_inputs(config: dict) -> list[str]:
     return [paths.EVAL.format(model=model, task=task, method=method, rank=sw["rank"] or config["ranks"][0],
                               lr=fmt_lr(lr), seed=seed, bench=bench)
             for model in config["models"] for method in (sw["methods"] or config["methods"])
-            for lr in sw["values"] for seed in config["seeds"] for bench in config["tasks"][task]["benchmarks"]]
+            for lr in sw["values"] for seed in config["seeds"] for bench in sweep_benchmarks(config)]
+
+
+def sweep_benchmarks(config: dict) -> list[str]:
+    return config["lr_sweep"]["benchmarks"] or config["tasks"][sweep_task(config)]["benchmarks"]
 
 
 def lr_sweep_spec(config: dict) -> dict:
@@ -357,7 +473,7 @@ def lr_sweep_spec(config: dict) -> dict:
              f"setting as in 'train' (batch {tr['batch_size']} x accum {tr['grad_accum']}, "
              + (f"{tr['max_steps']} steps)" if tr["max_steps"] > 0 else f"{tr['epochs']} epochs)"),
              "best: the lr with the highest mean accuracy per method and benchmark (ties: the smaller lr)"]
-    for b in config["tasks"][task]["benchmarks"]:
+    for b in sweep_benchmarks(config):
         notes.append(f"benchmark {b}: {config['benchmarks'][b].get('label', b)}")
     return {"methods": sw["methods"] or config["methods"], "notes": notes}
 
@@ -396,3 +512,131 @@ def table1_spec(config: dict) -> dict:
              "<task>:<metric>@last is the last epoch's"]
     notes += [f"task {t}: {glue.get_task(t).label}" for t in g["tasks"]]
     return {"methods": g["methods"] or config["methods"], "tasks": g["tasks"], "notes": notes}
+
+
+# ----------------------------------------------------------------------------- the paper's analyses (Tables 3, 4, 6, 7; Figures 2-5)
+
+
+def study_task(config: dict) -> str:
+    return config["study"]["task"] or table2_tasks(config)[0]
+
+
+def study_benchmark(config: dict) -> str:
+    return config["study"]["benchmark"] or config["tasks"][study_task(config)]["benchmarks"][0]
+
+
+def table4_tasks(config: dict) -> list[str]:
+    """Table 4's sized tasks, ``<study task>-n<size>``."""
+    return [f"{study_task(config)}-n{size}" for size in config["table4"]["sizes"]]
+
+
+def study_rank(config: dict, key: str) -> int:
+    return config[key]["rank"] or config["ranks"][0]
+
+
+def study_evals(config: dict, key: str, methods: list[str], ranks: list[int], tasks: list[str] | None = None) -> list[str]:
+    """Evaluations of methods x ranks x seeds on the study benchmark, for every model; the ranks are
+    checked against the models' shapes here, when the target is asked for (error names ``key``)."""
+    from inilora import paths
+    from inilora.precheck import check_models
+
+    check_models(config, {key: list(ranks)})
+    bench = study_benchmark(config)
+    return [paths.EVAL.format(model=model, task=task, method=m, rank=r, lr=method_lr(config, m), seed=s, bench=bench)
+            for model in config["models"] for task in (tasks or [study_task(config)]) for m in methods
+            for r in ranks for s in config["seeds"]]
+
+
+def table_inputs(config: dict, table: str) -> list[str]:
+    t = config[table]
+    return study_evals(config, f"{table}.ranks", t["methods"], t["ranks"],
+                       table4_tasks(config) if table == "table4" else None)
+
+
+def study_notes(config: dict) -> list[str]:
+    """What every analysis was trained and measured on (stand-ins say so in their labels)."""
+    task, bench = study_task(config), study_benchmark(config)
+    tr = config["train"]
+    labels = "; ".join(s.get("label", s["loader"]) for s in config["tasks"][task]["train"])
+    return [f"models: " + ", ".join(f"{m} = {v['path']}" for m, v in config["models"].items()),
+            f"trained on task {task}: {labels}",
+            f"benchmark {bench}: {config['benchmarks'][bench].get('label', bench)}",
+            f"fine-tuning: lr {tr['learning_rate']} (unless set per method), batch {tr['batch_size']} x accum "
+            f"{tr['grad_accum']}, " + (f"{tr['max_steps']} steps" if tr["max_steps"] > 0 else f"{tr['epochs']} epochs")
+            + f", seeds {config['seeds']}, alpha {config['lora']['alpha']}; decomposition "
+            f"{config['decompose']['iterations']} Adam iterations (paper: 20000)"]
+
+
+def study_spec(config: dict, table: str) -> dict:
+    """Row order, the benchmark and what the paper reports for the same model and benchmark."""
+    bench = study_benchmark(config)
+    spec = {"table": table, "methods": config[table]["methods"], "ranks": config[table]["ranks"],
+            "benchmark": bench, "notes": study_notes(config), "paper": paper_names(config, bench)}
+    labels = {m: config["variants"][m]["label"] for m in config[table]["methods"]
+              if m in config["variants"] and "label" in config["variants"][m]}
+    if table == "table4":
+        spec["sizes"] = config["table4"]["sizes"]
+        spec["notes"].append(f"data sizes: the first n examples of each training spec, trained with "
+                             f"{config['table4']['train']} over 'train' (the paper: one epoch)")
+    return {**spec, "labels": labels}
+
+
+def paper_names(config: dict, bench: str) -> dict:
+    """{our model name: the paper's} when the benchmark is a paper benchmark (its ``paper_name``)."""
+    b = config["benchmarks"][bench].get("paper_name")
+    models = {m: e["paper_name"] for m, e in config["models"].items() if e.get("paper_name")}
+    return {"benchmark": b, "models": models} if b and models else {}
+
+
+def figure2_inputs(config: dict) -> dict[str, list[str]]:
+    """Figure 2: a fine-tune from every checkpoint of one decomposition run, and the checkpoints' metadata."""
+    from inilora import paths
+
+    f2, rank = config["figure2"], study_rank(config, "figure2")
+    names = [variant(config, f2["method"], "iterations", n) for n in figure2_iterations(config)]
+    meta = []
+    for model in config["models"]:
+        for name in names:
+            meta.append(paths.FACTORS_META.format(**factors_wildcards(config, model, name, rank)))
+    return {"evals": study_evals(config, "figure2.rank", names, [rank]), "meta": meta}
+
+
+def figure3_inputs(config: dict) -> list[str]:
+    f3 = config["figure3"]
+    names = [variant(config, f3["method"], "std", float(s)) for s in f3["stds"]]
+    return study_evals(config, "figure3.rank", names, [study_rank(config, "figure3")])
+
+
+def figure4_inputs(config: dict) -> dict[str, list[str]]:
+    """Figure 4: accuracy per distribution, and each run's initial adapter (the drawn factors)."""
+    from inilora import paths
+
+    f4, rank = config["figure4"], study_rank(config, "figure4")
+    task, seed = study_task(config), config["seeds"][0]
+    initial = [paths.INITIAL_ADAPTER.format(model=model, task=task, method=m, rank=rank, lr=method_lr(config, m), seed=seed)
+               for model in config["models"] for m in f4["methods"]]
+    return {"evals": study_evals(config, "figure4.rank", f4["methods"], [rank]), "initial": initial}
+
+
+def figure5_inputs(config: dict) -> list[str]:
+    """Figure 5: the training logs (loss curves) of methods x ranks x seeds."""
+    from inilora import paths
+    from inilora.precheck import check_models
+
+    f5 = config["figure5"]
+    check_models(config, {"figure5.ranks": list(f5["ranks"])})
+    return [paths.TRAIN_LOG.format(model=model, task=study_task(config), method=m, rank=r, lr=method_lr(config, m), seed=s)
+            for model in config["models"] for m in f5["methods"] for r in f5["ranks"] for s in config["seeds"]]
+
+
+def figure_spec(config: dict, figure: str) -> dict:
+    spec = {"figure": figure, "notes": study_notes(config), "benchmark": study_benchmark(config),
+            "labels": {m: v.get("label", m) for m, v in config["variants"].items()}}
+    if figure == "figure3":
+        m = config["figure3"]["method"]
+        spec["default_std"] = method_options(config, m).get("std", option_defaults(m).get("std"))
+    if figure in ("figure2", "figure3", "figure4"):
+        spec["rank"] = study_rank(config, figure)
+    if figure == "figure6":
+        spec["notes"] = lr_sweep_spec(config)["notes"]
+    return spec

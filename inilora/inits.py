@@ -411,6 +411,14 @@ def method_options(method: str) -> set[str]:
     return set(inspect.signature(REGISTRY[method]).parameters) - fixed
 
 
+def option_defaults(method: str) -> dict:
+    """The default value of each keyword option of ``method`` (its function's signature)."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(REGISTRY[method]).parameters.items()
+            if k in method_options(method) and p.default is not inspect.Parameter.empty}
+
+
 def check_options(method: str, options: dict, extra: set[str] = frozenset()) -> None:
     allowed = method_options(method) | set(extra)
     unknown = set(options) - allowed

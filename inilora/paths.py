@@ -14,6 +14,7 @@ DECOMP_BENCH = "results/benchmarks/decompose/{model}_r{rank}_lr{lr}.tsv"  # Snak
 RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}"
 ADAPTER = RUN_DIR + "/adapter/adapter_model.safetensors"
 TRAIN_LOG = RUN_DIR + "/train.json"
+INITIAL_ADAPTER = RUN_DIR + "/initial_adapter/adapter_model.safetensors"  # the factors at step 0 (Figure 4)
 MERGED = RUN_DIR + "/merged"  # optional: a standalone model folder, base + adapter merged
 
 EVAL = RESULTS + "/eval/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}/{bench}.json"
@@ -31,6 +32,12 @@ TABLE2 = RESULTS + "/table2.csv"
 TABLE2_MD = RESULTS + "/table2.md"
 LR_SWEEP = RESULTS + "/lr_sweep.csv"
 LR_SWEEP_MD = RESULTS + "/lr_sweep.md"
+
+# the paper's analyses: accuracy by rank (Tables 3, 4, 6, 7) and Figures 2-6
+STUDY_TABLE = RESULTS + "/{table}.csv"
+STUDY_TABLE_MD = RESULTS + "/{table}.md"
+PAPER_TABLE = "workflow/reference/paper_{table}.csv"
+FIGURE = RESULTS + "/{figure}.png"
 
 LOGS = RESULTS + "/logs"
 BENCHMARKS = RESULTS + "/benchmarks"

@@ -114,19 +114,24 @@ def skeleton(cfg) -> nn.Module:
         return (AutoModelForCausalLM if is_causal_config(cfg) else AutoModelForSequenceClassification).from_config(cfg)
 
 
-def check_models(config: dict) -> None:
-    """Check every model of ``config['models']`` against ``ranks`` (and ``lr_sweep.rank``); raises ConfigError."""
+def check_models(config: dict, only: dict[str, list[int]] | None = None) -> None:
+    """Check every model of ``config['models']`` against ``ranks`` (and ``lr_sweep.rank``); raises ConfigError.
+
+    ``only``: check just these ranks of the causal LMs, by config key (a table or figure checks its
+    own ranks when it is asked for, not on every run)."""
     ranks = {"ranks": list(config.get("ranks", []))}
     sweep_rank = (config.get("lr_sweep") or {}).get("rank")
     if sweep_rank is not None:
         ranks["lr_sweep.rank"] = [sweep_rank]
+    if only is not None:
+        ranks = only
     for name, spec in config["models"].items():
         cfg = model_config(name, spec["path"])
         if cfg is not None:
             model = skeleton(cfg)
             check_model_skeleton(name, model, spec.get("target_modules") or default_targets(model), ranks)
     glue = config.get("glue") or {}
-    if glue.get("tasks") and glue.get("model") in (config.get("encoders") or {}):
+    if only is None and glue.get("tasks") and glue.get("model") in (config.get("encoders") or {}):
         spec = config["encoders"][glue["model"]]
         cfg = model_config(glue["model"], spec["path"], "encoders")
         if cfg is not None:

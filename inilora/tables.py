@@ -142,7 +142,7 @@ def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Pa
     atomic_write_text(markdown, "\n".join(md))
 
 
-def _markdown(df: pd.DataFrame) -> str:
+def _markdown(df: pd.DataFrame, digits: int = 4) -> str:
     cols = [c for c in df.columns if not c.endswith(("_std", ":seeds"))]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
@@ -153,7 +153,7 @@ def _markdown(df: pd.DataFrame) -> str:
             if c == "lr":
                 cells.append(f"{v:g}" if v else "-")
             elif isinstance(v, float):
-                cells.append(f"{v:.4f}" + (f" ± {std:.4f}" if isinstance(std, float) and std == std else ""))
+                cells.append(f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if isinstance(std, float) and std == std else ""))
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")

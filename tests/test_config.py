@@ -50,7 +50,7 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c.update(method_train={"lora": {"learning_rate": -1}}),
      "config key 'method_train.lora.learning_rate': -1 is less than or equal to the minimum of 0"),
     (lambda c: c.update(lr_sweep={"values": [1e-3], "methods": ["dora"]}),
-     "config key 'lr_sweep.methods': 'dora' is not in 'methods'"),
+     "config key 'lr_sweep.methods': unknown method 'dora'"),
     (lambda c: c.update(lr_sweep={"values": [1e-3], "task": "nope"}), "config key 'lr_sweep.task': unknown task 'nope'"),
     (lambda c: c.update(lr_sweep={"values": [0.0]}), "config key 'lr_sweep.values.0': 0.0 is less than or equal"),
     (lambda c: c["benchmarks"]["chain_sum"].update(kind="humaneval"),
@@ -81,11 +81,15 @@ def test_per_method_training_settings_override_the_shared_ones():
 
 def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():
     with pytest.raises(cfg.ConfigError, match="config key 'lr_sweep.values' is empty"):
-        cfg.lr_sweep_inputs(checked(lambda c: None))
+        cfg.lr_sweep_inputs(checked(lambda c: c.update(lr_sweep={})))
     config = checked(lambda c: c.update(lr_sweep={"values": [1e-4, 2e-3]}))
     inputs = cfg.lr_sweep_inputs(config)
     assert len(inputs) == len(config["methods"]) * 2 * 5  # methods x rates x benchmarks (one seed)
     assert sum("/lora/r8/lr0.002/seed11/" in p for p in inputs) == 5  # the table's own lora runs, reused
+    config = checked(lambda c: c.update(lr_sweep={"values": [1e-4, 2e-3], "benchmarks": ["chain_sum"]}))
+    assert len(cfg.lr_sweep_inputs(config)) == len(config["methods"]) * 2
+    with pytest.raises(cfg.ConfigError, match="config key 'lr_sweep.benchmarks': 'gsm8k' is not a benchmark of task"):
+        checked(lambda c: c.update(lr_sweep={"values": [1e-4], "benchmarks": ["gsm8k"]}))
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])

@@ -15,8 +15,8 @@ except cfg.ConfigError as err:
 
 wildcard_constraints:
     model=r"[A-Za-z0-9_.\-]+",
-    task=r"[A-Za-z0-9_\-]+",
-    method=r"[a-z0-9_]+",
+    task=r"[A-Za-z0-9_\-]+",  # a task, or <task>-n<size> (Table 4)
+    method=r"[a-z0-9_][a-z0-9_.+\-]*",  # a registry key, a variant, or <method>-it<N> / -std<s> / -<distribution>
     bench=r"[A-Za-z0-9_\-]+",
     rank=r"\d+",
     seed=r"\d+",

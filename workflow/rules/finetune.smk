@@ -12,6 +12,7 @@ rule finetune:
     output:
         adapter=paths.ADAPTER,
         log_json=paths.TRAIN_LOG,
+        initial=paths.INITIAL_ADAPTER,
     params:
         spec=lambda w: spec_json(cfg.finetune_spec(config, w.model, w.task, w.method, w.rank, w.lr, w.seed)),
         factors=lambda w, input: f"--factors {input.factors}" if "factors" in input.keys() else "",

@@ -61,3 +61,96 @@ rule lr_sweep:
         paths.LOGS + "/lr_sweep.log",
     shell:
         INILORA + " lr-sweep --spec {params.spec:q} --csv {output.csv:q} --markdown {output.md:q} {input:q} > {log:q} 2>&1"
+
+
+# ----------------------------------------------------------------------------- the paper's analyses
+
+
+rule study_table:
+    """Accuracy by rank on the study benchmark: Tables 3 (IniLoRA-alpha/beta), 4 (data size), 6 (methods), 7 (zero iterations)."""
+    input:
+        evals=lambda w: cfg.table_inputs(config, w.table),
+        paper=f"{workflow.basedir}/{paths.PAPER_TABLE}",
+    output:
+        csv=paths.STUDY_TABLE,
+        md=paths.STUDY_TABLE_MD,
+    wildcard_constraints:
+        table="table[3467]",
+    params:
+        spec=lambda w: spec_json(cfg.study_spec(config, w.table)),
+    log:
+        paths.LOGS + "/{table}.log",
+    shell:
+        INILORA + " study-table --spec {params.spec:q} --paper {input.paper:q} --csv {output.csv:q}"
+        " --markdown {output.md:q} {input.evals:q} > {log:q} 2>&1"
+
+
+rule figure2:
+    """Accuracy versus decomposition loss: a fine-tune from every checkpoint of one decomposition run."""
+    input:
+        unpack(lambda w: cfg.figure2_inputs(config)),
+    output:
+        paths.FIGURE.format(figure="figure2"),
+    params:
+        spec=spec_json(cfg.figure_spec(config, "figure2")),
+    log:
+        paths.LOGS + "/figure2.log",
+    shell:
+        INILORA + " figure --spec {params.spec:q} --out {output:q} --evals {input.evals:q} --meta {input.meta:q} > {log:q} 2>&1"
+
+
+rule figure3:
+    """Accuracy versus the std of Gaussian factors (IniLoRA-alpha's family)."""
+    input:
+        evals=lambda w: cfg.figure3_inputs(config),
+    output:
+        paths.FIGURE.format(figure="figure3"),
+    params:
+        spec=spec_json(cfg.figure_spec(config, "figure3")),
+    log:
+        paths.LOGS + "/figure3.log",
+    shell:
+        INILORA + " figure --spec {params.spec:q} --out {output:q} --evals {input.evals:q} > {log:q} 2>&1"
+
+
+rule figure4:
+    """Accuracy per initial distribution of the factors, and the distributions as drawn."""
+    input:
+        unpack(lambda w: cfg.figure4_inputs(config)),
+    output:
+        paths.FIGURE.format(figure="figure4"),
+    params:
+        spec=spec_json(cfg.figure_spec(config, "figure4")),
+    log:
+        paths.LOGS + "/figure4.log",
+    shell:
+        INILORA + " figure --spec {params.spec:q} --out {output:q} --evals {input.evals:q}"
+        " --initial {input.initial:q} > {log:q} 2>&1"
+
+
+rule figure5:
+    """Training-loss curves per rank."""
+    input:
+        logs=lambda w: cfg.figure5_inputs(config),
+    output:
+        paths.FIGURE.format(figure="figure5"),
+    params:
+        spec=spec_json(cfg.figure_spec(config, "figure5")),
+    log:
+        paths.LOGS + "/figure5.log",
+    shell:
+        INILORA + " figure --spec {params.spec:q} --out {output:q} --logs {input.logs:q} > {log:q} 2>&1"
+
+
+rule figure6:
+    """Accuracy versus fine-tuning learning rate, from results/lr_sweep.csv."""
+    input:
+        sweep=paths.LR_SWEEP,
+    output:
+        paths.FIGURE.format(figure="figure6"),
+    params:
+        spec=spec_json(cfg.figure_spec(config, "figure6")),
+    log:
+        paths.LOGS + "/figure6.log",
+    shell:
+        INILORA + " figure --spec {params.spec:q} --out {output:q} --sweep {input.sweep:q} > {log:q} 2>&1"

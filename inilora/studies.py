@@ -1,0 +1,196 @@
+"""The paper's analyses: Tables 3, 4, 6 and 7 (accuracy by rank) and the data behind Figures 2-6.
+
+Every number comes from the workflow's own result files (evaluation JSONs, training logs,
+decomposition metadata, initial adapters); the paper's numbers come from the cited CSVs in
+``workflow/reference/`` and are shown beside ours only where the config says the model and the
+benchmark are the paper's (their ``paper_name``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inilora import figures
+from inilora.io import atomic_write_text
+from inilora.tables import _markdown, read_evals
+
+TITLES = {
+    "table3": "Table 3: LoRA, IniLoRA, IniLoRA-alpha and IniLoRA-beta by rank",
+    "table4": "Table 4: LoRA and IniLoRA by training-set size and rank",
+    "table6": "Table 6: methods by rank",
+    "table7": "Table 7: IniLoRA with zero approximation steps versus LoRA",
+}
+
+
+def main_metric(df: pd.DataFrame) -> str:
+    """The benchmark's headline metric: accuracy, or pass@1 for code."""
+    metrics = set(df["metric"])
+    for m in ("accuracy", "pass@1"):
+        if m in metrics:
+            return m
+    raise ValueError(f"no accuracy or pass@1 among the metrics {sorted(metrics)}")
+
+
+def accuracy(eval_paths: list[str]) -> pd.DataFrame:
+    """Headline metric in percent per model, task, method, rank, lr and seed (one row per evaluation)."""
+    df = read_evals(eval_paths)
+    metric = main_metric(df)
+    df = df[df["metric"] == metric].copy()
+    df["value"] *= 100
+    df["metric"] = f"{df['benchmark'].iloc[0]}:{metric} (%)"
+    return df
+
+
+def over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """accuracy (mean), accuracy_std (ddof 1, NaN for one seed) and seeds per ``keys``."""
+    g = df.groupby(keys, sort=False)["value"]
+    out = pd.DataFrame({"accuracy": g.mean(), "accuracy_std": g.std(ddof=1), "seeds": g.size()}).reset_index()
+    out["metric"] = df["metric"].iloc[0]
+    return out
+
+
+def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, markdown: Path) -> pd.DataFrame:
+    """Rows model (x size) x method, a column per rank: mean accuracy in percent, its std over seeds,
+    and, where the paper reports the same model and benchmark, the paper's number and ours minus it."""
+    df = accuracy(eval_paths)
+    keys = ["model", "method"]
+    if spec["table"] == "table4":
+        df["size"] = df["task"].str.rpartition("-n")[2].astype(int)
+        keys = ["model", "size", "method"]
+    stats = over_seeds(df, [*keys, "rank"])
+    wide = stats.pivot(index=keys, columns="rank", values=["accuracy", "accuracy_std", "seeds"])
+    cols = {}
+    for r in spec["ranks"]:
+        cols[f"r{r}"] = wide[("accuracy", r)]
+        cols[f"r{r}_std"] = wide[("accuracy_std", r)]
+        cols[f"r{r}:seeds"] = wide[("seeds", r)]
+    table = pd.DataFrame(cols).reset_index()
+    notes = list(spec["notes"])
+    paper = _paper_rows(spec, paper_csv)
+    if paper is not None:
+        table = table.merge(paper, how="left", on=[k for k in keys if k in paper.columns])
+        for r in spec["ranks"]:
+            if f"r{r}_paper" in table:
+                table[f"r{r}_ours_minus_paper"] = table[f"r{r}"] - table[f"r{r}_paper"]
+        notes.append(f"r<rank>_paper: the paper's {spec['paper']['benchmark']} number for the same model and "
+                     f"method ({paper_csv.name}); r<rank>_ours_minus_paper: ours minus it, in points")
+    order = {m: i for i, m in enumerate(spec["methods"])}
+    table = table.sort_values([k for k in keys if k != "method"] + ["method"],
+                              key=lambda s: s.map(order) if s.name == "method" else s).reset_index(drop=True)
+    table["method"] = table["method"].map(lambda m: spec.get("labels", {}).get(m, m))
+    table = table[[c for c in table.columns if c != "paper_model"]]
+    atomic_write_text(csv, table.to_csv(index=False, float_format="%.4g"))
+    n = df.groupby("benchmark")["n"].max()
+    notes += [f"{b}: {k} items scored, so one item is {100 / k:.2f} points" for b, k in n.items()]
+    notes.append(f"r<rank>: {df['metric'].iloc[0]} at LoRA rank <rank>, mean ± std over seeds")
+    md = [f"# {TITLES[spec['table']]}", "", *[f"- {x}" for x in notes], "", _markdown(table, digits=1), ""]
+    atomic_write_text(markdown, "\n".join(md))
+    return table
+
+
+def _paper_rows(spec: dict, paper_csv: Path) -> pd.DataFrame | None:
+    """The paper's numbers as r<rank>_paper columns, keyed by our model names; None when no model matches."""
+    names = spec.get("paper") or {}
+    if not names:
+        return None
+    ref = pd.read_csv(paper_csv, comment="#")
+    ref = ref[ref["benchmark"] == names["benchmark"]]
+    ours = {paper: model for model, paper in names["models"].items()}
+    ref = ref[ref["model"].isin(ours)].assign(model=lambda d: d["model"].map(ours))
+    if ref.empty:
+        return None
+    keys = ["model", "size", "method"] if "size" in ref.columns else ["model", "method"]
+    wide = ref.pivot_table(index=keys, columns="rank", values="value")
+    wide.columns = [f"r{r}_paper" for r in wide.columns]
+    return wide.reset_index()
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figure2_data(eval_paths: list[str], meta_paths: list[str]) -> pd.DataFrame:
+    """Accuracy per checkpoint, with the checkpoint's mean MSE over matrices (its metadata)."""
+    df = accuracy(eval_paths)
+    acc = over_seeds(df, ["model", "method"])
+    mse = {}
+    for p in meta_paths:
+        meta = json.loads(Path(p).read_text())
+        mse[(meta["model"]["name"], meta["iterations"])] = meta["mean_mse"]
+    acc["iterations"] = [_iterations(m, meta_paths) for m in acc["method"]]
+    acc["mse"] = [mse[(model, it)] for model, it in zip(acc["model"], acc["iterations"])]
+    return acc
+
+
+def _iterations(method: str, meta_paths: list[str]) -> int:
+    """A Figure 2 run's iteration count: from its name (<method>-it<N>), else the full run's."""
+    _, _, tail = method.partition("-it")
+    if tail.isdigit():
+        return int(tail)
+    return max(json.loads(Path(p).read_text())["iterations"] for p in meta_paths)
+
+
+def figure4_values(initial_dirs: dict[str, Path]) -> dict[str, dict[str, np.ndarray]]:
+    """The initial A and B entries of the first adapted layer of each run (label -> {"A", "B"})."""
+    from safetensors.torch import load_file
+
+    values = {}
+    for label, path in initial_dirs.items():
+        tensors = load_file(str(path))
+        a = sorted(k for k in tensors if "lora_A" in k)[0]
+        b = a.replace("lora_A", "lora_B")
+        values[label] = {"A": tensors[a].float().flatten().numpy(), "B": tensors[b].float().flatten().numpy()}
+    return values
+
+
+def figure5_data(log_paths: list[str]) -> pd.DataFrame:
+    rows = []
+    for p in log_paths:
+        log = json.loads(Path(p).read_text())
+        for point in log["curve"]:
+            rows.append({"model": log["model"], "method": log.get("variant", log["method"]), "rank": log["rank"],
+                         "seed": log["train"]["seed"], "step": point["step"], "loss": point["loss"]})
+    return pd.DataFrame(rows)
+
+
+def figure6_data(sweep_csv: Path) -> pd.DataFrame:
+    """The learning-rate sweep's mean accuracy (or pass@1) per method and rate, in percent."""
+    sweep = pd.read_csv(sweep_csv)
+    col = next(c for c in sweep.columns if c.endswith((":accuracy", ":pass@1")))
+    return pd.DataFrame({"model": sweep["model"], "method": sweep["method"], "rank": sweep["rank"], "lr": sweep["lr"],
+                         "accuracy": sweep[col] * 100, "accuracy_std": sweep.get(f"{col}_std", np.nan) * 100,
+                         "seeds": sweep[f"{col.split(':')[0]}:seeds"], "metric": f"{col} (%)"})
+
+
+def draw(spec: dict, inputs: dict[str, list[str]], out: Path) -> figures.Drawn:
+    """Collect the data of ``spec['figure']`` from its input files and draw it."""
+    which = spec["figure"]
+    note = " ".join(f"{n}." for n in spec["notes"])
+    labels = spec.get("labels", {})
+    if which == "figure2":
+        return figures.figure2(figure2_data(inputs["evals"], inputs["meta"]), out, note)
+    if which == "figure3":
+        df = over_seeds(accuracy(inputs["evals"]), ["model", "method"])
+        df["std"] = [_std(m, spec) for m in df["method"]]
+        return figures.figure3(df, out, note)
+    if which == "figure4":
+        df = over_seeds(accuracy(inputs["evals"]), ["model", "method"])
+        df["method"] = df["method"].map(lambda m: labels.get(m, m))
+        dirs = {labels.get(Path(p).parts[-6], Path(p).parts[-6]): Path(p) for p in inputs["initial"]}  # <method>/r/lr/seed/initial_adapter/file
+        return figures.figure4(df, figure4_values(dirs), out, note)
+    if which == "figure5":
+        return figures.figure5(figure5_data(inputs["logs"]), out, note)
+    if which == "figure6":
+        return figures.figure6(figure6_data(Path(inputs["sweep"][0])), out, note)
+    raise ValueError(f"unknown figure '{which}'")
+
+
+def _std(method: str, spec: dict) -> float:
+    """A Figure 3 run's std: from its name (<method>-std<s>), else the method's own default."""
+    _, _, tail = method.partition("-std")
+    if tail:
+        return float(tail)
+    return spec["default_std"]
