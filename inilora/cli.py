@@ -54,7 +54,8 @@ def _write_benchmark(path: Path, seconds: float) -> None:
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     max_rss_mb = ru.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
-    row = [f"{seconds:.4f}", str(timedelta(seconds=int(seconds))), f"{max_rss_mb:.2f}", f"{ru.ru_utime + ru.ru_stime:.2f}"]
+    cpu = ru.ru_utime + ru.ru_stime
+    row = [f"{seconds:.4f}", str(timedelta(seconds=int(seconds))), f"{max_rss_mb:.2f}", f"{cpu:.2f}"]
     atomic_write_text(path, "\t".join(["s", "h:m:s", "max_rss", "cpu_time"]) + "\n" + "\t".join(row) + "\n")
 
 
@@ -123,10 +124,16 @@ def cmd_finetune(a) -> None:
     run_dir = Path(a.adapter_dir).parent
     initial = run_dir / "initial_adapter"
     residual = is_residual(spec["method"], spec["method_options"])
-    save_initial_adapter(peft_model, initial)  # the step-0 factors: Figure 4, and the residual conversion
-    train = {k: v for k, v in spec["train"].items() if k != "threads"}
-    settings = TrainSettings(**train)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun (train.gpus > 1) only rank 0 writes
+    if main:
+        save_initial_adapter(peft_model, initial)  # the step-0 factors: Figure 4, and the residual conversion
+    train = {k: v for k, v in spec["train"].items() if k not in ("threads", "gpus", "deepspeed")}
+    extra = {"deepspeed": spec["train"]["deepspeed"]} if spec["train"].get("deepspeed") else {}
+    settings = TrainSettings(**train, extra=extra)
     result = finetune(peft_model, tok, examples, settings, run_dir / "trainer")
+    if not main:
+        return
+    result["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
     # Residual inits changed the base weights; PEFT's rank-2r conversion gives an adapter that
     # loads on the original, unmodified base model (init-methods.md sec. 2.3).
     kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}

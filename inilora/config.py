@@ -360,14 +360,17 @@ def task_entry(config: dict, name: str) -> dict:
     raise ConfigError(f"unknown task '{name}'; defined: {sorted(config['tasks'])} (or <task>-n<size>)")
 
 
-def evaluate_spec(config: dict, bench: str) -> dict:
+def evaluate_spec(config: dict, bench: str, task: str | None = None) -> dict:
     """Items that also occur in the training set of any task evaluated on ``bench`` are dropped,
-    the same for every row of a table (the base model's too)."""
+    the same for every row of a table (the base model's too); a Table 4 run (``task`` =
+    ``<task>-n<size>``) also drops the items of its own, possibly larger, training set."""
     b = config["benchmarks"][bench]
-    tasks = [*config["tasks"], *table4_tasks(config)]
-    exclude = [d for t in tasks if bench in task_entry(config, t)["benchmarks"] for d in task_entry(config, t)["train"]]
+    exclude = [d for t in config["tasks"].values() if bench in t["benchmarks"] for d in t["train"]]
+    if task is not None and task not in config["tasks"]:
+        exclude += [d for d in task_entry(config, task)["train"] if d not in exclude]
     if b["kind"] in ("humaneval", "mmlu"):  # not question/answer examples; nothing to match against
         exclude = []
+    b = {k: v for k, v in b.items() if k != "paper_name"}  # naming the paper's benchmark changes no result
     return {"benchmark": bench, **b, "max_length": config["train"]["max_length"], "exclude": exclude}
 
 

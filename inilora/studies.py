@@ -104,6 +104,9 @@ def _paper_rows(spec: dict, paper_csv: Path) -> pd.DataFrame | None:
     if ref.empty:
         return None
     keys = ["model", "size", "method"] if "size" in ref.columns else ["model", "method"]
+    ref = ref[ref["rank"].isin(spec["ranks"])]
+    if ref.empty:
+        return None
     wide = ref.pivot_table(index=keys, columns="rank", values="value")
     wide.columns = [f"r{r}_paper" for r in wide.columns]
     return wide.reset_index()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -80,6 +81,7 @@ def tiny_run(tmp_path_factory, tiny_llama_dir):
         "ranks": [4],
         "seeds": [1],
         "decompose": {"iterations": 60, "checkpoints": [20], "lr": [1e-2]},
+        "figure2": {"iterations": [0, 20, 60]},  # checkpoints of the decomposition: fixed here so later tests reuse it
         "train": {"learning_rate": 1e-3, "batch_size": 2, "grad_accum": 1, "max_steps": 2, "max_length": 96},
         "tasks": {"arith": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
                             "benchmarks": ["chain", "champ", "mc", "code"]}},
@@ -218,3 +220,79 @@ def test_table5_reports_the_workflows_own_decomposition_cost_beside_the_papers(t
     assert set(row["shapes"].split(", ")) == {"2 x 32x32", "2 x 16x32"}  # q_proj, v_proj (GQA) of 2 layers
     assert 0 < row["solve_min"] <= row["job_min"] and row["peak_rss_gb"] > 0
     assert (row["paper_model"], row["paper_time_min"], row["paper_memory_gb"]) == ("LLaMA2-7B", 25.8, 16.2)
+
+
+def test_every_table_and_figure_of_the_paper_builds_and_shares_runs(tiny_run):
+    """Tables 3, 4, 6, 7 and Figures 2-6 on the tiny model: a run two targets share is trained once,
+    the paper's numbers stand beside ours when the config names its model and benchmark, and
+    `snakemake --report` gathers every table and figure into one HTML file."""
+    from inilora import studies
+
+    work, cfg, config, _ = tiny_run
+    config = {**config,
+              "models": {"tiny": {**config["models"]["tiny"], "paper_name": "LLaMA2-7B"}},
+              "benchmarks": {**config["benchmarks"], "chain": {**config["benchmarks"]["chain"], "paper_name": "gsm8k"}},
+              "table3": {"methods": ["lora", "inilora_alpha"], "ranks": [4]},
+              "table4": {"sizes": [4], "methods": ["lora"], "ranks": [4]},
+              "table6": {"methods": ["lora", "inilora"], "ranks": [4, 8]},
+              "table7": {"ranks": [4]},
+              "figure3": {"stds": [1e-3, 0.5]},
+              "figure4": {"methods": ["inilora_alpha", "inilora_random-xavier_normal"]},
+              "figure5": {"ranks": [4]},
+              "lr_sweep": {"values": [1e-3], "methods": ["lora"], "benchmarks": ["chain"]}}
+    cfg_all = work / "paper_targets.yaml"
+    cfg_all.write_text(yaml.safe_dump(config))
+    targets = [f"results/table{t}.csv" for t in (3, 4, 6, 7)] + [f"results/figure{n}.png" for n in range(2, 7)]
+    plan = job_counts(snakemake(work, cfg_all, "-n", *targets).stdout)
+    # new runs only: inilora_alpha (its 0.5 is Figure 3's point too), arith-n4 lora, inilora-it0 (Table 7 and
+    # Figure 2), inilora-it20, inilora_alpha-std0.001, the Xavier variant, and lora/inilora at rank 8 (Table 6)
+    assert plan == {"decompose": 1, "finetune": 8, "evaluate": 8, "study_table": 4, "figure2": 1, "figure3": 1,
+                    "figure4": 1, "figure5": 1, "figure6": 1, "lr_sweep": 1}
+    snakemake(work, cfg_all, "--cores", "2", *targets)
+
+    t4 = pd.read_csv(work / "results/table4.csv")
+    assert list(t4[["size", "method"]].itertuples(index=False, name=None)) == [(4, "lora")]
+    train = yaml.safe_load((work / "results/finetune/tiny/arith-n4/lora/r4/lr0.001/seed1/train.json").read_text())
+    assert train["examples"] == 4 and train["train"]["max_steps"] == -1 and train["train"]["epochs"] == 1
+    t7 = pd.read_csv(work / "results/table7.csv")
+    assert list(t7["method"]) == ["lora", "inilora-it0"] and t7["r4"].between(0, 100).all()
+    t6 = pd.read_csv(work / "results/table6.csv").set_index("method")
+    assert list(t6.index) == ["lora", "inilora"]
+    assert (t6["r8_paper"].tolist() == [20.5, 22.5]) and "r4_paper" not in t6  # the paper has no rank 4
+    assert np.allclose(t6["r8_ours_minus_paper"], t6["r8"] - t6["r8_paper"])
+    assert "ours minus it" in (work / "results/table6.md").read_text()
+
+    evals = [str(p) for p in (work / "results/eval/tiny/arith").glob("inilora*/r4/lr0.001/seed1/chain.json")
+             if p.parts[-5] in ("inilora-it0", "inilora-it20", "inilora")]
+    metas = [str(work / f"results/decompose/tiny/r4_lr0.01/it{n}.json") for n in (0, 20, 60)]
+    fig2 = studies.figure2_data(evals, metas).sort_values("iterations")
+    assert fig2["iterations"].tolist() == [0, 20, 60]
+    assert fig2["mse"].is_monotonic_decreasing  # more approximation steps, lower loss
+    initial = work / "results/finetune/tiny/arith/inilora_random-xavier_normal/r4/lr0.001/seed1/initial_adapter"
+    values = studies.figure4_values({"x": initial / "adapter_model.safetensors"})["x"]
+    assert abs(values["A"].std() - (2 / (4 + 32)) ** 0.5) < 0.05  # Xavier normal: std sqrt(2 / (fan_in + fan_out))
+    for n in range(2, 7):
+        assert (work / f"results/figure{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    snakemake(work, cfg_all, "--report", "report.html", *targets)
+    html = (work / "report.html").read_text()
+    for name in [Path(t).name for t in targets]:
+        assert name in html
+
+
+def test_a_fine_tune_runs_data_parallel_in_one_job_under_torchrun(tmp_path, tiny_llama_dir):
+    """train.gpus > 1: one job, one process per device (gloo on a CPU, NCCL on GPUs), the Trainer's DDP."""
+    config = {"models": {"tiny": {"path": str(tiny_llama_dir)}}, "methods": ["lora"], "ranks": [4], "seeds": [1],
+              "train": {"learning_rate": 1e-3, "batch_size": 2, "grad_accum": 1, "max_steps": 2, "max_length": 96,
+                        "gpus": 2, "threads": 1},
+              "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
+                              "benchmarks": ["b"]}},
+              "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 2}}}}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    run = tmp_path / "results/finetune/tiny/t/lora/r4/lr0.001/seed1"
+    out = snakemake(tmp_path, cfg, "--cores", "2", "-p", str(run.relative_to(tmp_path) / "train.json")).stdout
+    assert "torch.distributed.run --standalone --nproc_per_node 2 -m inilora finetune" in out
+    log = yaml.safe_load((run / "train.json").read_text())
+    assert log["world_size"] == 2 and log["steps"] == 2
+    assert (run / "adapter/adapter_model.safetensors").exists()

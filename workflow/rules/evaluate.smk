@@ -6,7 +6,7 @@ rule evaluate:
     output:
         paths.EVAL,
     params:
-        spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench)),
+        spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench, w.task)),
         adapter_dir=lambda w, input: str(Path(input.adapter).parent),
     threads: threads_per_job()
     log:

@@ -4,6 +4,13 @@ def factors_input(w):
     return {"factors": paths.FACTORS.format(**wc)} if wc else {}
 
 
+def launcher(gpus: int) -> str:
+    """One process, or one per GPU under torchrun: the Trainer then runs DDP inside the one job."""
+    if gpus == 1:
+        return INILORA
+    return f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node {gpus} -m inilora"
+
+
 rule finetune:
     """Initialise LoRA by method name (inilora.apply_init) and fine-tune with the Trainer."""
     input:
@@ -17,11 +24,14 @@ rule finetune:
         spec=lambda w: spec_json(cfg.finetune_spec(config, w.model, w.task, w.method, w.rank, w.lr, w.seed)),
         factors=lambda w, input: f"--factors {input.factors}" if "factors" in input.keys() else "",
         adapter_dir=lambda w, output: str(Path(output.adapter).parent),
+        launch=launcher(config["train"]["gpus"]),
     threads: threads_per_job()
+    resources:
+        gpu=config["train"]["gpus"],
     log:
         paths.LOGS + "/finetune/{model}_{task}_{method}_r{rank}_lr{lr}_seed{seed}.log",
     shell:
-        INILORA + " finetune --spec {params.spec:q} --manifest {input.manifest:q} {params.factors}"
+        "{params.launch} finetune --spec {params.spec:q} --manifest {input.manifest:q} {params.factors}"
         " --adapter-dir {params.adapter_dir:q} --log-json {output.log_json:q} --threads {threads} > {log:q} 2>&1"
 
 

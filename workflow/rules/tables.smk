@@ -3,7 +3,7 @@ rule table1:
     input:
         lambda w: cfg.glue_inputs(config) or cfg.require("glue.tasks", "list GLUE tasks or stand-ins, e.g. [champ_topic]"),
     output:
-        csv=paths.TABLE1,
+        csv=report(paths.TABLE1, caption="../report/table.rst", category="Tables"),
         md=paths.TABLE1_MD,
     params:
         spec=spec_json(cfg.table1_spec(config) if config["glue"]["tasks"] else {}),
@@ -20,7 +20,7 @@ rule table5:
         bench=cfg.table5_inputs(config)["bench"],
         paper=f"{workflow.basedir}/{paths.PAPER_TABLE5}",  # shipped with the workflow, not in the run dir
     output:
-        csv=paths.TABLE5,
+        csv=report(paths.TABLE5, caption="../report/table.rst", category="Tables"),
         md=paths.TABLE5_MD,
     params:
         names=spec_json({m: e["paper_name"] for m, e in {**config["models"], **config["encoders"]}.items()
@@ -38,7 +38,7 @@ rule table2:
     input:
         cfg.table2_inputs(config),
     output:
-        csv=paths.TABLE2,
+        csv=report(paths.TABLE2, caption="../report/table.rst", category="Tables"),
         md=paths.TABLE2_MD,
     params:
         spec=spec_json(cfg.table2_spec(config)),
@@ -53,7 +53,7 @@ rule lr_sweep:
     input:
         lambda w: cfg.lr_sweep_inputs(config),  # an empty sweep fails here, naming the key
     output:
-        csv=paths.LR_SWEEP,
+        csv=report(paths.LR_SWEEP, caption="../report/table.rst", category="Tables"),
         md=paths.LR_SWEEP_MD,
     params:
         spec=spec_json(cfg.lr_sweep_spec(config)),
@@ -72,7 +72,7 @@ rule study_table:
         evals=lambda w: cfg.table_inputs(config, w.table),
         paper=f"{workflow.basedir}/{paths.PAPER_TABLE}",
     output:
-        csv=paths.STUDY_TABLE,
+        csv=report(paths.STUDY_TABLE, caption="../report/table.rst", category="Tables"),
         md=paths.STUDY_TABLE_MD,
     wildcard_constraints:
         table="table[3467]",
@@ -90,7 +90,7 @@ rule figure2:
     input:
         unpack(lambda w: cfg.figure2_inputs(config)),
     output:
-        paths.FIGURE.format(figure="figure2"),
+        report(paths.FIGURE.format(figure="figure2"), caption="../report/figure.rst", category="Figures"),
     params:
         spec=spec_json(cfg.figure_spec(config, "figure2")),
     log:
@@ -104,7 +104,7 @@ rule figure3:
     input:
         evals=lambda w: cfg.figure3_inputs(config),
     output:
-        paths.FIGURE.format(figure="figure3"),
+        report(paths.FIGURE.format(figure="figure3"), caption="../report/figure.rst", category="Figures"),
     params:
         spec=spec_json(cfg.figure_spec(config, "figure3")),
     log:
@@ -118,7 +118,7 @@ rule figure4:
     input:
         unpack(lambda w: cfg.figure4_inputs(config)),
     output:
-        paths.FIGURE.format(figure="figure4"),
+        report(paths.FIGURE.format(figure="figure4"), caption="../report/figure.rst", category="Figures"),
     params:
         spec=spec_json(cfg.figure_spec(config, "figure4")),
     log:
@@ -133,7 +133,7 @@ rule figure5:
     input:
         logs=lambda w: cfg.figure5_inputs(config),
     output:
-        paths.FIGURE.format(figure="figure5"),
+        report(paths.FIGURE.format(figure="figure5"), caption="../report/figure.rst", category="Figures"),
     params:
         spec=spec_json(cfg.figure_spec(config, "figure5")),
     log:
@@ -147,7 +147,7 @@ rule figure6:
     input:
         sweep=paths.LR_SWEEP,
     output:
-        paths.FIGURE.format(figure="figure6"),
+        report(paths.FIGURE.format(figure="figure6"), caption="../report/figure.rst", category="Figures"),
     params:
         spec=spec_json(cfg.figure_spec(config, "figure6")),
     log:
