@@ -229,7 +229,7 @@ def cmd_merge(a) -> None:
 def cmd_table2(a) -> None:
     from inilora.tables import table2
 
-    table2(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
+    table2(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
 
 
 def cmd_lr_sweep(a) -> None:
@@ -318,6 +318,8 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(flag, required=True)
         s.add_argument("evals", nargs="+")
         s.set_defaults(func=func)
+        if name == "table2":
+            s.add_argument("--paper", help="the paper's Table 2 (workflow/reference/paper_table2.csv)")
     return p
 
 

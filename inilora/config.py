@@ -421,7 +421,10 @@ def table2_spec(config: dict) -> dict:
     notes.append("columns: <benchmark>:<metric>: accuracy (greedy exact match, Hendrycks equivalence for math "
                  "kinds, next-token choice for mmlu), heldout_loss (mean token cross-entropy of the reference "
                  "answers), pass@k (humaneval, unbiased estimator); _std over seeds")
-    return {"methods": config["table2"]["methods"] or config["methods"], "benchmarks": benches, "notes": notes}
+    models = {m: e["paper_name"] for m, e in config["models"].items() if e.get("paper_name")}
+    named = {b: config["benchmarks"][b]["paper_name"] for b in benches if config["benchmarks"][b].get("paper_name")}
+    return {"methods": config["table2"]["methods"] or config["methods"], "benchmarks": benches, "notes": notes,
+            "paper": {"models": models, "benchmarks": named} if models and named else {}}
 
 
 def table5_inputs(config: dict) -> dict[str, list[str]]:

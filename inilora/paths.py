@@ -8,7 +8,7 @@ MODEL_DIR = RESULTS + "/models/{model}/hf"
 DECOMP_DIR = RESULTS + "/decompose/{model}/r{rank}_lr{lr}"
 FACTORS = DECOMP_DIR + "/it{iters}.safetensors"
 FACTORS_META = DECOMP_DIR + "/it{iters}.json"
-DECOMP_BENCH = "results/benchmarks/decompose/{model}_r{rank}_lr{lr}.tsv"  # Snakemake benchmark: time, RSS
+DECOMP_BENCH = "results/benchmarks/decompose/{model}_r{rank}_lr{lr}.tsv"  # written by the decompose job: time, peak RSS
 
 # {lr} is the fine-tuning learning rate (each method has its own, and a sweep has several)
 RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}"

@@ -31,7 +31,7 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd.DataFrame:
+def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None) -> pd.DataFrame:
     """Rows model x method (x rank), a column per benchmark metric; mean and std over seeds.
 
     ``spec``: {"methods": [...order...], "benchmarks": [...order...], "notes": [...]}.
@@ -43,8 +43,29 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd.D
     order += [f"{b}:seeds" for b in spec["benchmarks"]]
     wide = wide[[c for c in order if c in wide.columns]].reset_index()
     wide = _method_order(wide, ["base", *spec["methods"]], ["model", "rank", "method"])
+    if paper_csv is not None and spec.get("paper"):
+        wide = _beside_paper(wide, spec, paper_csv)
     wide["method"] = wide["method"].replace({"base": "base (no fine-tune)"})
     _write(wide, df, "Table 2: methods x benchmarks", spec, csv, markdown)
+    return wide
+
+
+def _beside_paper(wide: pd.DataFrame, spec: dict, paper_csv: Path) -> pd.DataFrame:
+    """``<bench>:<metric>:paper`` and ``:ours_minus_paper`` (fractions, as ours) for benchmarks and
+    models the config names as the paper's (their ``paper_name``); the paper's Table 2 is in percent."""
+    paper = pd.read_csv(paper_csv, comment="#")
+    models, benches = spec["paper"]["models"], spec["paper"]["benchmarks"]
+    for bench, name in benches.items():
+        for metric, column in (("accuracy", name), ("pass@1", f"{name}_pass1"), ("pass@10", f"{name}_pass10")):
+            ours = f"{bench}:{metric}"
+            if ours not in wide or column not in paper:
+                continue
+            ref = {(m, r["method"]): r[column] / 100 for m, p in models.items()
+                   for _, r in paper[paper["model"] == p].iterrows()}
+            wide[f"{ours}:paper"] = [ref.get((m, meth)) for m, meth in zip(wide["model"], wide["method"])]
+            wide[f"{ours}:ours_minus_paper"] = wide[ours] - wide[f"{ours}:paper"].astype(float)
+    spec["notes"] = [*spec["notes"], f"<benchmark>:<metric>:paper: the paper's Table 2 ({paper_csv.name}) for the "
+                     "same model, method and benchmark, as a fraction; :ours_minus_paper: ours minus it"]
     return wide
 
 
@@ -72,7 +93,7 @@ def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path) -> pd.Da
 
 def table5(meta_paths: list[str], bench_paths: list[str], paper_csv: Path, csv: Path, markdown: Path,
            paper_names: dict[str, str]) -> pd.DataFrame:
-    """Decomposition cost per model: the job's wall time and peak RSS (Snakemake ``benchmark:``),
+    """Decomposition cost per model: the job's wall time and peak RSS (the decompose job's benchmark TSV, cached with its factors),
     the solver's own time, matrices and shapes, and the paper's Table 5 row where the model's
     config ``paper_name`` matches one."""
     paper = pd.read_csv(paper_csv, comment="#").set_index("model")
@@ -92,7 +113,7 @@ def table5(meta_paths: list[str], bench_paths: list[str], paper_csv: Path, csv: 
     df = pd.DataFrame(rows)
     atomic_write_text(csv, df.to_csv(index=False, float_format="%.4g"))
     md = ["# Table 5: time and memory of the weight approximation", "",
-          "- job_min and peak_rss_gb: Snakemake's benchmark of the whole decompose job (model load included); "
+          "- job_min and peak_rss_gb: the decompose job's own measurement (model load included) (model load included); "
           "solve_min: the solver alone",
           "- paper: one RTX 4090, 64 matrices concurrently, rank 8, 20000 steps (IniLoRA paper, Table 5)", "",
           "| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]

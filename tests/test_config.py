@@ -63,6 +63,18 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c["glue"].update(tasks=["cola", "wnli"]), "config key 'glue.tasks': unknown task 'wnli'; valid: ["),
     (lambda c: c.update(table2={"tasks": ["poetry"]}), "config key 'table2.tasks': unknown task 'poetry'; defined: ['arithmetic']"),
     (lambda c: c.update(typo_key=1), "config key '(top level)': Additional properties are not allowed ('typo_key'"),
+    (lambda c: c.update(table3={"methods": ["lora", "inilora-std0.1"]}), "config key 'table3.methods': unknown method 'inilora-std0.1'"),
+    (lambda c: c.update(table7={"methods": ["lora", "pissa-it0"]}), "config key 'table7.methods': unknown method 'pissa-it0'"),
+    (lambda c: c.update(figure4={"methods": ["inilora_random-gamma"]}), "unknown method 'inilora_random-gamma'"),
+    (lambda c: c.update(figure2={"iterations": [0, 5000]}), "config key 'figure2.iterations': 5000 is above config key 'decompose.iterations' = 4000; allowed: 0..4000"),
+    (lambda c: c.update(figure2={"method": "pissa"}), "config key 'figure2.method': 'pissa' has no 'iterations' option; valid: ['inilora']"),
+    (lambda c: c.update(figure3={"method": "lora"}), "config key 'figure3.method': 'lora' has no 'std' option"),
+    (lambda c: c.update(study={"task": "poetry"}), "config key 'study.task': unknown task 'poetry'"),
+    (lambda c: c.update(study={"benchmark": "gsm8k"}), "config key 'study.benchmark': unknown benchmark 'gsm8k'"),
+    (lambda c: c.update(variants={"lora": {"method": "pissa"}}), "config key 'variants.lora': 'lora' is a registry method"),
+    (lambda c: c.update(variants={"wide": {"method": "dora"}}), "config key 'variants.wide.method': unknown method 'dora'"),
+    (lambda c: c.update(variants={"wide": {"method": "inilora_alpha", "options": {"sd": 1}}}, table3={"methods": ["wide"]}),
+     "config key 'table3.methods': wide: method 'inilora_alpha' got unknown option(s) ['sd']"),
 ])
 def test_bad_values_are_named(mutate, message):
     with pytest.raises(cfg.ConfigError) as err:
@@ -107,3 +119,20 @@ def test_a_local_data_file_with_the_wrong_fields_is_refused_before_any_job(tmp_p
     good = {**spec, "question_field": "question", "response_field": "answer", "preset": None}
     good.pop("preset")
     checked(lambda c: c["tasks"]["arithmetic"].update(train=[good]))  # the right fields pass
+
+
+def test_variant_names_resolve_to_a_method_with_options_and_a_point_equal_to_a_row_is_that_row():
+    config = checked(lambda c: c.update(variants={"wide": {"method": "inilora_alpha", "options": {"std": 1.0}}}))
+    assert cfg.resolve(config, "inilora-it0") == ("inilora", {"iterations": 0})
+    assert cfg.resolve(config, "inilora_alpha-std1e-05") == ("inilora_alpha", {"std": 1e-5})
+    assert cfg.resolve(config, "inilora_random-xavier_normal") == ("inilora_random", {"distribution": "xavier_normal"})
+    assert cfg.resolve(config, "wide") == ("inilora_alpha", {"std": 1.0})
+    assert cfg.variant(config, "inilora_alpha", "std", 0.5) == "inilora_alpha"  # its default std: the same run
+    assert cfg.variant(config, "inilora", "iterations", 4000) == "inilora"  # decompose.iterations
+    assert cfg.variant(config, "inilora", "iterations", 100) == "inilora-it100"
+    assert cfg.factors_wildcards(config, "m", "inilora-it100", 8) == {"model": "m", "rank": "8", "lr": "0.0005", "iters": "100"}
+    assert 0 in cfg.iteration_counts(config)  # Table 7's inilora-it0: one decomposition writes it too
+    spec = cfg.finetune_spec(config, "smollm2-135m", "arithmetic-n80", "inilora_alpha-std0.01", 8, "0.002", 11)
+    assert spec["method"] == "inilora_alpha" and spec["variant"] == "inilora_alpha-std0.01"
+    assert spec["method_options"] == {"std": 0.01} and spec["train_data"][0]["n"] == 80
+    assert spec["train"]["max_steps"] == -1 and spec["train"]["epochs"] == 1  # Table 4: one epoch per size
