@@ -158,6 +158,9 @@ def check(config: dict) -> dict:
         if c > top:
             raise ConfigError(f"an iteration count {c} is above config key 'decompose.iterations' = {top}")
     st = config["study"]
+    for m in st["models"]:
+        if m not in config["models"]:
+            raise ConfigError(f"config key 'study.models': '{m}' is not under 'models' {sorted(config['models'])}")
     if st["task"] is not None and st["task"] not in config["tasks"]:
         raise ConfigError(f"config key 'study.task': unknown task '{st['task']}'; defined: {sorted(config['tasks'])}")
     if st["benchmark"] is not None and st["benchmark"] not in config["benchmarks"]:
@@ -463,7 +466,7 @@ def lr_sweep_inputs(config: dict) -> list[str]:
     task = sweep_task(config)
     return [paths.EVAL.format(model=model, task=task, method=method, rank=sw["rank"] or config["ranks"][0],
                               lr=fmt_lr(lr), seed=seed, bench=bench)
-            for model in config["models"] for method in (sw["methods"] or config["methods"])
+            for model in study_models(config) for method in (sw["methods"] or config["methods"])
             for lr in sw["values"] for seed in config["seeds"] for bench in sweep_benchmarks(config)]
 
 
@@ -523,6 +526,10 @@ def table1_spec(config: dict) -> dict:
 # ----------------------------------------------------------------------------- the paper's analyses (Tables 3, 4, 6, 7; Figures 2-5)
 
 
+def study_models(config: dict) -> list[str]:
+    return config["study"]["models"] or list(config["models"])
+
+
 def study_task(config: dict) -> str:
     return config["study"]["task"] or table2_tasks(config)[0]
 
@@ -549,7 +556,7 @@ def study_evals(config: dict, key: str, methods: list[str], ranks: list[int], ta
     check_models(config, {key: list(ranks)})
     bench = study_benchmark(config)
     return [paths.EVAL.format(model=model, task=task, method=m, rank=r, lr=method_lr(config, m), seed=s, bench=bench)
-            for model in config["models"] for task in (tasks or [study_task(config)]) for m in methods
+            for model in study_models(config) for task in (tasks or [study_task(config)]) for m in methods
             for r in ranks for s in config["seeds"]]
 
 
@@ -564,7 +571,7 @@ def study_notes(config: dict) -> list[str]:
     task, bench = study_task(config), study_benchmark(config)
     tr = config["train"]
     labels = "; ".join(s.get("label", s["loader"]) for s in config["tasks"][task]["train"])
-    return [f"models: " + ", ".join(f"{m} = {v['path']}" for m, v in config["models"].items()),
+    return [f"models: " + ", ".join(f"{m} = {config['models'][m]['path']}" for m in study_models(config)),
             f"trained on task {task}: {labels}",
             f"benchmark {bench}: {config['benchmarks'][bench].get('label', bench)}",
             f"fine-tuning: lr {tr['learning_rate']} (unless set per method), batch {tr['batch_size']} x accum "
@@ -590,7 +597,7 @@ def study_spec(config: dict, table: str) -> dict:
 def paper_names(config: dict, bench: str) -> dict:
     """{our model name: the paper's} when the benchmark is a paper benchmark (its ``paper_name``)."""
     b = config["benchmarks"][bench].get("paper_name")
-    models = {m: e["paper_name"] for m, e in config["models"].items() if e.get("paper_name")}
+    models = {m: config["models"][m]["paper_name"] for m in study_models(config) if config["models"][m].get("paper_name")}
     return {"benchmark": b, "models": models} if b and models else {}
 
 
@@ -601,7 +608,7 @@ def figure2_inputs(config: dict) -> dict[str, list[str]]:
     f2, rank = config["figure2"], study_rank(config, "figure2")
     names = [variant(config, f2["method"], "iterations", n) for n in figure2_iterations(config)]
     meta = []
-    for model in config["models"]:
+    for model in study_models(config):
         for name in names:
             meta.append(paths.FACTORS_META.format(**factors_wildcards(config, model, name, rank)))
     return {"evals": study_evals(config, "figure2.rank", names, [rank]), "meta": meta}
@@ -620,7 +627,7 @@ def figure4_inputs(config: dict) -> dict[str, list[str]]:
     f4, rank = config["figure4"], study_rank(config, "figure4")
     task, seed = study_task(config), config["seeds"][0]
     initial = [paths.INITIAL_ADAPTER.format(model=model, task=task, method=m, rank=rank, lr=method_lr(config, m), seed=seed)
-               for model in config["models"] for m in f4["methods"]]
+               for model in study_models(config) for m in f4["methods"]]
     return {"evals": study_evals(config, "figure4.rank", f4["methods"], [rank]), "initial": initial}
 
 
@@ -632,7 +639,7 @@ def figure5_inputs(config: dict) -> list[str]:
     f5 = config["figure5"]
     check_models(config, {"figure5.ranks": list(f5["ranks"])})
     return [paths.TRAIN_LOG.format(model=model, task=study_task(config), method=m, rank=r, lr=method_lr(config, m), seed=s)
-            for model in config["models"] for m in f5["methods"] for r in f5["ranks"] for s in config["seeds"]]
+            for model in study_models(config) for m in f5["methods"] for r in f5["ranks"] for s in config["seeds"]]
 
 
 def figure_spec(config: dict, figure: str) -> dict:

@@ -70,6 +70,7 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c.update(figure2={"method": "pissa"}), "config key 'figure2.method': 'pissa' has no 'iterations' option; valid: ['inilora']"),
     (lambda c: c.update(figure3={"method": "lora"}), "config key 'figure3.method': 'lora' has no 'std' option"),
     (lambda c: c.update(study={"task": "poetry"}), "config key 'study.task': unknown task 'poetry'"),
+    (lambda c: c.update(study={"models": ["llama2-7b"]}), "config key 'study.models': 'llama2-7b' is not under 'models' ['smollm2-135m']"),
     (lambda c: c.update(study={"benchmark": "gsm8k"}), "config key 'study.benchmark': unknown benchmark 'gsm8k'"),
     (lambda c: c.update(variants={"lora": {"method": "pissa"}}), "config key 'variants.lora': 'lora' is a registry method"),
     (lambda c: c.update(variants={"wide": {"method": "dora"}}), "config key 'variants.wide.method': unknown method 'dora'"),

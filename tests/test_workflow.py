@@ -147,11 +147,11 @@ def test_the_default_with_every_method_plans_offline(tmp_path):
 def test_paper_preset_plans_offline_and_replaces_the_default(tmp_path):
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())  # must not be merged in
     out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "results/table2.csv").stdout
-    # metamath -> gsm8k, math, mmlu and codealpaca -> humaneval, for 4 methods
-    assert job_counts(out) == {"prepare_model": 1, "decompose": 1, "finetune": 8, "evaluate": 16, "table2": 1}
+    # 4 models x (metamath -> gsm8k, math, mmlu and codealpaca -> humaneval) x 4 methods
+    assert job_counts(out) == {"prepare_model": 4, "decompose": 4, "finetune": 32, "evaluate": 64, "table2": 1}
     # every table and figure (the README's job counts); `all` before --configfile, which takes several files
     out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "all").stdout
-    assert job_counts(out) == {"prepare_model": 2, "decompose": 4, "finetune": 68, "glue": 120, "evaluate": 76,
+    assert job_counts(out) == {"prepare_model": 5, "decompose": 7, "finetune": 92, "glue": 120, "evaluate": 124,
                                "table1": 1, "table2": 1, "table5": 1, "study_table": 4, "lr_sweep": 1, "figure2": 1,
                                "figure3": 1, "figure4": 1, "figure5": 1, "figure6": 1, "all": 1}
 
