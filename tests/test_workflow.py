@@ -287,7 +287,8 @@ def test_a_fine_tune_runs_data_parallel_in_one_job_under_torchrun(tmp_path, tiny
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(config))
     run = tmp_path / "results/finetune/tiny/t/lora/r4/lr0.001/seed1"
-    out = snakemake(tmp_path, cfg, "--cores", "2", "-p", str(run.relative_to(tmp_path) / "train.json")).stdout
+    proc = snakemake(tmp_path, cfg, "--cores", "2", "-p", str(run.relative_to(tmp_path) / "train.json"))
+    out = proc.stdout + proc.stderr  # snakemake 9 prints shell commands on stderr
     assert "torch.distributed.run --standalone --nproc_per_node 2 -m inilora finetune" in out
     log = yaml.safe_load((run / "train.json").read_text())
     assert log["world_size"] == 2 and log["steps"] == 2
