@@ -51,17 +51,21 @@ def validate_schema(config: dict) -> dict:
     return config
 
 
+def workflow_options(method: str) -> set[str]:
+    """Config options the workflow reads besides the init's own: iterations / decompose_lr pick the
+    decomposition (the workflow sets factors_path itself), batch_size the batches a data init sees."""
+    return ({"iterations", "decompose_lr"} if method in NEEDS_FACTORS else set()) | \
+        ({"batch_size"} if method in NEEDS_DATA else set())
+
+
 def check(config: dict) -> dict:
     """Cross-key checks; raises ConfigError naming the key, the value and what is allowed."""
     methods = config["methods"]
     for m, opts in config.get("method_options", {}).items():
         if m not in REGISTRY:
             raise ConfigError(f"config key 'method_options.{m}': unknown method; valid: {sorted(REGISTRY)}")
-        # factors_path is the workflow's to set; iterations / decompose_lr pick the decomposition
-        extra = {"iterations", "decompose_lr"} if m in NEEDS_FACTORS else set()
-        extra |= {"batch_size"} if m in NEEDS_DATA else set()
         try:
-            check_options(m, dict(opts or {}), extra)
+            check_options(m, dict(opts or {}), workflow_options(m))
             reserved = {"factors_path", "check", "data"} & set(opts or {})
             if reserved:
                 raise InitError(f"method '{m}': the workflow sets {sorted(reserved)} itself")
@@ -75,9 +79,8 @@ def check(config: dict) -> dict:
     for key, names in method_lists(config).items():
         for m in names:
             base, opts = resolve(config, m, key)
-            extra = {"iterations", "decompose_lr"} if base in NEEDS_FACTORS else set()
             try:
-                check_options(base, opts, extra | ({"batch_size"} if base in NEEDS_DATA else set()))
+                check_options(base, opts, workflow_options(base))
             except InitError as e:
                 raise ConfigError(f"config key '{key}': {m}: {e}") from None
     for m in config.get("method_train", {}):
@@ -551,11 +554,18 @@ def study_evals(config: dict, key: str, methods: list[str], ranks: list[int], ta
     """Evaluations of methods x ranks x seeds on the study benchmark, for every model; the ranks are
     checked against the models' shapes here, when the target is asked for (error names ``key``)."""
     from inilora import paths
+
+    return study_runs(config, key, paths.EVAL, methods, ranks, tasks, bench=study_benchmark(config))
+
+
+def study_runs(config: dict, key: str, pattern: str, methods: list[str], ranks: list[int],
+               tasks: list[str] | None = None, **fixed) -> list[str]:
+    """``pattern`` (a run path) for every study model x task x method x rank x seed, each method at its lr;
+    the ranks are checked against the models' shapes first (error names ``key``)."""
     from inilora.precheck import check_models
 
     check_models(config, {key: list(ranks)})
-    bench = study_benchmark(config)
-    return [paths.EVAL.format(model=model, task=task, method=m, rank=r, lr=method_lr(config, m), seed=s, bench=bench)
+    return [pattern.format(model=model, task=task, method=m, rank=r, lr=method_lr(config, m), seed=s, **fixed)
             for model in study_models(config) for task in (tasks or [study_task(config)]) for m in methods
             for r in ranks for s in config["seeds"]]
 
@@ -634,12 +644,9 @@ def figure4_inputs(config: dict) -> dict[str, list[str]]:
 def figure5_inputs(config: dict) -> list[str]:
     """Figure 5: the training logs (loss curves) of methods x ranks x seeds."""
     from inilora import paths
-    from inilora.precheck import check_models
 
     f5 = config["figure5"]
-    check_models(config, {"figure5.ranks": list(f5["ranks"])})
-    return [paths.TRAIN_LOG.format(model=model, task=study_task(config), method=m, rank=r, lr=method_lr(config, m), seed=s)
-            for model in study_models(config) for m in f5["methods"] for r in f5["ranks"] for s in config["seeds"]]
+    return study_runs(config, "figure5.ranks", paths.TRAIN_LOG, f5["methods"], f5["ranks"])
 
 
 def figure_spec(config: dict, figure: str) -> dict:
