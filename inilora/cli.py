@@ -107,7 +107,10 @@ def cmd_finetune(a) -> None:
     torch.manual_seed(spec["train"]["seed"])
     info = models.read_manifest(Path(a.manifest))
     tok = models.load_tokenizer(info["path"])
-    model = models.load_causal_lm(info["path"], torch.bfloat16 if spec["train"].get("bf16") else torch.float32)
+    # fp32 weights always, as the paper's train.py loads them: `train.bf16` is the Trainer's mixed
+    # precision (bf16 autocast over fp32 weights). A bf16 load would round W before the residual
+    # W - scaling*BA is formed, and factors decomposed from the fp32 weights would no longer match.
+    model = models.load_causal_lm(info["path"], torch.float32)
     opts = dict(spec["method_options"])
     if a.factors:
         opts["factors_path"] = a.factors

@@ -277,16 +277,20 @@ def test_every_table_and_figure_of_the_paper_builds_and_shares_runs(tiny_run):
 
 
 def test_a_fine_tune_runs_data_parallel_in_one_job_under_torchrun(tmp_path, tiny_llama_dir):
-    """train.gpus > 1: one job, one process per device (gloo on a CPU, NCCL on GPUs), the Trainer's DDP."""
-    config = {"models": {"tiny": {"path": str(tiny_llama_dir)}}, "methods": ["lora"], "ranks": [4], "seeds": [1],
+    """train.gpus > 1: one job, one process per device (gloo on a CPU, NCCL on GPUs), the Trainer's DDP.
+
+    IniLoRA with bf16 as in the paper preset: the Trainer's mixed precision over fp32 weights, so the
+    factors decomposed from the fp32 weights still pass their provenance check."""
+    config = {"models": {"tiny": {"path": str(tiny_llama_dir)}}, "methods": ["inilora"], "ranks": [4], "seeds": [1],
+              "decompose": {"iterations": 20},
               "train": {"learning_rate": 1e-3, "batch_size": 2, "grad_accum": 1, "max_steps": 2, "max_length": 96,
-                        "gpus": 2, "threads": 1},
+                        "gpus": 2, "threads": 1, "bf16": True},
               "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
                               "benchmarks": ["b"]}},
               "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 2}}}}
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    run = tmp_path / "results/finetune/tiny/t/lora/r4/lr0.001/seed1"
+    run = tmp_path / "results/finetune/tiny/t/inilora/r4/lr0.001/seed1"
     proc = snakemake(tmp_path, cfg, "--cores", "2", "-p", str(run.relative_to(tmp_path) / "train.json"))
     out = proc.stdout + proc.stderr  # snakemake 9 prints shell commands on stderr
     assert "torch.distributed.run --standalone --nproc_per_node 2 -m inilora finetune" in out
