@@ -24,6 +24,7 @@ Kept on purpose (paper fidelity): the original calls ``scheduler.step()`` before
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ class SolverSettings:
     scheduler_before_optimizer: bool = True  # the original code's order
     log_every: int = 100
     early_stop_tol: float | None = None  # stop when every MSE <= optimum * (1 + tol); off = paper
-    weight_dtype: str = "float32"  # float32 | bfloat16 | float16: dtype of W in the two products reading it
+    # float32 | tfloat32 | bfloat16 | float16: how the two products read W (tfloat32: fp32 W, TF32 tensor cores)
+    weight_dtype: str = "float32"
     chunk_mb: float | None = None  # largest batch of W solved at once (memory, cache); None = whole shape
 
     def lr_at(self, iteration: int) -> float:
@@ -95,14 +97,40 @@ def init_factors(
 
 
 def exact_mse(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Element-mean squared error of B A - W per matrix (forms the residual once)."""
-    return ((torch.bmm(B, A) - W) ** 2).mean(dim=(1, 2))
+    """Element-mean squared error of B A - W per matrix, forming one matrix's residual at a time
+    (a whole batch's would double the memory the weights take)."""
+    return torch.stack([(torch.mm(B[k], A[k]) - W[k]).pow_(2).mean() for k in range(W.shape[0])])
 
 
 def eckart_young_mse(W: torch.Tensor, rank: int) -> torch.Tensor:
     """The smallest element-mean MSE any rank-r product can reach (sum of the tail s_i^2 / N)."""
     s = torch.linalg.svdvals(W.double())
     return (s[..., rank:] ** 2).sum(-1) / (W.shape[-2] * W.shape[-1])
+
+
+@contextlib.contextmanager
+def tf32_matmul(enabled: bool):
+    """CUDA float32 matmuls on TF32 tensor cores inside the block (no effect on a CPU)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def products_reading_w(device_type: str):
+    """The two products that read W, (W A^T, B^T W), in the form fastest on the device.
+
+    Measured (docs/benchmarks.md): on CPU BLAS the r-row-by-matrix forms (A W^T)^T and B^T W run
+    about 1.5x faster; on an H100 (cuBLAS, fp32) the matrix-by-r-column forms W A^T and
+    (W^T B)^T take 1.88 + 1.71 ms against 2.91 + 2.18 ms at 64 x 4096 x 4096, r 8.
+    """
+    if device_type == "cpu":
+        return lambda W, A, B: (torch.bmm(A, W.transpose(1, 2)).float().transpose(1, 2),
+                                torch.bmm(B.transpose(1, 2), W).float())
+    return lambda W, A, B: (torch.bmm(W, A.transpose(1, 2)).float(),
+                            torch.bmm(W.transpose(1, 2), B).float().transpose(1, 2))
 
 
 def solve(
@@ -129,9 +157,10 @@ def solve(
     b1, b2 = settings.betas
     mA, vA = torch.zeros_like(A), torch.zeros_like(A)
     mB, vB = torch.zeros_like(B), torch.zeros_like(B)
-    w_sq = (W * W).sum(dim=(1, 2))
+    w_sq = torch.stack([torch.dot(w.reshape(-1), w.reshape(-1)) for w in W])  # no n x out x in temporary
     # the two products that read W may use a narrower copy (GPU bandwidth); the rest stays fp32
-    Wr = W if settings.weight_dtype == "float32" else W.to(getattr(torch, settings.weight_dtype))
+    Wr = W if settings.weight_dtype in ("float32", "tfloat32") else W.to(getattr(torch, settings.weight_dtype))
+    reads_w = products_reading_w(W.device.type)
     wanted = sorted(set(checkpoints))
     if wanted and wanted[-1] > settings.iterations:
         raise ValueError(f"checkpoint {wanted[-1]} is beyond iterations={settings.iterations}")
@@ -146,9 +175,8 @@ def solve(
     bar = tqdm(range(settings.iterations), desc=progress, disable=progress is None, mininterval=2)
     for it in bar:
         if stopped_at is None:
-            # W A^T as (A W^T)^T: the r-row-by-matrix form runs about 1.5x faster on CPU BLAS
-            WAt = torch.bmm(A.to(Wr.dtype), Wr.transpose(1, 2)).float().transpose(1, 2)  # n x out x r
-            BtW = torch.bmm(B.transpose(1, 2).to(Wr.dtype), Wr).float()  # n x r x in
+            with tf32_matmul(settings.weight_dtype == "tfloat32"):
+                WAt, BtW = reads_w(Wr, A.to(Wr.dtype), B.to(Wr.dtype))  # n x out x r, n x r x in (fp32)
             AAt = torch.bmm(A, A.transpose(1, 2))  # n x r x r
             BtB = torch.bmm(B.transpose(1, 2), B)  # n x r x r
             if it % settings.log_every == 0:

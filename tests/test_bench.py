@@ -18,3 +18,14 @@ def test_generation_benchmark_compares_batched_and_single_on_the_same_prompts(ti
     assert row["prompts"] == 4 and row["single_s"] > 0 and row["batched_s"] > 0
     assert row["speedup"] == row["single_s"] / row["batched_s"]
     assert row["same_output"] == 1.0  # left padding changes no greedy output
+
+
+def test_the_optimum_can_be_taken_on_a_subset_and_bandwidth_is_reported():
+    weights = random_weights([(4, 24, 16)], std=0.1)
+    settings = SolverSettings(rank=4, iterations=50, step_size=20)
+    (row,) = run(weights, settings, "cpu", reference_count=1, optimum_count=2)
+    assert row["reference_matrices_timed"] == 1 and row["optimum_matrices"] == 2
+    assert row["svd_mse_ratio"] < 1 + 1e-4 and row["ours_mse_ratio_all"] >= 1 - 1e-6
+    # two reads of W (4 x 24 x 16 fp32) per step
+    assert abs(row["ours_w_read_gb_s"] * row["ours_s"] * 1e9 - 2 * 50 * 4 * 24 * 16 * 4) < 1
+    assert row["copy_gb_s"] > 0

@@ -128,6 +128,25 @@ def test_narrow_weight_reads_stay_close_to_fp32(dtype):
     assert torch.all((low.mse / ref.mse - 1).abs() < 0.02)
 
 
+def test_the_gpu_and_cpu_forms_of_the_products_reading_w_agree():
+    from inilora.decompose import products_reading_w
+
+    W = low_rank_plus_noise(3, 20, 12, seed=2)
+    A, B = torch.randn(3, 4, 12), torch.randn(3, 20, 4)
+    for device_type in ("cpu", "cuda"):
+        WAt, BtW = products_reading_w(device_type)(W, A, B)
+        torch.testing.assert_close(WAt, W @ A.transpose(1, 2))
+        torch.testing.assert_close(BtW, B.transpose(1, 2) @ W)
+
+
+def test_tf32_reads_change_nothing_on_a_cpu():
+    W = low_rank_plus_noise(2, 32, 24, seed=6)
+    A0, B0 = init_factors(["a", "b"], 32, 24, 4, [0.05, 0.05], seed=0)
+    (ref,) = solve(W, A0, B0, SolverSettings(rank=4, lr=1e-2, iterations=50), [50])
+    (tf,) = solve(W, A0, B0, SolverSettings(rank=4, lr=1e-2, iterations=50, weight_dtype="tfloat32"), [50])
+    assert torch.equal(ref.A, tf.A) and torch.equal(ref.B, tf.B)
+
+
 def test_divergence_stops_with_the_iteration_and_the_fix():
     W = low_rank_plus_noise(2, 16, 12)
     A0, B0 = init_factors(["a", "b"], 16, 12, 3, [0.1, 0.1], seed=0)
