@@ -211,7 +211,7 @@ def cmd_glue(a) -> None:
 def cmd_table1(a) -> None:
     from inilora.tables import table1
 
-    table1(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
+    table1(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
 
 
 def cmd_table5(a) -> None:
@@ -321,8 +321,8 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument(flag, required=True)
         s.add_argument("evals", nargs="+")
         s.set_defaults(func=func)
-        if name == "table2":
-            s.add_argument("--paper", help="the paper's Table 2 (workflow/reference/paper_table2.csv)")
+        if name in ("table1", "table2"):
+            s.add_argument("--paper", help=f"the paper's numbers (workflow/reference/paper_{name}.csv)")
     return p
 
 

@@ -125,8 +125,13 @@ def check(config: dict) -> dict:
     if g["tasks"]:
         from inilora.glue import TASKS
 
-        if g["model"] not in config["encoders"]:
-            raise ConfigError(f"config key 'glue.model': '{g['model']}' is not under 'encoders' {sorted(config['encoders'])}")
+        if not glue_models(config):
+            raise ConfigError("config key 'glue.model': null, but 'glue.tasks' lists tasks; name an encoder under 'encoders'")
+        if len(set(glue_models(config))) != len(glue_models(config)):
+            raise ConfigError(f"config key 'glue.model': duplicate encoders in {glue_models(config)}")
+        for m in glue_models(config):
+            if m not in config["encoders"]:
+                raise ConfigError(f"config key 'glue.model': '{m}' is not under 'encoders' {sorted(config['encoders'])}")
         for t in g["tasks"]:
             if t not in TASKS:
                 raise ConfigError(f"config key 'glue.tasks': unknown task '{t}'; valid: {sorted(TASKS)}")
@@ -333,7 +338,13 @@ def init_options(config: dict, method: str) -> dict:
 
 def decomposed_models(config: dict) -> list[str]:
     """Models with a decomposition: every causal LM, and the GLUE encoder when there are GLUE tasks."""
-    return [*config["models"], *([config["glue"]["model"]] if config["glue"]["tasks"] else [])]
+    return [*config["models"], *(glue_models(config) if config["glue"]["tasks"] else [])]
+
+
+def glue_models(config: dict) -> list[str]:
+    """The GLUE encoders: ``glue.model`` is one name or a list (the paper: RoBERTa base and large)."""
+    m = config["glue"]["model"]
+    return [] if m is None else [m] if isinstance(m, str) else list(m)
 
 
 def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | str, lr: str,
@@ -497,8 +508,8 @@ def glue_inputs(config: dict) -> list[str]:
     from inilora import paths
 
     g = config["glue"]
-    return [paths.GLUE_RUN.format(model=g["model"], task=t, method=m, rank=r, seed=s)
-            for t in g["tasks"] for m in (g["methods"] or config["methods"]) for r in (g["ranks"] or config["ranks"])
+    return [paths.GLUE_RUN.format(model=e, task=t, method=m, rank=r, seed=s)
+            for e in glue_models(config) for t in g["tasks"] for m in (g["methods"] or config["methods"]) for r in (g["ranks"] or config["ranks"])
             for s in g["seeds"]]
 
 
@@ -516,14 +527,15 @@ def table1_spec(config: dict) -> dict:
     from inilora import glue
 
     g = config["glue"]
-    notes = [f"encoder: {g['model']} = {model_entry(config, g['model'])['path']}; LoRA on "
-             f"{model_entry(config, g['model'])['target_modules']} plus the classifier head",
-             f"{g['epochs']} epochs, lr {g['learning_rate']}, batch {g['batch_size']}, max length {g['max_length']}, "
-             f"linear warmup {g['warmup_ratio']}, AdamW weight decay {g['weight_decay']}, seeds {g['seeds']}",
-             "<task>:<metric> is the paper's protocol, the best validation score over epochs; "
-             "<task>:<metric>@last is the last epoch's"]
+    notes = [f"encoder: {e} = {model_entry(config, e)['path']}; LoRA on "
+             f"{model_entry(config, e)['target_modules']} plus the classifier head" for e in glue_models(config)]
+    notes += [f"{g['epochs']} epochs, lr {g['learning_rate']}, batch {g['batch_size']}, max length {g['max_length']}, "
+              f"linear warmup {g['warmup_ratio']}, AdamW weight decay {g['weight_decay']}, seeds {g['seeds']}",
+              "<task>:<metric> is the paper's protocol, the best validation score over epochs; "
+              "<task>:<metric>@last is the last epoch's"]
     notes += [f"task {t}: {glue.get_task(t).label}" for t in g["tasks"]]
-    return {"methods": g["methods"] or config["methods"], "tasks": g["tasks"], "notes": notes}
+    paper = {e: config["encoders"][e]["paper_name"] for e in glue_models(config) if config["encoders"][e].get("paper_name")}
+    return {"methods": g["methods"] or config["methods"], "tasks": g["tasks"], "notes": notes, "paper": paper}
 
 
 # ----------------------------------------------------------------------------- the paper's analyses (Tables 3, 4, 6, 7; Figures 2-5)

@@ -131,11 +131,14 @@ def check_models(config: dict, only: dict[str, list[int]] | None = None) -> None
             model = skeleton(cfg)
             check_model_skeleton(name, model, spec.get("target_modules") or default_targets(model), ranks)
     glue = config.get("glue") or {}
-    if only is None and glue.get("tasks") and glue.get("model") in (config.get("encoders") or {}):
-        spec = config["encoders"][glue["model"]]
-        cfg = model_config(glue["model"], spec["path"], "encoders")
+    encoders = glue.get("model") or []
+    for name in ([encoders] if isinstance(encoders, str) else encoders) if only is None and glue.get("tasks") else []:
+        if name not in (config.get("encoders") or {}):
+            continue  # config.check names it
+        spec = config["encoders"][name]
+        cfg = model_config(name, spec["path"], "encoders")
         if cfg is not None:
             model = skeleton(cfg)
-            check_model_skeleton(glue["model"], model, spec.get("target_modules") or default_targets(model),
+            check_model_skeleton(name, model, spec.get("target_modules") or default_targets(model),
                                  {"glue.ranks" if glue.get("ranks") else "ranks": glue.get("ranks") or ranks["ranks"]},
                                  "encoders")

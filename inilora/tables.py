@@ -69,9 +69,31 @@ def _beside_paper(wide: pd.DataFrame, spec: dict, paper_csv: Path) -> pd.DataFra
     return wide
 
 
-def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path) -> pd.DataFrame:
-    """Rows method (x rank), a column per task: its main metric at the best epoch (the paper's
-    protocol, ``<task>:<metric>``) and at the last epoch (``@last``); mean and std over seeds."""
+def _beside_paper_table1(wide: pd.DataFrame, df: pd.DataFrame, spec: dict, paper_csv: Path) -> pd.DataFrame:
+    """The paper's Table 1 value (percent there, a fraction here) beside each best-epoch score of an
+    encoder, method and task it reports; tasks it does not report (the stand-ins) get none."""
+    paper = pd.read_csv(paper_csv, comment="#")
+    ref = {(r["model"], r["method"], r["task"]): r["value"] / 100 for _, r in paper.iterrows()}
+    first = df.drop_duplicates("benchmark")  # each run's best-epoch row comes before its @last row
+    main = dict(zip(first["benchmark"], first["metric"]))
+    for task in spec["tasks"]:
+        ours = f"{task}:{main.get(task)}"
+        values = [ref.get((spec["paper"].get(m), meth, task)) for m, meth in zip(wide["model"], wide["method"])]
+        if ours not in wide or all(v is None for v in values):
+            continue
+        wide.insert(wide.columns.get_loc(ours) + 1, f"{ours}:paper", values)
+        wide.insert(wide.columns.get_loc(ours) + 2, f"{ours}:ours_minus_paper", wide[ours] - wide[f"{ours}:paper"].astype(float))
+    spec["notes"] = [*spec["notes"], f"<task>:<metric>:paper: the paper's Table 1 ({paper_csv.name}) for the same encoder, "
+                     "method and task, as a fraction; :ours_minus_paper: ours minus it"]
+    return wide
+
+
+def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None) -> pd.DataFrame:
+    """Rows model x method (x rank), a column per task: its main metric at the best epoch (the paper's
+    protocol, ``<task>:<metric>``) and at the last epoch (``@last``); mean and std over seeds.
+
+    With ``paper_csv`` (workflow/reference/paper_table1.csv) and encoders the config names as the
+    paper's (``spec["paper"]``), ``<task>:<metric>:paper`` and ``:ours_minus_paper`` (fractions)."""
     rows = []
     for p in run_paths:
         run = json.loads(Path(p).read_text())
@@ -87,6 +109,8 @@ def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path) -> pd.Da
     order = [f"{t}:{m}{s}" for t in spec["tasks"] for m in metrics for s in ("", "_std")]
     wide = wide[[c for c in [*order, *(f"{t}:seeds" for t in spec["tasks"])] if c in wide.columns]].reset_index()
     wide = _method_order(wide, spec["methods"], ["model", "rank", "method"])
+    if paper_csv is not None and spec.get("paper"):
+        wide = _beside_paper_table1(wide, df, spec, paper_csv)
     _write(wide, df, "Table 1: GLUE-style tasks x methods (encoder)", spec, csv, markdown)
     return wide
 

@@ -255,3 +255,35 @@ def test_finetune_names_missing_fields(tiny_bert_dir):
     with pytest.raises(ValueError, match=r"needs field\(s\) \['sentence2'\]"):
         finetune_classifier(tiny_bert_dir, "rte", train_rows=[{"sentence1": "a", "label": 0}],
                             eval_rows=[{"sentence1": "a", "label": 0}], **FAST)
+
+
+def test_table1_runs_every_encoder_of_glue_model_and_sets_the_papers_scores_beside(tmp_path, tiny_bert_dir):
+    """glue.model as a list (the paper: RoBERTa base and large): a block of rows per encoder, and the
+    paper's Table 1 score beside each, through the workflow's own table1 rule."""
+    import pandas as pd
+    import yaml
+
+    from conftest import save_tiny_llama
+    from test_workflow import snakemake
+
+    sst2 = {"train": str(write_jsonl(tmp_path / "train.jsonl", apple_rows(32, 0))),
+            "validation": str(write_jsonl(tmp_path / "validation.jsonl", apple_rows(16, 1)))}
+    config = {"models": {"tiny": {"path": str(save_tiny_llama(tmp_path / "llama"))}},
+              "encoders": {"base": {"path": str(tiny_bert_dir), "paper_name": "RoBERTa Base"},
+                           "large": {"path": str(tiny_bert_dir), "paper_name": "RoBERTa Large"}},
+              "glue": {"model": ["base", "large"], "tasks": ["sst2"], "data": {"sst2": {"data_files": sst2}},
+                       "methods": ["lora"], "ranks": [4], "seeds": [0], "epochs": 1, "batch_size": 16,
+                       "max_length": 16},
+              "methods": ["lora"], "ranks": [4], "seeds": [1], "train": {"threads": 1},
+              "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
+                              "benchmarks": ["b"]}},
+              "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 2}}}}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, cfg, "--cores", "2", "results/table1.csv")
+    table = pd.read_csv(tmp_path / "results/table1.csv").set_index("model")
+    assert sorted(table.index) == ["base", "large"]
+    assert table.loc["base", "sst2:accuracy:paper"] == pytest.approx(0.947)  # LoRA, RoBERTa Base, SST-2
+    assert table.loc["large", "sst2:accuracy:paper"] == pytest.approx(0.965)  # LoRA, RoBERTa Large
+    assert table.loc["large", "sst2:accuracy:ours_minus_paper"] == pytest.approx(
+        table.loc["large", "sst2:accuracy"] - 0.965)

@@ -85,3 +85,28 @@ def test_table2_shows_the_papers_number_and_ours_minus_it_for_a_paper_model_and_
     assert row["chain:accuracy:paper"] == pytest.approx(0.225)  # the paper's 22.5 % (LLaMA2-7B, GSM8K)
     assert row["chain:accuracy:ours_minus_paper"] == pytest.approx(0.20 - 0.225)
     assert "ours minus it" in (tmp_path / "t.md").read_text()
+
+
+def test_table1_puts_the_papers_glue_score_beside_ours_per_encoder_and_skips_stand_ins(tmp_path):
+    from inilora.tables import table1
+
+    def run(model, method, task, metric, best, seed=0):
+        p = tmp_path / f"{model}_{task}_{method}_{seed}.json"
+        p.write_text(json.dumps({"model": model, "method": method, "rank": 8, "seed": seed, "task": task,
+                                 "main_metric": metric, "best": {metric: best}, "last": {metric: best - 0.01},
+                                 "eval_examples": 100}))
+        return str(p)
+
+    runs = [run("rb", "lora", "cola", "matthews", 0.60), run("rb", "inilora", "cola", "matthews", 0.65),
+            run("rl", "inilora", "cola", "matthews", 0.70), run("rb", "inilora", "champ_topic", "accuracy", 0.5),
+            run("mini", "inilora", "cola", "matthews", 0.1)]
+    spec = {"methods": ["lora", "inilora"], "tasks": ["cola", "champ_topic"], "notes": [],
+            "paper": {"rb": "RoBERTa Base", "rl": "RoBERTa Large"}}
+    wide = table1(spec, runs, tmp_path / "t.csv", tmp_path / "t.md", REPO / "workflow/reference/paper_table1.csv")
+    rows = wide.set_index(["model", "method"])
+    assert rows.loc[("rb", "inilora"), "cola:matthews:paper"] == pytest.approx(0.637)  # 63.7 (RoBERTa Base)
+    assert rows.loc[("rb", "lora"), "cola:matthews:ours_minus_paper"] == pytest.approx(0.60 - 0.635)
+    assert rows.loc[("rl", "inilora"), "cola:matthews:paper"] == pytest.approx(0.694)  # 69.4 (RoBERTa Large)
+    assert pd.isna(rows.loc[("mini", "inilora"), "cola:matthews:paper"])  # no paper encoder: no number
+    assert not any(c.startswith("champ_topic") and "paper" in c for c in wide.columns)  # a stand-in
+    assert "ours minus it" in (tmp_path / "t.md").read_text()

@@ -151,7 +151,7 @@ def test_paper_preset_plans_offline_and_replaces_the_default(tmp_path):
     assert job_counts(out) == {"prepare_model": 4, "decompose": 4, "finetune": 32, "evaluate": 64, "table2": 1}
     # every table and figure (the README's job counts); `all` before --configfile, which takes several files
     out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "all").stdout
-    assert job_counts(out) == {"prepare_model": 5, "decompose": 7, "finetune": 92, "glue": 120, "evaluate": 124,
+    assert job_counts(out) == {"prepare_model": 6, "decompose": 8, "finetune": 92, "glue": 240, "evaluate": 124,
                                "table1": 1, "table2": 1, "table5": 1, "study_table": 4, "lr_sweep": 1, "figure2": 1,
                                "figure3": 1, "figure4": 1, "figure5": 1, "figure6": 1, "all": 1}
 

@@ -7,10 +7,12 @@ rule table1:
         md=paths.TABLE1_MD,
     params:
         spec=spec_json(cfg.table1_spec(config) if config["glue"]["tasks"] else {}),
+        paper=f"{workflow.basedir}/{paths.PAPER_TABLE.format(table='table1')}",  # shipped with the workflow
     log:
         paths.LOGS + "/table1.log",
     shell:
-        INILORA + " table1 --spec {params.spec:q} --csv {output.csv:q} --markdown {output.md:q} {input:q} > {log:q} 2>&1"
+        INILORA + " table1 --spec {params.spec:q} --paper {params.paper:q} --csv {output.csv:q} --markdown {output.md:q}"
+        " {input:q} > {log:q} 2>&1"
 
 
 rule table5:
