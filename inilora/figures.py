@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless cluster jobs: never look for a display
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -155,7 +156,7 @@ def figure3(df: pd.DataFrame, out: Path, note: str = "",
         if reference and model in reference:
             ax.axhline(reference[model], color=colours[model], linestyle="--",
                        label=reference_label if len(models) == 1 else f"{reference_label}, {model}")
-    ax.set_xscale("log")
+    _log_x_at(ax, df["std"])
     ax.set(title="accuracy vs init std", xlabel="init std", ylabel=", ".join(dict.fromkeys(df["metric"])))
     ax.legend(fontsize=7)
     return _finish(fig, out, title, f"{note} {_seeds_note(df)}")
@@ -235,6 +236,14 @@ def figure5(df: pd.DataFrame, out: Path, note: str = "", title: str = "Figure 5:
     return _finish(fig, out, title, note)
 
 
+def _log_x_at(ax, values) -> None:
+    """A log x axis labelled at the swept values only (matplotlib's minor labels collide there)."""
+    ax.set_xscale("log")
+    ticks = sorted(set(float(v) for v in values))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def figure6(df: pd.DataFrame, out: Path, note: str = "",
             title: str = "Figure 6: accuracy vs learning rate") -> Drawn:
     """Accuracy against the fine-tuning learning rate, one line per method (and rank) (paper Fig. 6).
@@ -249,7 +258,7 @@ def figure6(df: pd.DataFrame, out: Path, note: str = "",
     for i, (k, g) in enumerate(df.groupby(keys, sort=False)):
         g = g.sort_values("lr")
         _errorbar(ax, g["lr"], g, marker=MARKERS[i % len(MARKERS)], label=_label(dict(zip(keys, k)), vary))
-    ax.set_xscale("log")
+    _log_x_at(ax, df["lr"])
     ax.set(title="accuracy vs learning rate", xlabel="learning rate", ylabel=", ".join(dict.fromkeys(df["metric"])))
     ax.legend(fontsize=7)
     return _finish(fig, out, title, f"{note} {_seeds_note(df)}")
