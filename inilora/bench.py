@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from inilora.decompose import SolverSettings, eckart_young_mse, global_sigma, init_factors, solve
+from inilora.decompose import SolverSettings, eckart_young_mse, global_sigma, init_factors, read_dtype, solve
 
 # (count, out, in) of the q/v matrices of named models; no download needed.
 SHAPES = {
@@ -123,7 +123,7 @@ def run(weights: dict[str, torch.Tensor], settings: SolverSettings, device: str,
         ref_s = (time.perf_counter() - t) * len(names) / k
 
         # bytes of W the two products read per step, and what a plain copy moves on this device
-        read_bytes = 2 * settings.iterations * W.numel() * (2 if settings.weight_dtype in ("bfloat16", "float16") else 4)
+        read_bytes = 2 * settings.iterations * W.numel() * read_dtype(settings.weight_dtype).itemsize
         copy_gb_s = copy_bandwidth(W, sync)
 
         t = time.perf_counter()

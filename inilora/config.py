@@ -125,11 +125,12 @@ def check(config: dict) -> dict:
     if g["tasks"]:
         from inilora.glue import TASKS
 
-        if not glue_models(config):
+        encoders = glue_models(config)
+        if not encoders:
             raise ConfigError("config key 'glue.model': null, but 'glue.tasks' lists tasks; name an encoder under 'encoders'")
-        if len(set(glue_models(config))) != len(glue_models(config)):
-            raise ConfigError(f"config key 'glue.model': duplicate encoders in {glue_models(config)}")
-        for m in glue_models(config):
+        if len(set(encoders)) != len(encoders):
+            raise ConfigError(f"config key 'glue.model': duplicate encoders in {encoders}")
+        for m in encoders:
             if m not in config["encoders"]:
                 raise ConfigError(f"config key 'glue.model': '{m}' is not under 'encoders' {sorted(config['encoders'])}")
         for t in g["tasks"]:
@@ -343,7 +344,7 @@ def decomposed_models(config: dict) -> list[str]:
 
 def glue_models(config: dict) -> list[str]:
     """The GLUE encoders: ``glue.model`` is one name or a list (the paper: RoBERTa base and large)."""
-    m = config["glue"]["model"]
+    m = config["glue"].get("model")
     return [] if m is None else [m] if isinstance(m, str) else list(m)
 
 

@@ -108,6 +108,11 @@ def eckart_young_mse(W: torch.Tensor, rank: int) -> torch.Tensor:
     return (s[..., rank:] ** 2).sum(-1) / (W.shape[-2] * W.shape[-1])
 
 
+def read_dtype(weight_dtype: str) -> torch.dtype:
+    """The dtype W is read in by the two products (``SolverSettings.weight_dtype``; tfloat32 reads fp32)."""
+    return torch.float32 if weight_dtype == "tfloat32" else getattr(torch, weight_dtype)
+
+
 @contextlib.contextmanager
 def tf32_matmul(enabled: bool):
     """CUDA float32 matmuls on TF32 tensor cores inside the block (no effect on a CPU)."""
@@ -159,7 +164,7 @@ def solve(
     mB, vB = torch.zeros_like(B), torch.zeros_like(B)
     w_sq = torch.stack([torch.dot(w.reshape(-1), w.reshape(-1)) for w in W])  # no n x out x in temporary
     # the two products that read W may use a narrower copy (GPU bandwidth); the rest stays fp32
-    Wr = W if settings.weight_dtype in ("float32", "tfloat32") else W.to(getattr(torch, settings.weight_dtype))
+    Wr = W.to(read_dtype(settings.weight_dtype))  # no copy when that is fp32
     reads_w = products_reading_w(W.device.type)
     wanted = sorted(set(checkpoints))
     if wanted and wanted[-1] > settings.iterations:

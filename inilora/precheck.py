@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from inilora.config import ConfigError
+from inilora.config import ConfigError, glue_models
 from inilora.models import BUILTIN, ModelError, builtin_file, default_targets, looks_local
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,7 @@ def check_models(config: dict, only: dict[str, list[int]] | None = None) -> None
             model = skeleton(cfg)
             check_model_skeleton(name, model, spec.get("target_modules") or default_targets(model), ranks)
     glue = config.get("glue") or {}
-    encoders = glue.get("model") or []
-    for name in ([encoders] if isinstance(encoders, str) else encoders) if only is None and glue.get("tasks") else []:
+    for name in glue_models(config) if only is None and glue.get("tasks") else []:
         if name not in (config.get("encoders") or {}):
             continue  # config.check names it
         spec = config["encoders"][name]

@@ -1,18 +1,18 @@
 rule table1:
     """GLUE-style tasks x methods (the paper's Table 1): best validation score over epochs, and the last."""
     input:
-        lambda w: cfg.glue_inputs(config) or cfg.require("glue.tasks", "list GLUE tasks or stand-ins, e.g. [champ_topic]"),
+        runs=lambda w: cfg.glue_inputs(config) or cfg.require("glue.tasks", "list GLUE tasks or stand-ins, e.g. [champ_topic]"),
+        paper=f"{workflow.basedir}/{paths.PAPER_TABLE.format(table='table1')}",  # shipped with the workflow
     output:
         csv=report(paths.TABLE1, caption="../report/table.rst", category="Tables"),
         md=paths.TABLE1_MD,
     params:
         spec=spec_json(cfg.table1_spec(config) if config["glue"]["tasks"] else {}),
-        paper=f"{workflow.basedir}/{paths.PAPER_TABLE.format(table='table1')}",  # shipped with the workflow
     log:
         paths.LOGS + "/table1.log",
     shell:
-        INILORA + " table1 --spec {params.spec:q} --paper {params.paper:q} --csv {output.csv:q} --markdown {output.md:q}"
-        " {input:q} > {log:q} 2>&1"
+        INILORA + " table1 --spec {params.spec:q} --paper {input.paper:q} --csv {output.csv:q} --markdown {output.md:q}"
+        " {input.runs:q} > {log:q} 2>&1"
 
 
 rule table5:
