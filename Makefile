@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 CORES  ?= 2
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup table2 test clean-venv
+.PHONY: setup table2 test test-fast lint config-docs clean-venv
 
 setup: $(STAMP)
 
@@ -22,5 +22,18 @@ $(STAMP): pyproject.toml requirements-offline.txt
 table2: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) results/table2.csv
 
+# Everything: the README's and CI's command (under 10 minutes on 2 cores).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything except the tests that run Snakemake in a subprocess (under 2 minutes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not workflow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check inilora tests
+	$(BIN)/snakemake --lint
+
+# config/README.md is generated from the schema's descriptions (a test checks it is current).
+config-docs: $(STAMP)
+	$(BIN)/python -m inilora.config.docs > config/README.md

@@ -1,15 +1,19 @@
 # inilora: LoRA initialisations compared, IniLoRA first.
-# prepare model -> decompose (IniLoRA factors, once) -> initialise + fine-tune -> evaluate -> tables
+# prepare model -> decompose (IniLoRA factors, once) -> initialise + fine-tune -> evaluate -> tables, figures
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 # A preset given with --configfile replaces the embedded default instead of being merged
-# into it (Snakemake's merge would keep the default's models, tasks and benchmarks).
+# into it (Snakemake's merge would keep the default's models, tasks and benchmarks). The
+# default is config.yaml at the top; a working directory with config/config.yaml (the
+# catalog's layout, as `--directory .test`) uses that instead.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config.yaml"
+    configfile: "config/config.yaml" if os.path.exists("config/config.yaml") else "config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -19,8 +23,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/decompose.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/glue.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -1,1 +1,17 @@
-"""inilora."""
+"""inilora: LoRA initialisations compared, IniLoRA first.
+
+``from inilora import apply_init`` is the library's entry point (see :mod:`inilora.inits`). The
+package mirrors the workflow's stages: ``config``, ``decompose``, ``inits``, ``train``,
+``evaluate``, ``data`` and ``report``; ``paths`` names every artifact.
+"""
+
+__all__ = ["apply_init"]
+
+
+def __getattr__(name):
+    # Lazy, so that `import inilora.config` (the Snakefile's) does not pay for torch and PEFT twice.
+    if name == "apply_init":
+        from inilora.inits import apply_init
+
+        return apply_init
+    raise AttributeError(f"module 'inilora' has no attribute {name!r}")

@@ -222,7 +222,7 @@ def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, d
     """Greedy generation of ``n`` benchmark prompts: batched (left padding, KV cache) versus one
     prompt at a time, same prompts and settings; and how many outputs agree exactly."""
     from inilora.data import load_examples, prompt
-    from inilora.evaluate import generate
+    from inilora.evaluate.generate import generate
     from inilora.models import load_causal_lm, load_tokenizer
 
     tok, model = load_tokenizer(model_path), load_causal_lm(model_path)
@@ -284,7 +284,7 @@ def main(argv=None) -> None:
         from inilora.models import default_targets, load_causal_lm, target_linears
 
         m = load_causal_lm(a.model)
-        weights = {n: l.weight.detach().clone() for n, l in target_linears(m, default_targets(m)).items()}
+        weights = {n: lin.weight.detach().clone() for n, lin in target_linears(m, default_targets(m)).items()}
         source = a.model
     else:
         weights = random_weights(SHAPES[a.shapes])

@@ -1,44 +1,98 @@
-"""Every artifact path, spelled once. Snakemake rules use these patterns as they are."""
+"""Every artifact path, spelled once; Snakemake rules use these patterns as they are.
+
+Wildcards: ``{model}``, ``{task}``, ``{method}`` (a registry key or variant), ``{rank}``,
+``{seed}``, ``{bench}`` (a benchmark), ``{iters}`` (decomposition iterations), ``{dlr}`` (the
+decomposition's Adam learning rate) and ``{lr}`` (the fine-tuning learning rate). Read a path's
+identity back with :func:`parse`, never by position.
+"""
+
+from __future__ import annotations
+
+import re
 
 RESULTS = "results"
 
-MODEL_MANIFEST = RESULTS + "/models/{model}/model.json"
-MODEL_DIR = RESULTS + "/models/{model}/hf"
+MODEL_MANIFEST = f"{RESULTS}/models/{{model}}/model.json"
+MODEL_DIR = f"{RESULTS}/models/{{model}}/hf"
 
-DECOMP_DIR = RESULTS + "/decompose/{model}/r{rank}_lr{lr}"
-FACTORS = DECOMP_DIR + "/it{iters}.safetensors"
-FACTORS_META = DECOMP_DIR + "/it{iters}.json"
-DECOMP_BENCH = "results/benchmarks/decompose/{model}_r{rank}_lr{lr}.tsv"  # written by the decompose job: time, peak RSS
+DECOMP_DIR = f"{RESULTS}/decompose/{{model}}/r{{rank}}_lr{{dlr}}"
+FACTORS = f"{DECOMP_DIR}/it{{iters}}.safetensors"
+FACTORS_META = f"{DECOMP_DIR}/it{{iters}}.json"
+# The decompose job's own wall time and peak RSS (Snakemake's benchmark-TSV columns), cached with its factors
+DECOMP_TIMING = f"{RESULTS}/timings/decompose/{{model}}_r{{rank}}_lr{{dlr}}.tsv"
 
-# {lr} is the fine-tuning learning rate (each method has its own, and a sweep has several)
-RUN_DIR = RESULTS + "/finetune/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}"
-ADAPTER = RUN_DIR + "/adapter/adapter_model.safetensors"
-TRAIN_LOG = RUN_DIR + "/train.json"
-INITIAL_ADAPTER = RUN_DIR + "/initial_adapter/adapter_model.safetensors"  # the factors at step 0 (Figure 4)
-MERGED = RUN_DIR + "/merged"  # optional: a standalone model folder, base + adapter merged
+RUN_DIR = f"{RESULTS}/finetune/{{model}}/{{task}}/{{method}}/r{{rank}}/lr{{lr}}/seed{{seed}}"
+ADAPTER = f"{RUN_DIR}/adapter/adapter_model.safetensors"
+TRAIN_LOG = f"{RUN_DIR}/train.json"
+INITIAL_ADAPTER = f"{RUN_DIR}/initial_adapter/adapter_model.safetensors"  # the factors at step 0 (Figure 4)
+MERGED = f"{RUN_DIR}/merged"  # optional: a standalone model folder, base + adapter merged
 
-EVAL = RESULTS + "/eval/{model}/{task}/{method}/r{rank}/lr{lr}/seed{seed}/{bench}.json"
-BASE_EVAL = RESULTS + "/eval/{model}/base/{bench}.json"
+EVAL = f"{RESULTS}/eval/{{model}}/{{task}}/{{method}}/r{{rank}}/lr{{lr}}/seed{{seed}}/{{bench}}.json"
+BASE_EVAL = f"{RESULTS}/eval/{{model}}/base/{{bench}}.json"
 
-GLUE_RUN = RESULTS + "/glue/{model}/{task}/{method}/r{rank}/seed{seed}.json"
-TABLE1 = RESULTS + "/table1.csv"
-TABLE1_MD = RESULTS + "/table1.md"
+GLUE_RUN = f"{RESULTS}/glue/{{model}}/{{task}}/{{method}}/r{{rank}}/seed{{seed}}.json"
+TABLE1 = f"{RESULTS}/table1.csv"
+TABLE1_MD = f"{RESULTS}/table1.md"
 
-TABLE5 = RESULTS + "/table5.csv"
-TABLE5_MD = RESULTS + "/table5.md"
-PAPER_TABLE5 = "workflow/reference/paper_table5.csv"
+TABLE5 = f"{RESULTS}/table5.csv"
+TABLE5_MD = f"{RESULTS}/table5.md"
 
-TABLE2 = RESULTS + "/table2.csv"
-TABLE2_MD = RESULTS + "/table2.md"
-LR_SWEEP = RESULTS + "/lr_sweep.csv"
-LR_SWEEP_MD = RESULTS + "/lr_sweep.md"
+TABLE2 = f"{RESULTS}/table2.csv"
+TABLE2_MD = f"{RESULTS}/table2.md"
+LR_SWEEP = f"{RESULTS}/lr_sweep.csv"
+LR_SWEEP_MD = f"{RESULTS}/lr_sweep.md"
 
 # the paper's analyses: accuracy by rank (Tables 3, 4, 6, 7) and Figures 2-6
-STUDY_TABLE = RESULTS + "/{table}.csv"
-STUDY_TABLE_MD = RESULTS + "/{table}.md"
+STUDY_TABLE = f"{RESULTS}/{{table}}.csv"
+STUDY_TABLE_MD = f"{RESULTS}/{{table}}.md"
+FIGURE = f"{RESULTS}/{{figure}}.png"
+
+# the paper's own numbers, shipped with the workflow (relative to its base directory)
 PAPER_TABLE = "workflow/reference/paper_{table}.csv"
-FIGURE = RESULTS + "/{figure}.png"
+PAPER_TABLE5 = PAPER_TABLE.format(table="table5")
 
-LOGS = RESULTS + "/logs"
-BENCHMARKS = RESULTS + "/benchmarks"
+LOGS = f"{RESULTS}/logs"
+LOG = {
+    "prepare_model": f"{LOGS}/prepare_model/{{model}}.log",
+    "decompose": f"{LOGS}/decompose/{{model}}_r{{rank}}_lr{{dlr}}.log",
+    "finetune": f"{LOGS}/finetune/{{model}}_{{task}}_{{method}}_r{{rank}}_lr{{lr}}_seed{{seed}}.log",
+    "merge": f"{LOGS}/merge/{{model}}_{{task}}_{{method}}_r{{rank}}_lr{{lr}}_seed{{seed}}.log",
+    "glue": f"{LOGS}/glue/{{model}}_{{task}}_{{method}}_r{{rank}}_seed{{seed}}.log",
+    "evaluate": f"{LOGS}/evaluate/{{model}}_{{task}}_{{method}}_r{{rank}}_lr{{lr}}_seed{{seed}}_{{bench}}.log",
+    "evaluate_base": f"{LOGS}/evaluate/{{model}}_base_{{bench}}.log",
+    "table1": f"{LOGS}/table1.log",
+    "table2": f"{LOGS}/table2.log",
+    "table5": f"{LOGS}/table5.log",
+    "lr_sweep": f"{LOGS}/lr_sweep.log",
+    "study_table": f"{LOGS}/{{table}}.log",
+    "figure": f"{LOGS}/{{figure}}.log",
+}
 
+# How each wildcard reads back (what Snakemake's wildcard_constraints also allow).
+WILDCARDS = {
+    "model": r"[A-Za-z0-9_.\-]+",
+    "task": r"[A-Za-z0-9_\-]+",  # a task, or <task>-n<size> (Table 4)
+    "method": r"[a-z0-9_][a-z0-9_.+\-]*",  # a registry key or a variant (inilora.config.methods)
+    "bench": r"[A-Za-z0-9_\-]+",
+    "rank": r"\d+",
+    "seed": r"\d+",
+    "iters": r"\d+",
+    "lr": r"[0-9.e\-+]+",
+    "dlr": r"[0-9.e\-+]+",
+    "table": r"table[3467]",
+    "figure": r"figure[2-6]",
+}
+TYPES = {"rank": int, "seed": int, "iters": int, "lr": float, "dlr": float}
+
+
+def parse(pattern: str, path: str) -> dict:
+    """The wildcards of ``path`` under ``pattern`` (one of the patterns above), typed (rank, seed and
+    iterations as int, learning rates as float). A path may carry a prefix before ``results/``."""
+    regex = re.escape(pattern)
+    for name in WILDCARDS:
+        regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>{WILDCARDS[name]})", 1)
+        regex = regex.replace(re.escape("{" + name + "}"), f"(?P={name})")
+    m = re.search(f"(?:^|/){regex}$", str(path))
+    if m is None:
+        raise ValueError(f"{path} does not match the artifact pattern {pattern}")
+    return {k: TYPES.get(k, str)(v) for k, v in m.groupdict().items()}

@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.workflow  # runs Snakemake in a subprocess: `make test`, not `make test-fast`
+
 REPO = Path(__file__).resolve().parent.parent
 DECOMP = "results/decompose/tiny/r4_lr0.01"
-BENCH = "results/benchmarks/decompose/tiny_r4_lr0.01.tsv"
+BENCH = "results/timings/decompose/tiny_r4_lr0.01.tsv"
 SOLVER_LINE = "mean MSE / Eckart-Young optimum"  # what the decompose CLI logs after solving
 
 

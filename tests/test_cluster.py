@@ -7,7 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.workflow  # runs Snakemake in a subprocess: `make test`, not `make test-fast`
 
 REPO = Path(__file__).resolve().parent.parent
 

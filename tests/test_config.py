@@ -135,7 +135,7 @@ def test_variant_names_resolve_to_a_method_with_options_and_a_point_equal_to_a_r
     assert cfg.variant(config, "inilora_alpha", "std", 0.5) == "inilora_alpha"  # its default std: the same run
     assert cfg.variant(config, "inilora", "iterations", 4000) == "inilora"  # decompose.iterations
     assert cfg.variant(config, "inilora", "iterations", 100) == "inilora-it100"
-    assert cfg.factors_wildcards(config, "m", "inilora-it100", 8) == {"model": "m", "rank": "8", "lr": "0.0005", "iters": "100"}
+    assert cfg.factors_wildcards(config, "m", "inilora-it100", 8) == {"model": "m", "rank": "8", "dlr": "0.0005", "iters": "100"}
     assert 0 in cfg.iteration_counts(config)  # Table 7's inilora-it0: one decomposition writes it too
     spec = cfg.finetune_spec(config, "smollm2-135m", "arithmetic-n80", "inilora_alpha-std0.01", 8, "0.002", 11)
     assert spec["method"] == "inilora_alpha" and spec["variant"] == "inilora_alpha-std0.01"

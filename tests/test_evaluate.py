@@ -1,9 +1,9 @@
 """The benchmark kinds dispatched by inilora.evaluate, on a tiny random Llama (CPU, seconds)."""
 
 import pytest
-import torch
 
-from inilora.evaluate import STOP_STRINGS, cut_at_stop, generate, run_benchmark
+from inilora.evaluate.generate import STOP_STRINGS, cut_at_stop, generate
+from inilora.evaluate.kinds import run_benchmark
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_mmlu_kind_reports_accuracy_and_groups(tok_model):
 
 def test_math_kind_uses_hendrycks_equivalence(tok_model, monkeypatch):
     """A model that always answers '\\frac{1}{2}' is right exactly on the items whose gold is 0.5."""
-    from inilora import evaluate as ev
+    from inilora.evaluate import kinds as ev
     from inilora.data import Example
 
     tok, model = tok_model
@@ -75,7 +75,7 @@ def test_math_kind_uses_hendrycks_equivalence(tok_model, monkeypatch):
 def test_vllm_backend_without_vllm_fails_naming_the_fix():
     import importlib.util
 
-    from inilora.evaluate import vllm_generator
+    from inilora.evaluate.generate import vllm_generator
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")

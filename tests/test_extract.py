@@ -1,6 +1,6 @@
 import pytest
 
-from inilora.extract import extract_answer, numeric_correct, to_number
+from inilora.evaluate.extract import extract_answer, numeric_correct, to_number
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inilora import figures
+from inilora.report import figures
 
 NOTE = "GSM8K stand-in: synthetic arithmetic."
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from inilora import glue
-from inilora.glue import (
+from inilora.train import glue
+from inilora.train.glue import (
     TASKS,
     accuracy,
     arith_claim,
@@ -128,7 +128,7 @@ def test_arith_claim_is_deterministic_balanced_and_right():
         cols = a[split]
         assert len(cols["label"]) == n and sum(cols["label"]) == n // 2
         assert set(cols) >= {"sentence1", "sentence2", "label"}
-        for q, claim, y, kind in zip(cols["sentence1"], cols["sentence2"], cols["label"], cols["perturbation"]):
+        for _q, claim, y, kind in zip(cols["sentence1"], cols["sentence2"], cols["label"], cols["perturbation"]):
             assert (kind == "none") == (y == 1) and claim.startswith("The answer is ")
     assert not set(a["train"]["sentence1"]) & set(a["validation"]["sentence1"])
     # the label is the truth: evaluate the chain sums
@@ -257,6 +257,7 @@ def test_finetune_names_missing_fields(tiny_bert_dir):
                             eval_rows=[{"sentence1": "a", "label": 0}], **FAST)
 
 
+@pytest.mark.workflow
 def test_table1_runs_every_encoder_of_glue_model_and_sets_the_papers_scores_beside(tmp_path, tiny_bert_dir):
     """glue.model as a list (the paper: RoBERTa base and large): a block of rows per encoder, and the
     paper's Table 1 score beside each, through the workflow's own table1 rule."""
@@ -274,7 +275,7 @@ def test_table1_runs_every_encoder_of_glue_model_and_sets_the_papers_scores_besi
               "glue": {"model": ["base", "large"], "tasks": ["sst2"], "data": {"sst2": {"data_files": sst2}},
                        "methods": ["lora"], "ranks": [4], "seeds": [0], "epochs": 1, "batch_size": 16,
                        "max_length": 16},
-              "methods": ["lora"], "ranks": [4], "seeds": [1], "train": {"threads": 1},
+              "methods": ["lora"], "ranks": [4], "seeds": [1], "threads": 1,
               "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
                               "benchmarks": ["b"]}},
               "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 2}}}}

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from inilora import humaneval as he
+from inilora.evaluate import humaneval as he
 
 
 @pytest.fixture(scope="module")

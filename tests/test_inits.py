@@ -7,9 +7,7 @@ from inilora.decompose import ArtifactError, SolverSettings, decompose_weights, 
 import math
 
 from inilora.inits import (
-    DISTRIBUTIONS,
     REGISTRY,
-    RESIDUAL,
     InitError,
     apply_init,
     draw,
@@ -19,6 +17,7 @@ from inilora.inits import (
 from inilora.models import target_linears
 
 TARGETS = ["q_proj", "v_proj"]
+RESIDUAL = {m for m, record in REGISTRY.items() if record.is_residual()}  # with default options
 
 
 @pytest.fixture
@@ -96,8 +95,8 @@ def test_factor_distributions_have_the_stds_pytorch_defines(distribution, std, e
 
 def test_inilora_alpha_factors_have_std_sigma(tiny_llama):
     layers = lora_layers(apply_init(copy.deepcopy(tiny_llama), "inilora_alpha", 4, 4, TARGETS, std=0.5))
-    values = torch.cat([torch.cat([l.lora_A["default"].weight.flatten(), l.lora_B["default"].weight.flatten()])
-                        for l in layers.values()])
+    values = torch.cat([torch.cat([layer.lora_A["default"].weight.flatten(), layer.lora_B["default"].weight.flatten()])
+                        for layer in layers.values()])
     assert abs(float(values.std()) / 0.5 - 1) < 0.05
 
 
@@ -106,7 +105,7 @@ def test_inilora_random_uses_the_global_sigma_per_module_type(tiny_llama):
 
     q = [m.weight for n, m in target_linears(tiny_llama, ["q_proj"]).items()]
     layers = lora_layers(apply_init(copy.deepcopy(tiny_llama), "inilora_random", 4, 4, TARGETS))
-    a = torch.cat([l.lora_B["default"].weight.flatten() for n, l in layers.items() if n.endswith("q_proj")])
+    a = torch.cat([layer.lora_B["default"].weight.flatten() for n, layer in layers.items() if n.endswith("q_proj")])
     assert abs(float(a.std()) / global_sigma(q) - 1) < 0.15  # 2 x 32 x 4 draws
     with pytest.raises(InitError, match="distribution 'cauchy' unknown"):
         apply_init(copy.deepcopy(tiny_llama), "inilora_random", 4, 4, TARGETS, distribution="cauchy")
@@ -248,7 +247,7 @@ def test_step0_logits_equal_base_on_a_bert_classifier(method, tiny_bert, input_i
 
 def test_loraga_factors_follow_the_official_arb2r_stable_rule():
     """A spans the top-r right singular space of the gradient, B the next r left singular vectors."""
-    from inilora.inits import loraga_factors
+    from inilora.inits.gradient import loraga_factors
 
     g = torch.Generator().manual_seed(0)
     U, _ = torch.linalg.qr(torch.randn(48, 48, generator=g))
@@ -269,7 +268,7 @@ def test_loraga_needs_training_data(tiny_llama):
 
 
 def test_hrp_direction_form_takes_the_top_right_singular_vectors_of_the_preheated_update(tiny_llama):
-    from inilora.inits import preheat_updates
+    from inilora.inits.gradient import preheat_updates
 
     updates = preheat_updates(copy.deepcopy(tiny_llama), TARGETS, lm_batches(), 16, 3, 1e-3, seed=0)
     layers = lora_layers(apply_init(copy.deepcopy(tiny_llama), "hrp", 4, 4, TARGETS, data=lm_batches(), steps=3,
@@ -303,7 +302,7 @@ def test_loraga_matches_peft_lora_ga_up_to_the_documented_differences(tiny_llama
     official: both x d^¼/√γ, no S). Rank 8 makes q = 4r cover the tiny matrices, so both SVDs are exact."""
     from peft import LoraConfig, LoraGAConfig, get_peft_model, preprocess_loraga
 
-    from inilora.inits import estimate_gradients
+    from inilora.inits.gradient import estimate_gradients
 
     batches = list(lm_batches(3))
     ours_grads = estimate_gradients(copy.deepcopy(tiny_llama), TARGETS, batches, 3)

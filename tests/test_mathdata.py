@@ -3,8 +3,8 @@ import json
 import pytest
 
 from inilora.data import ANSWER_LEAD, DataError, Example
-from inilora.mathdata import MATH_SUBJECTS, champ_gold, load_champ, load_math_hub
-from inilora.mathequiv import extract_prediction, is_equiv
+from inilora.data.mathsets import MATH_SUBJECTS, champ_gold, load_champ, load_math_hub
+from inilora.evaluate.mathequiv import extract_prediction, is_equiv
 
 HENDRYCKS_ROWS = [
     {"problem": " What is $1/2 + 1/4$? ", "level": "Level 1", "type": "Prealgebra",

@@ -1,6 +1,6 @@
 import pytest
 
-from inilora.mathequiv import (extract_prediction, gold_from_solution, is_equiv, last_boxed, remove_boxed,
+from inilora.evaluate.mathequiv import (extract_prediction, gold_from_solution, is_equiv, last_boxed, remove_boxed,
                                strip_string)
 
 EQUIVALENT = [

@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_llama, make_tokenizer
 from inilora.data import DataError
-from inilora.mmlu import (
+from inilora.evaluate.mmlu import (
     CATEGORY_SUBCATEGORIES, LETTERS, STANDIN_LABEL, SUBJECT_SUBCATEGORY, MMLUItem, build_prompt, groups,
     letter_probs, letter_token_ids, load_hub, load_standin, score,
 )

@@ -8,7 +8,7 @@ from torch import nn
 
 from inilora.config import ConfigError
 from inilora.models import BUILTIN
-from inilora.precheck import BUILTIN_ARCH, check_model_skeleton, check_models, linear_shapes, model_config, skeleton
+from inilora.config.precheck import BUILTIN_ARCH, check_model_skeleton, check_models, linear_shapes, model_config, skeleton
 
 
 def config(path, ranks, targets=("q_proj", "v_proj"), **more) -> dict:
@@ -112,7 +112,7 @@ def test_the_glue_encoder_is_checked_under_its_own_key():
 
     from inilora import config as cfg
     from inilora.config import ConfigError
-    from inilora.precheck import check_models
+    from inilora.config.precheck import check_models
 
     from pathlib import Path
 

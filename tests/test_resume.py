@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from inilora.data import Example
-from inilora.train import RESUME_MARK, TrainSettings, checkpoint_problem, encode, finetune, resume_key
+from inilora.train.resume import RESUME_MARK, checkpoint_problem, resume_key
+from inilora.train.sft import TrainSettings, encode, finetune
 
 # 10 examples, batch 1 x 2 accumulation: 5 optimizer steps an epoch, so checkpoint-4 sits
 # mid-epoch (the Trainer skips seen batches) and step 6 starts a reshuffled second epoch.
@@ -159,7 +160,7 @@ KILLED_RUN = textwrap.dedent("""
     from transformers import TrainerCallback
     sys.path.insert(0, sys.argv[1])
     from test_resume import EXAMPLES, SETTINGS, lora_run
-    from inilora.train import finetune
+    from inilora.train.sft import finetune
 
     torch.set_num_threads(2)  # as conftest.py, so float reductions match the in-process runs
 

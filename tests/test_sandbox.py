@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from inilora.sandbox import SAFE_ENV, STATUSES, _session_members, run_untrusted
+from inilora.evaluate.sandbox import SAFE_ENV, STATUSES, _session_members, run_untrusted
 
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\nprint('hello')\n"
 IS_ROOT = os.geteuid() == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from inilora import studies
+from inilora.report import studies
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ def test_figure5_reads_each_runs_loss_curve(tmp_path):
 
 
 def test_table2_shows_the_papers_number_and_ours_minus_it_for_a_paper_model_and_benchmark(tmp_path):
-    from inilora.tables import table2
+    from inilora.report.tables import table2
 
     evals = [write_eval(tmp_path, "metamath", m, 8, 11, acc) for m, acc in [("lora", 0.25), ("inilora", 0.20)]]
     spec = {"methods": ["lora", "inilora"], "benchmarks": ["chain"], "notes": [],
@@ -88,7 +88,7 @@ def test_table2_shows_the_papers_number_and_ours_minus_it_for_a_paper_model_and_
 
 
 def test_table1_puts_the_papers_glue_score_beside_ours_per_encoder_and_skips_stand_ins(tmp_path):
-    from inilora.tables import table1
+    from inilora.report.tables import table1
 
     def run(model, method, task, metric, best, seed=0):
         p = tmp_path / f"{model}_{task}_{method}_{seed}.json"

@@ -4,7 +4,8 @@ from types import SimpleNamespace
 import pytest
 
 from inilora.data import Example, prompt
-from inilora.train import IGNORE, Collator, _stop_on_non_finite, encode
+from inilora.train.common import StopOnNonFinite
+from inilora.train.sft import IGNORE, Collator, encode
 
 
 def test_prompt_tokens_are_masked_and_the_response_ends_in_eos(tiny_llama_dir):
@@ -24,7 +25,7 @@ def test_prompt_tokens_are_masked_and_the_response_ends_in_eos(tiny_llama_dir):
 
 
 def test_a_non_finite_loss_stops_training_with_the_step():
-    cb = _stop_on_non_finite()()
+    cb = StopOnNonFinite()
     state = SimpleNamespace(global_step=7)
     cb.on_log(None, state, None, logs={"loss": 0.5})
     with pytest.raises(FloatingPointError, match="training loss is nan at step 7"):
@@ -36,7 +37,7 @@ def test_finetune_with_checkpoints_off_writes_none(tiny_llama, tiny_llama_dir, t
 
     from inilora.inits import apply_init
     from inilora.models import load_tokenizer
-    from inilora.train import TrainSettings, finetune
+    from inilora.train.sft import TrainSettings, finetune
 
     torch.manual_seed(0)
     model = apply_init(tiny_llama, "lora", 4, 4, ["q_proj", "v_proj"])

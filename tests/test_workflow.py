@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.workflow  # runs Snakemake in a subprocess: `make test`, not `make test-fast`
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,14 +50,14 @@ def test_default_config_plans_one_decomposition_per_model_rank_lr(tmp_path):
     assert len(inilora) == 2 * 2  # rank x seed
     for job in inilora:
         parents = [a for a, b in edges if b == job and a in decomps]
-        assert len(parents) == 1 and decomps[parents[0]]["lr"] == "0.001"
+        assert len(parents) == 1 and decomps[parents[0]]["dlr"] == "0.001"
     others = {n for n, (rule, wc) in nodes.items() if rule == "finetune" and wc.get("method") != "inilora"}
     assert not [a for a, b in edges if b in others and a in decomps]
     nodes, edges = dag(tmp_path, cfg, "decompositions")
     model_of = {b: nodes[a][1]["model"] for a, b in edges if nodes[a][0] == "prepare_model"}  # (--dag hides it)
     grid = [("16", "0.0005"), ("16", "0.001"), ("8", "0.0005"), ("8", "0.001")]
     for model in ("smollm2-135m", "minilm-l6"):  # the causal LM and the GLUE encoder: model x rank x lr
-        assert sorted((wc["rank"], wc["lr"]) for n, (rule, wc) in nodes.items()
+        assert sorted((wc["rank"], wc["dlr"]) for n, (rule, wc) in nodes.items()
                       if rule == "decompose" and model_of[n] == model) == grid
 
 
@@ -152,8 +154,8 @@ def test_paper_preset_plans_offline_and_replaces_the_default(tmp_path):
     # every table and figure (the README's job counts); `all` before --configfile, which takes several files
     out = snakemake(tmp_path, REPO / "workflow/presets/paper.yaml", "-n", "all").stdout
     assert job_counts(out) == {"prepare_model": 6, "decompose": 8, "finetune": 92, "glue": 240, "evaluate": 124,
-                               "table1": 1, "table2": 1, "table5": 1, "study_table": 4, "lr_sweep": 1, "figure2": 1,
-                               "figure3": 1, "figure4": 1, "figure5": 1, "figure6": 1, "all": 1}
+                               "table1": 1, "table2": 1, "table5": 1, "study_table": 4, "lr_sweep": 1, "figure": 5,
+                               "all": 1}
 
 
 def test_every_registered_method_runs_through_the_workflow(tiny_run):
@@ -190,7 +192,7 @@ def test_a_learning_rate_sweep_reuses_the_table_runs_and_marks_each_methods_best
     assert list(zip(sweep["method"], sweep["lr"])) == [("lora", 0.001), ("lora", 0.004), ("inilora", 0.001),
                                                        ("inilora", 0.004)]
     assert sweep.groupby("method")["chain:best"].sum().tolist() == [1, 1]
-    for method, rows in sweep.groupby("method"):
+    for _method, rows in sweep.groupby("method"):
         assert rows.loc[rows["chain:best"], "chain:accuracy"].item() == rows["chain:accuracy"].max()
     train = yaml.safe_load((work / "results/finetune/tiny/arith/lora/r4/lr0.004/seed1/train.json").read_text())
     assert train["train"]["learning_rate"] == 4e-3
@@ -230,7 +232,7 @@ def test_table5_reports_the_workflows_own_decomposition_cost_beside_the_papers(t
 def test_every_table_and_figure_of_the_paper_builds_and_shares_runs(tiny_run):
     """Tables 3, 4, 6, 7 and Figures 2-6 on the tiny model: a run two targets share is trained once,
     and `snakemake --report` gathers every table and figure into one HTML file."""
-    from inilora import studies
+    from inilora.report import studies
 
     work, cfg, config, _ = tiny_run
     config = {**config,
@@ -248,8 +250,7 @@ def test_every_table_and_figure_of_the_paper_builds_and_shares_runs(tiny_run):
     plan = job_counts(snakemake(work, cfg_all, "-n", *targets).stdout)
     # new runs only: inilora_alpha (Table 3, and Figures 3 and 4 at its std 0.5), arith-n4 lora (Table 4) and
     # inilora-it0 (Table 7, Figures 2 and 4); lora and inilora come from Table 2, the decomposition too
-    assert plan == {"finetune": 3, "evaluate": 3, "study_table": 4, "figure2": 1, "figure3": 1, "figure4": 1,
-                    "figure5": 1, "figure6": 1, "lr_sweep": 1}
+    assert plan == {"finetune": 3, "evaluate": 3, "study_table": 4, "figure": 5, "lr_sweep": 1}
     snakemake(work, cfg_all, "--cores", "2", *targets)
 
     t4 = pd.read_csv(work / "results/table4.csv")
@@ -284,7 +285,8 @@ def test_a_fine_tune_runs_data_parallel_in_one_job_under_torchrun(tmp_path, tiny
     config = {"models": {"tiny": {"path": str(tiny_llama_dir)}}, "methods": ["inilora"], "ranks": [4], "seeds": [1],
               "decompose": {"iterations": 20},
               "train": {"learning_rate": 1e-3, "batch_size": 2, "grad_accum": 1, "max_steps": 2, "max_length": 96,
-                        "gpus": 2, "threads": 1, "bf16": True},
+                        "gpus": 2, "bf16": True},
+              "threads": 1,
               "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
                               "benchmarks": ["b"]}},
               "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 2}}}}

@@ -1,10 +1,15 @@
-# Config checks run before any job; every path pattern comes from inilora.paths.
+# Config checks run before any job; helpers and input functions of every rule file live here.
 import json
+import shlex
 import sys
+from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
 
 from inilora import config as cfg
 from inilora import paths
-from inilora.precheck import check_models
+from inilora.config.precheck import check_models
+from inilora.models import ModelError, builtin_file
 
 try:
     cfg.check(cfg.validate_schema(config))
@@ -14,18 +19,18 @@ except cfg.ConfigError as err:
 
 
 wildcard_constraints:
-    model=r"[A-Za-z0-9_.\-]+",
-    task=r"[A-Za-z0-9_\-]+",  # a task, or <task>-n<size> (Table 4)
-    method=r"[a-z0-9_][a-z0-9_.+\-]*",  # a registry key, a variant, or <method>-it<N> / -std<s> / -<distribution>
-    bench=r"[A-Za-z0-9_\-]+",
-    rank=r"\d+",
-    seed=r"\d+",
-    iters=r"\d+",
-    lr=r"[0-9.e\-+]+",
+    **paths.WILDCARDS,
 
 
-# The Python running Snakemake (a venv's) runs the jobs too; no PATH lookup needed.
-INILORA = f"{sys.executable} -m inilora"
+# Rules run `inilora` subcommands. With --sdm conda they run in workflow/envs/inilora.yaml, with the
+# package from this checkout; otherwise in the Python running Snakemake (a venv's), no PATH lookup.
+REPO = Path(workflow.basedir)
+ENV = "../envs/inilora.yaml"
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    INILORA = f"PYTHONPATH={shlex.quote(str(REPO))}:$PYTHONPATH python -m inilora"
+else:
+    INILORA = f"{shlex.quote(sys.executable)} -m inilora"
+THREADS = config["threads"]
 
 
 def spec_json(spec):
@@ -37,5 +42,66 @@ def manifest(wildcards):
     return paths.MODEL_MANIFEST.format(model=wildcards.model)
 
 
-def threads_per_job():
-    return config["train"]["threads"]
+def shipped(pattern, **wildcards):
+    """A file shipped with the workflow (the paper's tables), not one in the run directory."""
+    return str(REPO / pattern.format(**wildcards))
+
+
+# ----------------------------------------------------------------------------- decompose
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
+
+
+def model_weights(wildcards):
+    """The files the approximated weights are read from: config.json and weight files of a local
+    folder, or the file a builtin package ships. As inputs, their content (not their path) enters
+    the cache key, so an edited or different model misses it. A hub id has none (its id is the key)."""
+    path = cfg.model_entry(config, wildcards.model)["path"]
+    if path.startswith("builtin:"):
+        try:
+            path = str(builtin_file(path.split(":", 1)[1]))
+        except (KeyError, ModelError):
+            return []  # prepare_model names the missing package
+    source = Path(path).expanduser()
+    if source.is_file():
+        return [str(source)]
+    if not source.is_dir():
+        return []
+    return sorted(str(f) for f in source.iterdir() if f.name == "config.json" or f.name.endswith(WEIGHT_SUFFIXES))
+
+
+def decompose_outputs():
+    """Every file under a name of its own: the cache stores a multi-output rule only that way."""
+    out = {}
+    for n in cfg.iteration_counts(config):
+        (out[f"factors_it{n}"],) = expand(paths.FACTORS, iters=n, allow_missing=True)
+        (out[f"meta_it{n}"],) = expand(paths.FACTORS_META, iters=n, allow_missing=True)
+    return {**out, "timing": paths.DECOMP_TIMING}
+
+
+# ----------------------------------------------------------------------------- finetune, glue
+
+
+def factors_input(w):
+    """Only methods that read a decomposition depend on one (so LoRA never waits for it)."""
+    wc = cfg.factors_wildcards(config, w.model, w.method, w.rank)
+    return {"factors": paths.FACTORS.format(**wc)} if wc else {}
+
+
+def factors_flag(w, input):
+    return f"--factors {shlex.quote(input.factors)}" if "factors" in input.keys() else ""
+
+
+def launcher(gpus):
+    """One process, or one per GPU under torchrun: the Trainer then runs DDP inside the one job."""
+    if gpus == 1:
+        return INILORA
+    return INILORA.replace("-m inilora", f"-m torch.distributed.run --standalone --nproc_per_node {gpus} -m inilora")
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figure_flags(w, input):
+    """``--evals ... --meta ...``: the figure command takes each named input as a flag."""
+    return " ".join(f"--{name} " + " ".join(shlex.quote(f) for f in input[name]) for name in input.keys())

@@ -8,11 +8,13 @@ rule evaluate:
     params:
         spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench, w.task)),
         adapter_dir=lambda w, input: str(Path(input.adapter).parent),
-    threads: threads_per_job()
+    threads: THREADS
     log:
-        paths.LOGS + "/evaluate/{model}_{task}_{method}_r{rank}_lr{lr}_seed{seed}_{bench}.log",
+        paths.LOG["evaluate"],
+    conda:
+        ENV
     shell:
-        INILORA + " evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
+        f"{INILORA} evaluate --spec {{params.spec:q}} --manifest {{input.manifest:q}}"
         " --adapter-dir {params.adapter_dir:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -24,9 +26,11 @@ rule evaluate_base:
         paths.BASE_EVAL,
     params:
         spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench)),
-    threads: threads_per_job()
+    threads: THREADS
     log:
-        paths.LOGS + "/evaluate/{model}_base_{bench}.log",
+        paths.LOG["evaluate_base"],
+    conda:
+        ENV
     shell:
-        INILORA + " evaluate --spec {params.spec:q} --manifest {input.manifest:q}"
+        f"{INILORA} evaluate --spec {{params.spec:q}} --manifest {{input.manifest:q}}"
         " --out {output:q} --threads {threads} > {log:q} 2>&1"

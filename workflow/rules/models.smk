@@ -6,7 +6,9 @@ rule prepare_model:
         path=lambda w: cfg.model_entry(config, w.model)["path"],
         out_dir=lambda w: paths.MODEL_DIR.format(model=w.model),
     log:
-        paths.LOGS + "/prepare_model/{model}.log",
+        paths.LOG["prepare_model"],
+    conda:
+        ENV
     shell:
-        INILORA + " prepare-model --name {wildcards.model} --path {params.path:q}"
+        f"{INILORA} prepare-model --name {{wildcards.model}} --path {{params.path:q}}"
         " --out-dir {params.out_dir:q} --manifest {output.manifest:q} > {log:q} 2>&1"

@@ -8,24 +8,26 @@ from pathlib import Path
 import pandas as pd
 
 from inilora.io import atomic_write_text
+from inilora.report.markdown import markdown_table
+from inilora.report.paper import beside_table1, beside_table2
 
 
 def read_evals(paths: list[str]) -> pd.DataFrame:
     """One row per evaluation JSON and metric: model, task, method, rank, lr, seed, benchmark, metric, value.
 
-    The identity comes from the path (inilora.paths.EVAL / BASE_EVAL), the one place it is spelled.
+    The identity comes from the path, read back through inilora.paths (EVAL or BASE_EVAL).
     """
+    from inilora import paths as artifact
+
     rows = []
     for p in paths:
-        parts = Path(p).parts
-        i = parts.index("eval")
         data = json.loads(Path(p).read_text())
-        if parts[i + 2] == "base":
-            ident = {"model": parts[i + 1], "task": "-", "method": "base", "rank": 0, "lr": 0.0, "seed": 0}
-        else:
-            model, task, method, rank, lr, seed = parts[i + 1 : i + 7]
-            ident = {"model": model, "task": task, "method": method, "rank": int(rank[1:]), "lr": float(lr[2:]),
-                     "seed": int(seed[4:])}
+        try:
+            ident = artifact.parse(artifact.EVAL, p)
+        except ValueError:
+            ident = {**artifact.parse(artifact.BASE_EVAL, p), "task": "-", "method": "base", "rank": 0, "lr": 0.0,
+                     "seed": 0}
+        ident = {k: ident[k] for k in ("model", "task", "method", "rank", "lr", "seed")}
         for metric, value in data["metrics"].items():
             rows.append({**ident, "benchmark": data["benchmark"], "n": data["n"], "metric": metric, "value": value})
     return pd.DataFrame(rows)
@@ -44,47 +46,9 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_c
     wide = wide[[c for c in order if c in wide.columns]].reset_index()
     wide = _method_order(wide, ["base", *spec["methods"]], ["model", "rank", "method"])
     if paper_csv is not None and spec.get("paper"):
-        wide = _beside_paper(wide, spec, paper_csv)
+        wide = beside_table2(wide, spec, paper_csv)
     wide["method"] = wide["method"].replace({"base": "base (no fine-tune)"})
     _write(wide, df, "Table 2: methods x benchmarks", spec, csv, markdown)
-    return wide
-
-
-def _beside_paper(wide: pd.DataFrame, spec: dict, paper_csv: Path) -> pd.DataFrame:
-    """``<bench>:<metric>:paper`` and ``:ours_minus_paper`` (fractions, as ours) for benchmarks and
-    models the config names as the paper's (their ``paper_name``); the paper's Table 2 is in percent."""
-    paper = pd.read_csv(paper_csv, comment="#")
-    models, benches = spec["paper"]["models"], spec["paper"]["benchmarks"]
-    for bench, name in benches.items():
-        for metric, column in (("accuracy", name), ("pass@1", f"{name}_pass1"), ("pass@10", f"{name}_pass10")):
-            ours = f"{bench}:{metric}"
-            if ours not in wide or column not in paper:
-                continue
-            ref = {(m, r["method"]): r[column] / 100 for m, p in models.items()
-                   for _, r in paper[paper["model"] == p].iterrows()}
-            wide[f"{ours}:paper"] = [ref.get((m, meth)) for m, meth in zip(wide["model"], wide["method"])]
-            wide[f"{ours}:ours_minus_paper"] = wide[ours] - wide[f"{ours}:paper"].astype(float)
-    spec["notes"] = [*spec["notes"], f"<benchmark>:<metric>:paper: the paper's Table 2 ({paper_csv.name}) for the "
-                     "same model, method and benchmark, as a fraction; :ours_minus_paper: ours minus it"]
-    return wide
-
-
-def _beside_paper_table1(wide: pd.DataFrame, df: pd.DataFrame, spec: dict, paper_csv: Path) -> pd.DataFrame:
-    """The paper's Table 1 value (percent there, a fraction here) beside each best-epoch score of an
-    encoder, method and task it reports; tasks it does not report (the stand-ins) get none."""
-    paper = pd.read_csv(paper_csv, comment="#")
-    ref = {(r["model"], r["method"], r["task"]): r["value"] / 100 for _, r in paper.iterrows()}
-    first = df.drop_duplicates("benchmark")  # each run's best-epoch row comes before its @last row
-    main = dict(zip(first["benchmark"], first["metric"]))
-    for task in spec["tasks"]:
-        ours = f"{task}:{main.get(task)}"
-        values = [ref.get((spec["paper"].get(m), meth, task)) for m, meth in zip(wide["model"], wide["method"])]
-        if ours not in wide or all(v is None for v in values):
-            continue
-        wide.insert(wide.columns.get_loc(ours) + 1, f"{ours}:paper", values)
-        wide.insert(wide.columns.get_loc(ours) + 2, f"{ours}:ours_minus_paper", wide[ours] - wide[f"{ours}:paper"].astype(float))
-    spec["notes"] = [*spec["notes"], f"<task>:<metric>:paper: the paper's Table 1 ({paper_csv.name}) for the same encoder, "
-                     "method and task, as a fraction; :ours_minus_paper: ours minus it"]
     return wide
 
 
@@ -110,34 +74,34 @@ def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_cs
     wide = wide[[c for c in [*order, *(f"{t}:seeds" for t in spec["tasks"])] if c in wide.columns]].reset_index()
     wide = _method_order(wide, spec["methods"], ["model", "rank", "method"])
     if paper_csv is not None and spec.get("paper"):
-        wide = _beside_paper_table1(wide, df, spec, paper_csv)
+        wide = beside_table1(wide, df, spec, paper_csv)
     _write(wide, df, "Table 1: GLUE-style tasks x methods (encoder)", spec, csv, markdown)
     return wide
 
 
-def table5(meta_paths: list[str], bench_paths: list[str], paper_csv: Path, csv: Path, markdown: Path,
+def table5(meta_paths: list[str], timing_paths: list[str], paper_csv: Path, csv: Path, markdown: Path,
            paper_names: dict[str, str]) -> pd.DataFrame:
-    """Decomposition cost per model: the job's wall time and peak RSS (the decompose job's benchmark TSV, cached with its factors),
+    """Decomposition cost per model: the job's wall time and peak RSS (the decompose job's timing file, cached with its factors),
     the solver's own time, matrices and shapes, and the paper's Table 5 row where the model's
     config ``paper_name`` matches one."""
     paper = pd.read_csv(paper_csv, comment="#").set_index("model")
     rows = []
-    for meta_path, bench_path in zip(meta_paths, bench_paths):
+    for meta_path, timing_path in zip(meta_paths, timing_paths):
         meta = json.loads(Path(meta_path).read_text())
-        bench = pd.read_csv(bench_path, sep="\t").iloc[0]
+        timing = pd.read_csv(timing_path, sep="\t").iloc[0]
         shapes = pd.Series([f"{m['shape'][0]}x{m['shape'][1]}" for m in meta["modules"].values()]).value_counts()
         name = paper_names.get(meta["model"]["name"])
         ref = paper.loc[name] if name in paper.index else None
         rows.append({"model": meta["model"]["name"], "rank": meta["rank"], "iterations": meta["iterations"],
                      "matrices": len(meta["modules"]), "shapes": ", ".join(f"{n} x {s}" for s, n in shapes.items()),
-                     "device": meta.get("device", "-"), "job_min": bench["s"] / 60,
-                     "solve_min": meta["solve_seconds"] / 60, "peak_rss_gb": bench["max_rss"] / 1024,
+                     "device": meta.get("device", "-"), "job_min": timing["s"] / 60,
+                     "solve_min": meta["solve_seconds"] / 60, "peak_rss_gb": timing["max_rss"] / 1024,
                      "paper_model": name or "-", "paper_time_min": None if ref is None else ref["time_min"],
                      "paper_memory_gb": None if ref is None else ref["memory_gb"]})
     df = pd.DataFrame(rows)
     atomic_write_text(csv, df.to_csv(index=False, float_format="%.4g"))
     md = ["# Table 5: time and memory of the weight approximation", "",
-          "- job_min and peak_rss_gb: the decompose job's own measurement (model load included) (model load included); "
+          "- job_min and peak_rss_gb: the decompose job's own measurement (model load included); "
           "solve_min: the solver alone",
           "- paper: one RTX 4090, 64 matrices concurrently, rank 8, 20000 steps (IniLoRA paper, Table 5)", "",
           "| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
@@ -183,23 +147,7 @@ def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Pa
     md += [f"- {n}" for n in spec.get("notes", [])]
     for bench, n in df.groupby("benchmark")["n"].max().items():
         md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy (or pass@k)")
-    md += ["", _markdown(wide), ""]
+    md += ["", markdown_table(wide), ""]
     atomic_write_text(markdown, "\n".join(md))
 
 
-def _markdown(df: pd.DataFrame, digits: int = 4) -> str:
-    cols = [c for c in df.columns if not c.endswith(("_std", ":seeds"))]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            std = row.get(f"{c}_std")
-            if c == "lr":
-                cells.append(f"{v:g}" if v else "-")
-            elif isinstance(v, float):
-                cells.append(f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if isinstance(std, float) and std == std else ""))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

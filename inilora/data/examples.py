@@ -114,7 +114,7 @@ def _hf(n: int | None = None, seed: int = 0, preset: str | None = None, **spec) 
 
 
 def _math_loaders() -> dict:
-    from inilora import mathdata
+    from inilora.data import mathsets as mathdata
 
     return mathdata.LOADERS
 

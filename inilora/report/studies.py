@@ -14,9 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inilora import figures
+from inilora import paths
+from inilora.config.methods import parse_variant
 from inilora.io import atomic_write_text
-from inilora.tables import _markdown, read_evals
+from inilora.report import figures
+from inilora.report.markdown import markdown_table
+from inilora.report.paper import study_rows
+from inilora.report.tables import read_evals
 
 TITLES = {
     "table3": "Table 3: LoRA, IniLoRA, IniLoRA-alpha and IniLoRA-beta by rank",
@@ -70,7 +74,7 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
         cols[f"r{r}:seeds"] = wide[("seeds", r)]
     table = pd.DataFrame(cols).reset_index()
     notes = list(spec["notes"])
-    paper = _paper_rows(spec, paper_csv)
+    paper = study_rows(spec, paper_csv)
     if paper is not None:
         table = table.merge(paper, how="left", on=[k for k in keys if k in paper.columns])
         for r in spec["ranks"]:
@@ -87,29 +91,9 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     n = df.groupby("benchmark")["n"].max()
     notes += [f"{b}: {k} items scored, so one item is {100 / k:.2f} points" for b, k in n.items()]
     notes.append(f"r<rank>: {df['metric'].iloc[0]} at LoRA rank <rank>, mean ± std over seeds")
-    md = [f"# {TITLES[spec['table']]}", "", *[f"- {x}" for x in notes], "", _markdown(table, digits=1), ""]
+    md = [f"# {TITLES[spec['table']]}", "", *[f"- {x}" for x in notes], "", markdown_table(table, digits=1), ""]
     atomic_write_text(markdown, "\n".join(md))
     return table
-
-
-def _paper_rows(spec: dict, paper_csv: Path) -> pd.DataFrame | None:
-    """The paper's numbers as r<rank>_paper columns, keyed by our model names; None when no model matches."""
-    names = spec.get("paper") or {}
-    if not names:
-        return None
-    ref = pd.read_csv(paper_csv, comment="#")
-    ref = ref[ref["benchmark"] == names["benchmark"]]
-    ours = {paper: model for model, paper in names["models"].items()}
-    ref = ref[ref["model"].isin(ours)].assign(model=lambda d: d["model"].map(ours))
-    if ref.empty:
-        return None
-    keys = ["model", "size", "method"] if "size" in ref.columns else ["model", "method"]
-    ref = ref[ref["rank"].isin(spec["ranks"])]
-    if ref.empty:
-        return None
-    wide = ref.pivot_table(index=keys, columns="rank", values="value")
-    wide.columns = [f"r{r}_paper" for r in wide.columns]
-    return wide.reset_index()
 
 
 # ----------------------------------------------------------------------------- figures
@@ -130,9 +114,9 @@ def figure2_data(eval_paths: list[str], meta_paths: list[str]) -> pd.DataFrame:
 
 def _iterations(method: str, meta_paths: list[str]) -> int:
     """A Figure 2 run's iteration count: from its name (<method>-it<N>), else the full run's."""
-    _, _, tail = method.partition("-it")
-    if tail.isdigit():
-        return int(tail)
+    parsed = parse_variant(method)
+    if parsed and parsed[1] == "iterations":
+        return parsed[2]
     return max(json.loads(Path(p).read_text())["iterations"] for p in meta_paths)
 
 
@@ -182,7 +166,8 @@ def draw(spec: dict, inputs: dict[str, list[str]], out: Path) -> figures.Drawn:
     if which == "figure4":
         df = over_seeds(accuracy(inputs["evals"]), ["model", "method"])
         df["method"] = df["method"].map(lambda m: labels.get(m, m))
-        dirs = {labels.get(Path(p).parts[-6], Path(p).parts[-6]): Path(p) for p in inputs["initial"]}  # <method>/r/lr/seed/initial_adapter/file
+        methods = {p: paths.parse(paths.INITIAL_ADAPTER, p)["method"] for p in inputs["initial"]}
+        dirs = {labels.get(m, m): Path(p) for p, m in methods.items()}
         return figures.figure4(df, figure4_values(dirs), out, note)
     if which == "figure5":
         return figures.figure5(figure5_data(inputs["logs"]), out, note)
@@ -193,7 +178,7 @@ def draw(spec: dict, inputs: dict[str, list[str]], out: Path) -> figures.Drawn:
 
 def _std(method: str, spec: dict) -> float:
     """A Figure 3 run's std: from its name (<method>-std<s>), else the method's own default."""
-    _, _, tail = method.partition("-std")
-    if tail:
-        return float(tail)
+    parsed = parse_variant(method)
+    if parsed and parsed[1] == "std":
+        return parsed[2]
     return spec["default_std"]

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm.auto import tqdm
 
-from inilora.sandbox import run_untrusted
+from inilora.evaluate.sandbox import run_untrusted
 
 PROMPT_PREFIX = "Complete the following python function. Please only output the code for the completed function.\n\n\n"
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from inilora.data import ANSWER_LEAD, DataError, Example
-from inilora.mathequiv import gold_from_solution
+from inilora.evaluate.mathequiv import gold_from_solution
 
 MATH_HUB = "EleutherAI/hendrycks_math"
 # The hub copy is split by subject; config name -> the ``type`` label in the rows. The
@@ -133,7 +133,7 @@ def load_math_hub(n: int | None = None, seed: int = 0, path: str = MATH_HUB, nam
             continue
         out.append(Example(row[qf].strip(), with_answer(row[sf], gold), gold))
     if no_box:
-        warnings.warn(f"{where}: skipped {len(no_box)} row(s) with no boxed answer (first: row {no_box[0]})")
+        warnings.warn(f"{where}: skipped {len(no_box)} row(s) with no boxed answer (first: row {no_box[0]})", stacklevel=2)
     return out
 
 

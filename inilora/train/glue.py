@@ -26,6 +26,7 @@ dict-of-columns format as the real tasks, so one code path trains both.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import random
 import tempfile
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 Columns = dict[str, list]  # {"sentence1": [...], "sentence2": [...], "label": [...]}
 
@@ -456,11 +459,10 @@ def finetune_classifier(
     "train_examples", "eval_examples", "seconds"}.
     """
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
 
-    from inilora.inits import NEEDS_DATA, apply_init
-    from inilora.train import _stop_on_non_finite
+    from inilora.inits import apply_init
+    from inilora.train.common import StopOnNonFinite, training_arguments, with_init_data
 
     t = get_task(task)
     if train_rows is None or eval_rows is None:
@@ -479,10 +481,8 @@ def finetune_classifier(
     eval_data = encode_rows(tok, t, eval_rows, max_length)
     collate = DataCollatorWithPadding(tok)
 
-    options = dict(init_options or {})
-    if method in NEEDS_DATA and "data" not in options:  # as cli.finetune: training batches, default size 2
-        size = int(options.pop("batch_size", 2))
-        options["data"] = (collate(train_data[i : i + size]) for i in range(0, len(train_data), size))
+    # as the finetune stage: a data-driven init reads training batches, default size 2
+    options = with_init_data(method, init_options or {}, lambda: train_data, collate)
     peft_model = apply_init(model, method, rank, alpha, list(target_modules), task_type="SEQ_CLS", **options)
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     head = [n for n in trainable if "lora_" not in n]
@@ -494,29 +494,19 @@ def finetune_classifier(
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr,
                                   weight_decay=weight_decay)
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=str(output_dir or tmp),
-            per_device_train_batch_size=batch_size,
+        args = training_arguments(
+            str(output_dir or tmp), batch_size=batch_size, learning_rate=lr, scheduler="linear", warmup=warmup,
+            weight_decay=weight_decay, epochs=epochs, seed=seed,
             per_device_eval_batch_size=batch_size,
-            learning_rate=lr,
-            lr_scheduler_type="linear",
-            warmup_steps=warmup,  # a float below 1 is a fraction of all steps
-            weight_decay=weight_decay,
-            num_train_epochs=epochs,
             eval_strategy="epoch",
             logging_strategy="epoch",
             save_strategy="no",
-            report_to=[],
-            seed=seed,
-            data_seed=seed,
-            dataloader_num_workers=0,
             disable_tqdm=not progress,
-            use_cpu=not torch.cuda.is_available(),
         )
         trainer = Trainer(
             model=peft_model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collate,
             compute_metrics=lambda ev: compute_metrics(task, _logits(ev.predictions), ev.label_ids),
-            callbacks=[_stop_on_non_finite()()], optimizers=(optimizer, None),
+            callbacks=[StopOnNonFinite()], optimizers=(optimizer, None),
         )
         start = time.time()
         trainer.train()
@@ -536,3 +526,30 @@ def finetune_classifier(
         "eval_examples": len(eval_data),
         "seconds": seconds,
     }
+
+
+def run(spec: dict, manifest: Path, out: Path, factors: str | None = None) -> None:
+    """The workflow's glue stage: one encoder x task x method x rank x seed, validated every epoch."""
+    import shutil
+
+    from inilora import models
+    from inilora.io import atomic_write_json
+
+    info = models.read_manifest(manifest)
+    opts = dict(spec["method_options"])
+    if factors:
+        opts["factors_path"] = factors
+    rows = {}
+    if spec.get("data"):  # a GLUE task from a mirror or local files instead of the hub default
+        t = get_task(spec["task"])
+        rows = {"train_rows": load_glue(spec["task"], "train", **spec["data"]),
+                "eval_rows": load_glue(spec["task"], t.validation_split, **spec["data"])}
+    scratch = out.with_suffix(".trainer")  # the Trainer's output_dir; nothing in it is kept
+    result = finetune_classifier(
+        info["path"], spec["task"], spec["method"], spec["rank"], spec["alpha"], spec["target_modules"],
+        epochs=spec["epochs"], lr=spec["learning_rate"], batch_size=spec["batch_size"],
+        max_length=spec["max_length"], warmup=spec["warmup_ratio"], weight_decay=spec["weight_decay"],
+        seed=spec["seed"], init_options=opts, output_dir=str(scratch), **rows)
+    atomic_write_json(out, {**spec, **result})
+    shutil.rmtree(scratch, ignore_errors=True)
+    log.info("%s %s: best %s", spec["task"], spec["method"], result["best"])

@@ -1,0 +1,122 @@
+"""What each table and figure says about itself: row order, labels, the paper's names and the notes
+under it (data, settings, stand-ins), built from the config."""
+
+from __future__ import annotations
+
+from inilora.config.methods import factors_wildcards, method_options
+from inilora.config.specs import glue_models, model_entry
+from inilora.config.targets import (study_benchmark, study_models, study_rank, study_task, sweep_benchmarks, sweep_task,
+                                    table2_tasks)
+from inilora.inits import option_defaults
+
+
+def training_budget(train: dict) -> str:
+    """``batch B x accum G, N steps`` (or ``E epochs``): the fine-tuning budget as every note states it."""
+    return (f"batch {train['batch_size']} x accum {train['grad_accum']}, "
+            + (f"{train['max_steps']} steps" if train["max_steps"] > 0 else f"{train['epochs']} epochs"))
+
+
+def fine_tuning_note(config: dict) -> str:
+    tr = config["train"]
+    return (f"fine-tuning: lr {tr['learning_rate']} (unless set per method), {training_budget(tr)}, "
+            f"seeds {config['seeds']}, alpha {config['lora']['alpha']}")
+
+
+def table2_spec(config: dict) -> dict:
+    """Column order and the notes that say what the numbers are."""
+    tasks = table2_tasks(config)
+    benches = list(dict.fromkeys(b for t in tasks for b in config["tasks"][t]["benchmarks"]))
+    d = config["decompose"]
+    notes = ["models: " + ", ".join(f"{m} = {v['path']}" for m, v in config["models"].items())]
+    for t in tasks:
+        labels = "; ".join(s.get("label", f"{s['loader']}:{s.get('dataset', s.get('path', ''))}")
+                           for s in config["tasks"][t]["train"])
+        notes.append(f"task {t}: trained on {labels}")
+    for b in benches:
+        notes.append(f"benchmark {b}: {config['benchmarks'][b].get('label', b)}")
+    for m in config["methods"]:
+        wc = factors_wildcards(config, "-", m, "-")
+        if wc:
+            notes.append(f"{m}: decomposition of {wc['iters']} Adam iterations at lr {wc['dlr']} "
+                         f"(paper: 20000), seed {d['seed']}")
+    for m, over in config.get("method_train", {}).items():
+        notes.append(f"{m}: trained with " + ", ".join(f"{k} {v}" for k, v in over.items()) + " (per-method setting)")
+    notes.append(fine_tuning_note(config))
+    notes.append("columns: <benchmark>:<metric>: accuracy (greedy exact match, Hendrycks equivalence for math "
+                 "kinds, next-token choice for mmlu), heldout_loss (mean token cross-entropy of the reference "
+                 "answers), pass@k (humaneval, unbiased estimator); _std over seeds")
+    models = {m: e["paper_name"] for m, e in config["models"].items() if e.get("paper_name")}
+    named = {b: config["benchmarks"][b]["paper_name"] for b in benches if config["benchmarks"][b].get("paper_name")}
+    return {"methods": config["table2"]["methods"] or config["methods"], "benchmarks": benches, "notes": notes,
+            "paper": {"models": models, "benchmarks": named} if models and named else {}}
+
+
+def lr_sweep_spec(config: dict) -> dict:
+    sw = config["lr_sweep"]
+    task = sweep_task(config)
+    notes = [f"task {task}, rank {sw['rank'] or config['ranks'][0]}, seeds {config['seeds']}; every other training "
+             f"setting as in 'train' ({training_budget(config['train'])})",
+             "best: the lr with the highest mean accuracy per method and benchmark (ties: the smaller lr)"]
+    for b in sweep_benchmarks(config):
+        notes.append(f"benchmark {b}: {config['benchmarks'][b].get('label', b)}")
+    return {"methods": sw["methods"] or config["methods"], "notes": notes}
+
+
+def table1_spec(config: dict) -> dict:
+    from inilora.train import glue
+
+    g = config["glue"]
+    notes = [f"encoder: {e} = {model_entry(config, e)['path']}; LoRA on "
+             f"{model_entry(config, e)['target_modules']} plus the classifier head" for e in glue_models(config)]
+    notes += [f"{g['epochs']} epochs, lr {g['learning_rate']}, batch {g['batch_size']}, max length {g['max_length']}, "
+              f"linear warmup {g['warmup_ratio']}, AdamW weight decay {g['weight_decay']}, seeds {g['seeds']}",
+              "<task>:<metric> is the paper's protocol, the best validation score over epochs; "
+              "<task>:<metric>@last is the last epoch's"]
+    notes += [f"task {t}: {glue.get_task(t).label}" for t in g["tasks"]]
+    paper = {e: config["encoders"][e]["paper_name"] for e in glue_models(config) if config["encoders"][e].get("paper_name")}
+    return {"methods": g["methods"] or config["methods"], "tasks": g["tasks"], "notes": notes, "paper": paper}
+
+
+def study_notes(config: dict) -> list[str]:
+    """What every analysis was trained and measured on (stand-ins say so in their labels)."""
+    task, bench = study_task(config), study_benchmark(config)
+    labels = "; ".join(s.get("label", s["loader"]) for s in config["tasks"][task]["train"])
+    return ["models: " + ", ".join(f"{m} = {config['models'][m]['path']}" for m in study_models(config)),
+            f"trained on task {task}: {labels}",
+            f"benchmark {bench}: {config['benchmarks'][bench].get('label', bench)}",
+            f"{fine_tuning_note(config)}; decomposition {config['decompose']['iterations']} Adam iterations "
+            "(paper: 20000)"]
+
+
+def study_spec(config: dict, table: str) -> dict:
+    """Row order, the benchmark and what the paper reports for the same model and benchmark."""
+    bench = study_benchmark(config)
+    spec = {"table": table, "methods": config[table]["methods"], "ranks": config[table]["ranks"],
+            "benchmark": bench, "notes": study_notes(config), "paper": paper_names(config, bench)}
+    labels = {m: config["variants"][m]["label"] for m in config[table]["methods"]
+              if m in config["variants"] and "label" in config["variants"][m]}
+    if table == "table4":
+        spec["sizes"] = config["table4"]["sizes"]
+        spec["notes"].append(f"data sizes: the first n examples of each training spec, trained with "
+                             f"{config['table4']['train']} over 'train' (the paper: one epoch)")
+    return {**spec, "labels": labels}
+
+
+def paper_names(config: dict, bench: str) -> dict:
+    """{our model name: the paper's} when the benchmark is a paper benchmark (its ``paper_name``)."""
+    b = config["benchmarks"][bench].get("paper_name")
+    models = {m: config["models"][m]["paper_name"] for m in study_models(config) if config["models"][m].get("paper_name")}
+    return {"benchmark": b, "models": models} if b and models else {}
+
+
+def figure_spec(config: dict, figure: str) -> dict:
+    spec = {"figure": figure, "notes": study_notes(config), "benchmark": study_benchmark(config),
+            "labels": {m: v.get("label", m) for m, v in config["variants"].items()}}
+    if figure == "figure3":
+        m = config["figure3"]["method"]
+        spec["default_std"] = method_options(config, m).get("std", option_defaults(m).get("std"))
+    if figure in ("figure2", "figure3", "figure4"):
+        spec["rank"] = study_rank(config, figure)
+    if figure == "figure6":
+        spec["notes"] = lr_sweep_spec(config)["notes"]
+    return spec

@@ -1,0 +1,173 @@
+"""The DAG from the config: which result files each target needs (Snakemake input functions call these)."""
+
+from __future__ import annotations
+
+from inilora import paths
+from inilora.config.methods import factors_wildcards, fmt_lr, iteration_counts, method_lr, variant, figure2_iterations
+from inilora.config.schema import ConfigError
+from inilora.config.specs import decomposed_models, glue_models
+
+
+def table2_tasks(config: dict) -> list[str]:
+    return config["table2"]["tasks"] or list(config["tasks"])
+
+
+def table2_inputs(config: dict) -> list[str]:
+
+    methods = config["table2"]["methods"] or config["methods"]
+    out = []
+    for model in config["models"]:
+        for task in table2_tasks(config):
+            for bench in config["tasks"][task]["benchmarks"]:
+                if config["table2"]["include_base"]:
+                    out.append(paths.BASE_EVAL.format(model=model, bench=bench))
+                for method in methods:
+                    for rank in config["ranks"]:
+                        for seed in config["seeds"]:
+                            out.append(paths.EVAL.format(model=model, task=task, method=method, rank=rank,
+                                                         lr=method_lr(config, method), seed=seed, bench=bench))
+    return list(dict.fromkeys(out))
+
+
+def table5_inputs(config: dict) -> dict[str, list[str]]:
+    """Metadata and timing file of each model's decomposition (first rank and lr, full run)."""
+    wc = [{"model": m, "rank": config["ranks"][0], "dlr": fmt_lr(config["decompose"]["lr"][0])}
+          for m in decomposed_models(config)]
+    return {"meta": [paths.FACTORS_META.format(**w, iters=max(iteration_counts(config))) for w in wc],
+            "timing": [paths.DECOMP_TIMING.format(**w) for w in wc]}
+
+
+def all_factors(config: dict) -> list[str]:
+
+    return [paths.FACTORS.format(model=m, rank=r, dlr=fmt_lr(dlr), iters=max(iteration_counts(config)))
+            for m in decomposed_models(config) for r in config["ranks"] for dlr in config["decompose"]["lr"]]
+
+
+def require(key: str, what: str):
+    """For input functions of targets the config leaves empty: fail naming the key."""
+    raise ConfigError(f"config key '{key}' is empty; {what}")
+
+
+def sweep_task(config: dict) -> str:
+    return config["lr_sweep"]["task"] or table2_tasks(config)[0]
+
+
+def lr_sweep_inputs(config: dict) -> list[str]:
+    """Every method x sweep lr x seed evaluation on the sweep task's benchmarks (first rank)."""
+
+    sw = config["lr_sweep"]
+    if not sw["values"]:
+        raise ConfigError("config key 'lr_sweep.values' is empty; list the learning rates to sweep, e.g. [1e-4, 5e-4, 2e-3]")
+    task = sweep_task(config)
+    return [paths.EVAL.format(model=model, task=task, method=method, rank=sw["rank"] or config["ranks"][0],
+                              lr=fmt_lr(lr), seed=seed, bench=bench)
+            for model in study_models(config) for method in (sw["methods"] or config["methods"])
+            for lr in sw["values"] for seed in config["seeds"] for bench in sweep_benchmarks(config)]
+
+
+def sweep_benchmarks(config: dict) -> list[str]:
+    return config["lr_sweep"]["benchmarks"] or config["tasks"][sweep_task(config)]["benchmarks"]
+
+
+def glue_inputs(config: dict) -> list[str]:
+
+    g = config["glue"]
+    return [paths.GLUE_RUN.format(model=e, task=t, method=m, rank=r, seed=s)
+            for e in glue_models(config) for t in g["tasks"] for m in (g["methods"] or config["methods"]) for r in (g["ranks"] or config["ranks"])
+            for s in g["seeds"]]
+
+
+def study_models(config: dict) -> list[str]:
+    return config["study"]["models"] or list(config["models"])
+
+
+def study_task(config: dict) -> str:
+    return config["study"]["task"] or table2_tasks(config)[0]
+
+
+def study_benchmark(config: dict) -> str:
+    return config["study"]["benchmark"] or config["tasks"][study_task(config)]["benchmarks"][0]
+
+
+def table4_tasks(config: dict) -> list[str]:
+    """Table 4's sized tasks, ``<study task>-n<size>``."""
+    return [f"{study_task(config)}-n{size}" for size in config["table4"]["sizes"]]
+
+
+def study_rank(config: dict, key: str) -> int:
+    return config[key]["rank"] or config["ranks"][0]
+
+
+def study_evals(config: dict, key: str, methods: list[str], ranks: list[int], tasks: list[str] | None = None) -> list[str]:
+    """Evaluations of methods x ranks x seeds on the study benchmark, for every model; the ranks are
+    checked against the models' shapes here, when the target is asked for (error names ``key``)."""
+
+    return study_runs(config, key, paths.EVAL, methods, ranks, tasks, bench=study_benchmark(config))
+
+
+def study_runs(config: dict, key: str, pattern: str, methods: list[str], ranks: list[int],
+               tasks: list[str] | None = None, **fixed) -> list[str]:
+    """``pattern`` (a run path) for every study model x task x method x rank x seed, each method at its lr;
+    the ranks are checked against the models' shapes first (error names ``key``)."""
+    from inilora.config.precheck import check_models
+
+    check_models(config, {key: list(ranks)})
+    return [pattern.format(model=model, task=task, method=m, rank=r, lr=method_lr(config, m), seed=s, **fixed)
+            for model in study_models(config) for task in (tasks or [study_task(config)]) for m in methods
+            for r in ranks for s in config["seeds"]]
+
+
+def table_inputs(config: dict, table: str) -> list[str]:
+    t = config[table]
+    return study_evals(config, f"{table}.ranks", t["methods"], t["ranks"],
+                       table4_tasks(config) if table == "table4" else None)
+
+
+def figure2_inputs(config: dict) -> dict[str, list[str]]:
+    """Figure 2: a fine-tune from every checkpoint of one decomposition run, and the checkpoints' metadata."""
+
+    f2, rank = config["figure2"], study_rank(config, "figure2")
+    names = [variant(config, f2["method"], "iterations", n) for n in figure2_iterations(config)]
+    meta = []
+    for model in study_models(config):
+        for name in names:
+            meta.append(paths.FACTORS_META.format(**factors_wildcards(config, model, name, rank)))
+    return {"evals": study_evals(config, "figure2.rank", names, [rank]), "meta": meta}
+
+
+def figure3_inputs(config: dict) -> list[str]:
+    f3 = config["figure3"]
+    names = [variant(config, f3["method"], "std", float(s)) for s in f3["stds"]]
+    return study_evals(config, "figure3.rank", names, [study_rank(config, "figure3")])
+
+
+def figure4_inputs(config: dict) -> dict[str, list[str]]:
+    """Figure 4: accuracy per distribution, and each run's initial adapter (the drawn factors)."""
+
+    f4, rank = config["figure4"], study_rank(config, "figure4")
+    task, seed = study_task(config), config["seeds"][0]
+    initial = [paths.INITIAL_ADAPTER.format(model=model, task=task, method=m, rank=rank, lr=method_lr(config, m), seed=seed)
+               for model in study_models(config) for m in f4["methods"]]
+    return {"evals": study_evals(config, "figure4.rank", f4["methods"], [rank]), "initial": initial}
+
+
+def figure5_inputs(config: dict) -> list[str]:
+    """Figure 5: the training logs (loss curves) of methods x ranks x seeds."""
+
+    f5 = config["figure5"]
+    return study_runs(config, "figure5.ranks", paths.TRAIN_LOG, f5["methods"], f5["ranks"])
+
+
+def figure_inputs(config: dict, figure: str) -> dict[str, list[str]]:
+    """The named inputs of one figure (each becomes a flag of the ``figure`` command)."""
+    if figure == "figure2":
+        return figure2_inputs(config)
+    if figure == "figure3":
+        return {"evals": figure3_inputs(config)}
+    if figure == "figure4":
+        return figure4_inputs(config)
+    if figure == "figure5":
+        return {"logs": figure5_inputs(config)}
+    if figure == "figure6":
+        return {"sweep": [paths.LR_SWEEP]}
+    raise ConfigError(f"unknown figure '{figure}'; the paper's are figure2 ... figure6")

@@ -1,0 +1,69 @@
+"""The workflow's decompose stage: one model x rank x decomposition lr, every checkpoint asked for."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from inilora.decompose.artifact import fingerprint, save_artifact
+from inilora.decompose.solver import SolverSettings, decompose_weights
+
+log = logging.getLogger(__name__)
+
+
+def settings_from_spec(spec: dict) -> SolverSettings:
+    return SolverSettings(
+        rank=spec["rank"], lr=spec["lr"], iterations=spec["iterations"], step_size=spec["step_size"],
+        gamma=spec["gamma"], seed=spec["seed"], early_stop_tol=spec.get("early_stop_tol"),
+        weight_dtype=spec.get("weight_dtype", "float32"), chunk_mb=spec.get("chunk_mb"),
+    )
+
+
+def artifact_meta(spec: dict, source: dict, count: int, result: dict, seconds: float, device: str) -> dict:
+    """What a factors file's JSON records besides its per-module errors (save_artifact adds those)."""
+    return {"model": source, "rank": spec["rank"], "lr": spec["lr"], "iterations": count,
+            "run_iterations": spec["iterations"], "seed": spec["seed"], "step_size": spec["step_size"],
+            "gamma": spec["gamma"], "target_modules": spec["target_modules"], "solve_seconds": seconds,
+            "early_stop_tol": spec.get("early_stop_tol"), "weight_dtype": spec.get("weight_dtype", "float32"),
+            "stopped_at": result.get("stopped_at", {}), "device": device}
+
+
+def write_timing(path: Path, seconds: float) -> None:
+    """This process's wall time and peak RSS in the columns of Snakemake's benchmark TSV (s, max_rss
+    in MB). The decompose job writes it itself: Snakemake's output cache refuses a rule with
+    ``benchmark:``, and as an output the file is cached with the factors it measured."""
+    from inilora.io import atomic_write_text
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    max_rss_mb = ru.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+    cpu = ru.ru_utime + ru.ru_stime
+    row = [f"{seconds:.4f}", str(timedelta(seconds=int(seconds))), f"{max_rss_mb:.2f}", f"{cpu:.2f}"]
+    atomic_write_text(path, "\t".join(["s", "h:m:s", "max_rss", "cpu_time"]) + "\n" + "\t".join(row) + "\n")
+
+
+def run(spec: dict, manifest: Path, out_dir: Path, device: str, timing: Path | None = None) -> None:
+    """1) read the target weights, 2) solve once for every checkpoint, 3) write factors + JSON per
+    checkpoint, 4) the job's own timing file (it counts the model load, as Snakemake's would)."""
+    job_start = time.time()
+    from inilora import models
+
+    info = models.read_manifest(manifest)
+    model = models.load_for_targets(info["path"])
+    weights = {n: m.weight.detach().clone() for n, m in models.target_linears(model, spec["target_modules"]).items()}
+    del model
+    start = time.time()
+    results = decompose_weights(weights, settings_from_spec(spec), spec["checkpoints"], device=device)
+    seconds = time.time() - start
+    source = {"name": info["name"], "path": info["path"], "source": info["source"], "note": info.get("note", ""),
+              "fingerprint": fingerprint(weights)}
+    for count, res in results.items():
+        save_artifact(out_dir / f"it{count}.safetensors", out_dir / f"it{count}.json", res,
+                      artifact_meta(spec, source, count, res, seconds, device))
+        log.info("it%d: mean MSE / Eckart-Young optimum = %.4f", count,
+                 sum(res["mse"][n] / res["optimum"][n] for n in res["mse"]) / len(res["mse"]))
+    if timing:
+        write_timing(timing, time.time() - job_start)

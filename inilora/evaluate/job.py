@@ -1,0 +1,42 @@
+"""The workflow's evaluate stage: one model (base, or base + a fine-tuned adapter) on one benchmark."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, workers: int = 2) -> None:
+    """1) load the base (and merge the adapter), 2) drop items seen in training, 3) score by the
+    benchmark's ``kind``, 4) write the result JSON with every generation or choice."""
+    from inilora import models
+    from inilora.data import load_examples
+    from inilora.evaluate.kinds import run_benchmark
+    from inilora.io import atomic_write_json
+
+    info = models.read_manifest(manifest)
+    tok = models.load_tokenizer(info["path"])
+    model = models.load_causal_lm(info["path"])
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
+    gen = None
+    if spec.get("backend") == "vllm" and spec.get("kind") != "mmlu":
+        import tempfile
+
+        from inilora.evaluate.generate import vllm_generator
+
+        folder = info["path"]
+        if adapter_dir:  # vLLM reads a plain folder: the adapter merged into the base
+            folder = tempfile.mkdtemp(prefix=".vllm-merged.", dir=out.parent)
+            model.save_pretrained(folder)
+            tok.save_pretrained(folder)
+        gen = vllm_generator(folder, spec.get("seed", 0))
+    result = run_benchmark(model, tok, spec, seen, workers=workers, gen=gen)
+    atomic_write_json(out, {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
+                            "kind": spec.get("kind", "numeric"), "adapter": adapter_dir, **result})
+    log.info("%s: %s", spec["benchmark"], ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))

@@ -1,0 +1,154 @@
+"""Inits that read the training data: LoRA-GA (gradient) and High-Rank Preheating (a short LoRA run)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from inilora.inits.lora import init_lora
+from inilora.inits.registry import InitError, register
+from inilora.inits.residual import Factors, lora_layers, set_residual
+
+
+def estimate_gradients(model: nn.Module, target_modules: list[str], data, batches: int) -> dict[str, torch.Tensor]:
+    """Mean full-weight gradient of the loss over ``batches`` batches, per target weight (out x in).
+
+    As the official LoRA-GA ``estimate_gradient``: only the target weights require grad, each
+    batch's gradient is summed on the CPU, the sum is divided by the number of batches.
+    """
+    from inilora.models import target_linears
+
+    linears = target_linears(model, target_modules)
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in linears.values():
+        m.weight.requires_grad_(True)
+    sums = {n: torch.zeros_like(m.weight, device="cpu", dtype=torch.float32) for n, m in linears.items()}
+    seen = 0
+    was_training = model.training
+    model.train()
+    try:
+        for batch in data:
+            if seen == batches:
+                break
+            device = next(model.parameters()).device
+            model(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
+            for n, m in linears.items():
+                sums[n] += m.weight.grad.detach().float().cpu()
+                m.weight.grad = None
+            seen += 1
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
+        model.train(was_training)
+    if seen == 0:
+        raise InitError("method 'loraga' got no training batches to estimate gradients from")
+    return {n: g / seen for n, g in sums.items()}
+
+
+def loraga_factors(G: torch.Tensor, rank: int, gamma: float = 16.0, svd_niter: int = 4) -> Factors:
+    """LoRA-GA's ``ArB2r`` direction with the ``stable`` scale (official Outsider565/LoRA-GA code).
+
+    ``torch.svd_lowrank(G, q=4r, niter)``; A = top-r right singular vectors (r x in),
+    B = the *next* r left singular vectors (out x r); both times d_out^(1/4) / sqrt(gamma).
+    Singular values are not used. PEFT's port differs: it multiplies B by diag(S[r:2r]) and
+    scales only B (init-methods.md sec. 3.2).
+    """
+    out_f, in_f = G.shape
+    q = min(4 * rank, out_f, in_f)
+    if q < 2 * rank:
+        raise InitError(f"method 'loraga' needs 2r = {2 * rank} <= min(out, in) = {min(out_f, in_f)}")
+    U, S, V = torch.svd_lowrank(G.float(), q=q, niter=svd_niter)
+    scale = out_f**0.25 / math.sqrt(gamma)
+    return V[:, :rank].T.contiguous() * scale, U[:, rank : 2 * rank].contiguous() * scale
+
+
+@register("loraga", residual=True, needs=("data",), paper="Wang, Yu & Li 2024, arXiv:2407.05000")
+def init_loraga(model, rank, alpha, target_modules, task_type=None, data=None, batches: int = 64,
+                gamma: float = 16.0, svd_niter: int = 4, seed: int = 0) -> PeftModel:
+    """LoRA-GA (Wang, Yu & Li 2024): align the first LoRA step with full fine-tuning's gradient.
+
+    ``data`` is an iterable of training batches (``input_ids``, ``attention_mask``, ``labels``);
+    the official default is 64 batches of 2 examples. Residual base: W - scaling * B A.
+    """
+    if data is None:
+        raise InitError("method 'loraga' needs training batches (option data)")
+    grads = estimate_gradients(model, target_modules, data, batches)
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+    torch.manual_seed(seed)  # svd_lowrank draws a random start
+
+    set_residual(peft_model, lambda name, W, scaling: loraga_factors(grads[name], rank, gamma, svd_niter))
+    return peft_model
+
+
+def preheat_updates(model: nn.Module, target_modules: list[str], data, preheat_rank: int, steps: int, lr: float,
+                    seed: int) -> dict[str, torch.Tensor]:
+    """Train a LoRA of ``preheat_rank`` for ``steps`` batches (AdamW), return scaling * B A per module.
+
+    The preheated LoRA is removed again (``unload``), so ``model`` leaves with its weights untouched.
+    """
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=preheat_rank, lora_alpha=preheat_rank, lora_dropout=0.0, target_modules=list(target_modules))
+    hot = get_peft_model(model, cfg)
+    params = [p for p in hot.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    hot.train()
+    done = 0
+    for batch in data:
+        if done == steps:
+            break
+        device = next(hot.parameters()).device
+        hot(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        done += 1
+    if done == 0:
+        raise InitError("method 'hrp' got no training batches to preheat on")
+    with torch.no_grad():
+        updates = {n: (layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight)
+                   .float().cpu() for n, layer in lora_layers(hot).items()}
+    hot.unload()
+    return updates
+
+
+@register("hrp", residual=lambda options: options.get("form", "direction") == "residual",
+          needs=("data",), paper="Chen et al. 2025, arXiv:2502.07739")
+def init_hrp(model, rank, alpha, target_modules, task_type=None, data=None, preheat_rank: int | None = None,
+             steps: int = 10, lr: float = 1e-3, form: str = "direction", seed: int = 0) -> PeftModel:
+    """High-Rank Preheating (Chen et al. 2025, arXiv 2502.07739): our re-implementation, no public code exists.
+
+    1. Train a LoRA of ``preheat_rank`` (default 4r) for ``steps`` training batches with AdamW at ``lr``
+       (the paper says "a few steps"; 10 at 1e-3 is our choice).
+    2. SVD of each preheated update scaling * B_h A_h = U S V^T.
+    3. ``form="direction"`` (default; the paper changes "only the initial direction"): A = V_r^T / sqrt(3),
+       B = 0. The 1/sqrt(3) keeps PEFT's initial row norm of A (Kaiming-uniform(a=sqrt 5) rows have
+       expected norm 1/sqrt 3), so only the direction differs from LoRA; no residual.
+       ``form="residual"``: the PiSSA split of the preheated update, B = U_r sqrt(S_r/s),
+       A = sqrt(S_r/s) V_r^T, and the base becomes W - s B A.
+    The preheated update itself is discarded; the run restarts from the pretrained weights.
+    """
+    if data is None:
+        raise InitError("method 'hrp' needs training batches (option data)")
+    if form not in ("direction", "residual"):
+        raise InitError(f"option form '{form}' unknown; valid: ['direction', 'residual']")
+    updates = preheat_updates(model, target_modules, data, preheat_rank or 4 * rank, steps, lr, seed)
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+
+    if form == "direction":  # PEFT already set B = 0; only A's direction changes
+        with torch.no_grad():
+            for name, layer in lora_layers(peft_model).items():
+                Vh = torch.linalg.svd(updates[name], full_matrices=False)[2]
+                layer.lora_A["default"].weight.copy_(Vh[:rank] / math.sqrt(3))
+        return peft_model
+
+    def pissa_split(name, W, scaling):
+        U, S, Vh = torch.linalg.svd(updates[name], full_matrices=False)
+        s = (S[:rank] / scaling).sqrt()
+        return s[:, None] * Vh[:rank], U[:, :rank] * s[None, :]
+
+    set_residual(peft_model, pissa_split)
+    return peft_model

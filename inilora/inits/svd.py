@@ -1,0 +1,44 @@
+"""Inits from a decomposition of W itself (PiSSA, MiLoRA, OLoRA): residual base W - s B A."""
+
+from __future__ import annotations
+
+import torch
+from peft import PeftModel, get_peft_model
+
+from inilora.inits.lora import init_lora
+from inilora.inits.registry import register
+from inilora.inits.residual import lora_config, set_residual
+
+
+@register("pissa", residual=True, paper="Meng et al. 2024, arXiv:2404.02948")
+def init_pissa(model, rank, alpha, target_modules, task_type=None, svd_niter: int | None = None) -> PeftModel:
+    """PiSSA (Meng et al. 2024): principal singular triplets, residual base; PEFT's own code.
+
+    ``svd_niter`` selects PEFT's fast randomized SVD (``pissa_niter_K``).
+    """
+    init = "pissa" if svd_niter is None else f"pissa_niter_{int(svd_niter)}"
+    return get_peft_model(model, lora_config(rank, alpha, target_modules, init, task_type))
+
+
+@register("milora", residual=True, paper="Wang et al. 2024, arXiv:2406.09044")
+def init_milora(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
+    """MiLoRA (Wang et al. 2024): the r *minor* singular triplets, residual base.
+
+    As sufenlp/MiLoRA:svd_init.py: full fp32 SVD, S_sel / scaling, B = U diag(sqrt S),
+    A = diag(sqrt S) V^T, so scaling * B A is exactly the minor rank-r part of W.
+    """
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+
+    def minor(name, W, scaling):
+        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+        s = (S[-rank:] / scaling).sqrt()
+        return s[:, None] * Vh[-rank:], U[:, -rank:] * s[None, :]
+
+    set_residual(peft_model, minor)
+    return peft_model
+
+
+@register("olora", residual=True, paper="Buyukakyuz 2024, arXiv:2406.01775")
+def init_olora(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
+    """OLoRA (Buyukakyuz 2024) as PEFT does it: QR of W, B = Q[:, :r], A = R[:r], residual base."""
+    return get_peft_model(model, lora_config(rank, alpha, target_modules, "olora", task_type))

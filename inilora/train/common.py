@@ -1,0 +1,59 @@
+"""What every Trainer run here shares: its base arguments, the non-finite stop, the init's batches."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from inilora.inits import get as get_method
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Fail the job at the first NaN/inf loss instead of writing NaN tables."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {state.global_step}; "
+                                     "lower train.learning_rate or check the init's options")
+
+
+def training_arguments(output_dir: str, *, batch_size: int, learning_rate: float, scheduler: str, warmup: float,
+                       weight_decay: float, epochs: float, seed: int, **overrides) -> TrainingArguments:
+    """TrainingArguments with the settings every run here shares; ``overrides`` add or replace keys.
+
+    No experiment tracker, the data order fixed by ``seed`` (accelerate's seedable sampler, so a
+    resumed run skips exactly the batches it saw), no loader workers, the CPU when no GPU is seen.
+    """
+    base = dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type=scheduler,
+        warmup_steps=warmup,  # a float below 1 is a ratio of the total steps
+        weight_decay=weight_decay,
+        num_train_epochs=epochs,
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    return TrainingArguments(**{**base, **overrides})
+
+
+def init_batches(encoded: list[dict], collate: Callable[[list[dict]], dict], size: int) -> Iterator[dict]:
+    """The training set in order, ``size`` examples a batch: what a data-driven init reads."""
+    return (collate(encoded[i : i + size]) for i in range(0, len(encoded), size))
+
+
+def with_init_data(method: str, options: dict, encoded: Callable[[], list[dict]], collate) -> dict:
+    """``options`` plus ``data`` (training batches of ``batch_size``, default 2) for a method whose
+    record needs data, unless the caller gave its own; ``encoded()`` gives the tokenised training set."""
+    options = dict(options)
+    if "data" in get_method(method).needs and "data" not in options:
+        options["data"] = init_batches(encoded(), collate, int(options.pop("batch_size", 2)))
+    return options

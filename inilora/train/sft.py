@@ -1,0 +1,196 @@
+"""Supervised fine-tuning of a LoRA-initialised causal LM with the transformers Trainer.
+
+The Trainer (not a hand-written loop) so that accelerate / torchrun multi-GPU and
+DeepSpeed work unchanged on a cluster. Prompt tokens are masked out of the loss
+(label -100), as in the IniLoRA / MetaMath train.py.
+
+Pre-empted jobs resume: the Trainer writes ``checkpoint-N`` folders into the work dir
+every ``checkpoint_steps`` optimizer steps, and a rerun continues from the newest one
+that is complete and was written by the same run (same settings, data and initial
+weights), ending with the same adapter as an uninterrupted run. Checkpoints are
+deleted once training finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from inilora.data import Example, prompt
+from inilora.train.resume import KEEP_CHECKPOINTS, checkpoint_marker, last_checkpoint, resume_key
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+@dataclass
+class TrainSettings:
+    learning_rate: float = 2e-5
+    batch_size: int = 16
+    grad_accum: int = 4
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    max_length: int = 512
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    bf16: bool = False
+    seed: int = 11
+    logging_steps: int = 1
+    checkpoint_steps: int = 200  # optimizer steps between resumable checkpoints; 0 = none
+    extra: dict = field(default_factory=dict)  # passed to TrainingArguments as is
+
+
+def encode(tok, ex: Example, max_length: int, suffix: str = "") -> dict:
+    """input_ids = prompt + ' ' + response + eos; labels mask the prompt."""
+    p = tok(prompt(ex.question, suffix))["input_ids"]
+    r = tok(" " + ex.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = (p + r)[:max_length]
+    labels = ([IGNORE] * len(p) + r)[:max_length]
+    return {"input_ids": ids, "labels": labels}
+
+
+class Collator:
+    """Right-pads a batch; pad positions get attention 0 and label -100."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        n = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        for i, b in enumerate(batch):
+            k = len(b["input_ids"])
+            ids[i, :k] = torch.tensor(b["input_ids"])
+            labels[i, :k] = torch.tensor(b["labels"])
+            mask[i, :k] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, work_dir: Path,
+             callbacks: list | None = None) -> dict:
+    """Train ``peft_model`` in place, resuming from a usable checkpoint in ``work_dir``.
+
+    Returns the loss curve (the whole run's, also when resumed), timing (``train_seconds``
+    counts this process only) and ``resumed_from``: the checkpoint folder name, or None.
+    ``callbacks``: extra TrainerCallbacks.
+    """
+    from transformers import Trainer
+
+    from inilora.train.common import StopOnNonFinite, training_arguments
+
+    work_dir = Path(work_dir)
+    data = [encode(tok, ex, settings.max_length) for ex in examples]
+    key = resume_key(peft_model, data, settings)
+    checkpoints = settings.checkpoint_steps > 0
+    args = training_arguments(
+        str(work_dir), batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        scheduler=settings.scheduler, warmup=settings.warmup_ratio, weight_decay=settings.weight_decay,
+        epochs=settings.epochs, seed=settings.seed,
+        gradient_accumulation_steps=settings.grad_accum,
+        max_steps=settings.max_steps,
+        bf16=settings.bf16,
+        logging_steps=settings.logging_steps,
+        # transformers 5 always writes weights as safetensors (save_safetensors is gone). The
+        # optimizer, scheduler and RNG states are torch.save pickles, which the Trainer reads back
+        # itself with torch.load(weights_only=True) (after check_torch_load_is_safe); our code
+        # only inspects checkpoints without unpickling (resume.checkpoint_problem). The Trainer
+        # restores the python/numpy/torch RNG states saved in each checkpoint (rng_state.pth).
+        save_strategy="steps" if checkpoints else "no",
+        save_steps=max(settings.checkpoint_steps, 1),
+        save_total_limit=KEEP_CHECKPOINTS,
+        remove_unused_columns=False,
+        **settings.extra,
+    )
+    resume = last_checkpoint(work_dir, key, delete_unusable=args.should_save) if work_dir.is_dir() else None
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=data, data_collator=Collator(tok.pad_token_id),
+                      callbacks=[StopOnNonFinite(), checkpoint_marker(key), *(callbacks or [])])
+    start = time.time()
+    # The Trainer loads the adapter (safetensors) into the existing "default" adapter, so the
+    # base weights a residual init changed are the fresh init's, which the key checked.
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if args.should_save:
+        for path in work_dir.glob("checkpoint-*"):
+            shutil.rmtree(path, ignore_errors=True)
+    curve = [
+        {"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+        for h in trainer.state.log_history
+        if "loss" in h
+    ]
+    return {
+        "train_seconds": time.time() - start,
+        "steps": trainer.state.global_step,
+        "examples": len(data),
+        "curve": curve,
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "resumed_from": resume.name if resume else None,
+    }
+
+
+def write_curve(path: Path, info: dict) -> None:
+    from inilora.io import atomic_write_json
+
+    atomic_write_json(path, info)
+
+
+
+def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: str | None = None) -> None:
+    """The workflow's finetune stage: 1) load the fp32 base, 2) initialise by method name, 3) train,
+    4) on rank 0 only, write the step-0 adapter, the portable adapter and ``train.json``.
+
+    Under torchrun (``train.gpus`` > 1) every rank runs the init itself on the same seed and data,
+    so all ranks start from the same factors; only rank 0 writes.
+    """
+    import os
+
+    from inilora import models
+    from inilora.data import load_examples
+    from inilora.inits import apply_init, is_residual, save_initial_adapter
+    from inilora.io import atomic_write_dir
+    from inilora.train.common import with_init_data
+
+    torch.manual_seed(spec["train"]["seed"])
+    info = models.read_manifest(manifest)
+    tok = models.load_tokenizer(info["path"])
+    # fp32 weights always, as the paper's train.py loads them: `train.bf16` is the Trainer's mixed
+    # precision (bf16 autocast over fp32 weights). A bf16 load would round W before the residual
+    # W - scaling*BA is formed, and factors decomposed from the fp32 weights would no longer match.
+    model = models.load_causal_lm(info["path"], torch.float32)
+    opts = dict(spec["method_options"])
+    if factors:
+        opts["factors_path"] = factors
+    examples = [ex for d in spec["train_data"] for ex in load_examples(d)]
+    max_length = spec["train"]["max_length"]
+    opts = with_init_data(spec["method"], opts, lambda: [encode(tok, ex, max_length) for ex in examples],
+                          Collator(tok.pad_token_id))
+    t0 = time.time()
+    peft_model = apply_init(model, spec["method"], spec["rank"], spec["alpha"], spec["target_modules"], **opts)
+    init_seconds = time.time() - t0
+    run_dir = adapter_dir.parent
+    initial = run_dir / "initial_adapter"
+    residual = is_residual(spec["method"], spec["method_options"])
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        save_initial_adapter(peft_model, initial)  # the step-0 factors: Figure 4, and the residual conversion
+    train = {k: v for k, v in spec["train"].items() if k not in ("threads", "gpus", "deepspeed")}
+    extra = {"deepspeed": spec["train"]["deepspeed"]} if spec["train"].get("deepspeed") else {}
+    result = finetune(peft_model, tok, examples, TrainSettings(**train, extra=extra), run_dir / "trainer")
+    if not main:
+        return
+    result["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+    # Residual inits changed the base weights; PEFT's rank-2r conversion gives an adapter that
+    # loads on the original, unmodified base model (docs/init-methods.md sec. 2.3).
+    kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
+    atomic_write_dir(adapter_dir, lambda tmp: peft_model.save_pretrained(str(tmp), **kwargs))
+    write_curve(log_json, {**spec, "init_seconds": init_seconds, **result, "converted_from_residual": residual})
+

@@ -1,0 +1,116 @@
+"""The project's records agree with each other: the method registry with the README and the schema,
+the schema with the code's defaults and config/README.md, paths with their parser, the code with ruff."""
+
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inilora import paths
+from inilora.inits import REGISTRY
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def readme_methods_table() -> dict[str, dict]:
+    """The README's methods table: name -> {"residual": cell, "options": cell}."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("| name | source |"):]
+    rows = {}
+    for line in block.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = {"residual": cells[3], "options": cells[4]}
+    return rows
+
+
+def test_the_readme_methods_table_lists_every_registered_method_as_its_record_says():
+    table = readme_methods_table()
+    assert list(table) == list(REGISTRY)
+    for name, record in REGISTRY.items():
+        row = table[name]
+        if callable(record.residual):
+            assert row["residual"].startswith("only with"), name
+        else:
+            assert row["residual"] == ("yes" if record.residual else "no"), name
+        shown = set(re.findall(r"`([a-z_]+)`", row["options"]))
+        assert shown == record.option_names - {"factors_path", "check", "data"} | (
+            {"iterations", "decompose_lr"} if "factors" in record.needs else set()) | (
+            {"batch_size"} if "data" in record.needs else set()), name
+
+
+def test_the_schemas_method_list_is_the_registry():
+    described = re.findall(r"`([a-z_]+)`", SCHEMA["properties"]["methods"]["description"].split(";")[0])
+    assert described == list(REGISTRY)
+
+
+def test_every_record_cites_its_source_and_says_what_it_needs():
+    for name, record in REGISTRY.items():
+        assert record.paper and record.init.__doc__, name
+        assert set(record.needs) <= {"factors", "data"}
+    assert [m for m, r in REGISTRY.items() if "factors" in r.needs] == ["inilora"]
+    assert sorted(m for m, r in REGISTRY.items() if "data" in r.needs) == ["hrp", "loraga"]
+
+
+def test_schema_defaults_are_the_code_defaults():
+    from inilora.decompose import SolverSettings
+    from inilora.train.sft import TrainSettings
+
+    for section, cls in (("train", TrainSettings), ("decompose", SolverSettings)):
+        props = SCHEMA["properties"][section]["properties"]
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        shared = set(props) & set(fields)
+        assert len(shared) >= 6, section
+        for key in shared:
+            schema_default = props[key]["default"]
+            if isinstance(schema_default, list):  # decompose.lr: a list of rates, the first is the default run's
+                schema_default = schema_default[0]
+            assert schema_default == fields[key], f"{section}.{key}: schema {schema_default}, {cls.__name__} {fields[key]}"
+
+
+def test_config_readme_is_generated_from_the_schema():
+    from inilora.config.docs import render
+
+    assert (REPO / "config/README.md").read_text() == render(), "run `make config-docs`"
+
+
+def test_the_conda_env_holds_the_packages_dependencies():
+    env = yaml.safe_load((REPO / "workflow/envs/inilora.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(pip) == sorted(d.split("#")[0].strip() for d in project)
+
+
+@pytest.mark.parametrize("pattern, path, expected", [
+    (paths.EVAL, "results/eval/m/t-n80/inilora-it100/r8/lr0.002/seed11/chain_sum.json",
+     {"model": "m", "task": "t-n80", "method": "inilora-it100", "rank": 8, "lr": 0.002, "seed": 11, "bench": "chain_sum"}),
+    (paths.BASE_EVAL, "/tmp/x/results/eval/smollm2-135m/base/mmlu.json", {"model": "smollm2-135m", "bench": "mmlu"}),
+    (paths.FACTORS, "results/decompose/m/r16_lr0.0005/it4000.safetensors", {"model": "m", "rank": 16, "dlr": 0.0005, "iters": 4000}),
+    (paths.INITIAL_ADAPTER, "results/finetune/m/t/inilora_random-xavier_normal/r8/lr1e-05/seed1/initial_adapter/adapter_model.safetensors",
+     {"model": "m", "task": "t", "method": "inilora_random-xavier_normal", "rank": 8, "lr": 1e-5, "seed": 1}),
+])
+def test_paths_parse_reads_back_what_the_pattern_wrote(pattern, path, expected):
+    assert paths.parse(pattern, path) == expected
+    formatted = pattern.format(**{k: v for k, v in paths.parse(pattern, path).items()})
+    assert path.endswith(formatted.replace("lr1e-05", "lr1e-05"))
+
+
+def test_paths_parse_refuses_a_path_of_another_pattern():
+    with pytest.raises(ValueError, match="does not match"):
+        paths.parse(paths.EVAL, "results/eval/m/base/chain_sum.json")
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None and not (Path(sys.executable).parent / "ruff").exists(),
+                    reason="ruff is a test extra: pip install -e '.[test]'")
+def test_the_code_is_ruff_clean():
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    out = subprocess.run([ruff, "check", "inilora", "tests"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
