@@ -114,3 +114,23 @@ def test_the_code_is_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     out = subprocess.run([ruff, "check", "inilora", "tests"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_citation_of_the_method_notes_names_a_section_they_have():
+    notes = (REPO / "docs/init-methods.md").read_text()
+    sections = set(re.findall(r"^#{2,3} (\d+[a-z]?(?:\.\d+)?)\.? ", notes, flags=re.M))
+    cited = set()
+    for f in [*(REPO / "inilora").rglob("*.py"), REPO / "README.md", *(REPO / "workflow").rglob("*.yaml")]:
+        cited |= {(f.name, s) for s in re.findall(r"init-methods\.md,? sec\. (\d+[a-z]?(?:\.\d+)?)", f.read_text())}
+    assert cited, "the code cites the notes"
+    assert not [c for c in cited if c[1] not in sections], sorted(sections)
+
+
+@pytest.mark.workflow
+def test_snakemake_lint_is_clean_and_the_catalog_test_config_plans():
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "--directory", ".test", "-n", "all"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert re.search(r"^figure\s+5$", plan.stdout, flags=re.M) and re.search(r"^decompose\s+2$", plan.stdout, flags=re.M)

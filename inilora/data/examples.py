@@ -9,7 +9,7 @@ Loaders (the ``loader`` key of a data spec in the config):
 - ``reasoning_gym``: procedural generators shipped on PyPI (offline). ``gsm_symbolic`` is
   GSM8K-*style* (templates made from GSM8K problems), not GSM8K itself.
 - ``math_hub`` / ``champ``: MATH through ``datasets`` and CHAMP, its offline stand-in
-  (``inilora.mathdata``).
+  (``inilora.data.mathsets``).
 - ``hf``: any dataset ``datasets.load_dataset`` reads: a hub id (``openai/gsm8k``,
   ``meta-math/MetaMathQA``) or local ``data_files``; the field names and the gold-answer
   format are options, with presets for the paper's datasets.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The Alpaca prompt of the IniLoRA / MetaMath train.py (init-methods.md, sec. 1d).
+# The Alpaca prompt of the IniLoRA / MetaMath train.py (docs/init-methods.md sec. 1d).
 ALPACA_PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request.\n\n### Instruction:\n{question}\n\n### Response:"
@@ -114,9 +114,9 @@ def _hf(n: int | None = None, seed: int = 0, preset: str | None = None, **spec) 
 
 
 def _math_loaders() -> dict:
-    from inilora.data import mathsets as mathdata
+    from inilora.data import mathsets
 
-    return mathdata.LOADERS
+    return mathsets.LOADERS
 
 
 LOADERS = {"reasoning_gym": _reasoning_gym, "hf": _hf}

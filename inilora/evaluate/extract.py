@@ -1,6 +1,6 @@
 """Answer extraction and scoring in the paper's style (MetaMath's GSM8K evaluation).
 
-The IniLoRA evaluation (inference/gsm8k_inference.py, init-methods.md sec. 1e) takes the
+The IniLoRA evaluation (inference/gsm8k_inference.py, docs/init-methods.md sec. 1e) takes the
 text after the *last* "The answer is: ", reads the first signed number or fraction there,
 evaluates fractions and rounds the prediction to an int; no match scores as wrong. The
 gold answer is the text after "####" with commas removed.

@@ -1,6 +1,6 @@
 """Evaluation of a model (base or fine-tuned adapter) on one benchmark, by the paper's protocol.
 
-One ``kind`` per protocol of the IniLoRA evaluation (init-methods.md sec. 1e):
+One ``kind`` per protocol of the IniLoRA evaluation (docs/init-methods.md sec. 1e):
 
 - ``numeric`` (GSM8K): Alpaca prompt plus a suffix (" Let's think step by step."), greedy,
   the stop strings below, the number after the last "The answer is: " against the gold number.

@@ -56,7 +56,7 @@ def loraga_factors(G: torch.Tensor, rank: int, gamma: float = 16.0, svd_niter: i
     ``torch.svd_lowrank(G, q=4r, niter)``; A = top-r right singular vectors (r x in),
     B = the *next* r left singular vectors (out x r); both times d_out^(1/4) / sqrt(gamma).
     Singular values are not used. PEFT's port differs: it multiplies B by diag(S[r:2r]) and
-    scales only B (init-methods.md sec. 3.2).
+    scales only B (docs/init-methods.md sec. 3.2).
     """
     out_f, in_f = G.shape
     q = min(4 * rank, out_f, in_f)

@@ -81,7 +81,7 @@ def init_random_residual(model, rank, alpha, target_modules, task_type=None, dis
     """Random A and B with the residual base W - scaling * B A (IniLoRA with zero iterations).
 
     The IniLoRA code's ``sgdSvd-alpha`` / ``sgdSvd-beta`` inits and its "just_init" std
-    ablations (hihi885/IniLoRA; init-methods.md sec. 1c) are all this function. With
+    ablations (hihi885/IniLoRA; docs/init-methods.md sec. 1c) are all this function. With
     ``std=None`` a normal / uniform draw uses IniLoRA's global sigma: the mean over layers of
     each weight's std, rounded to 3 decimals, one per module type (the paper's Eq. 2).
     """

@@ -36,7 +36,7 @@ def set_residual(peft_model: PeftModel, factors: Callable[[str, torch.Tensor, fl
     """Overwrite every adapter with ``factors(name, W, scaling)`` and make the base W - scaling*BA.
 
     The post-hoc overwrite is how the MiLoRA code (sufenlp/MiLoRA:svd_init.py) sits on upstream
-    PEFT; PEFT has no hook for precomputed factors (init-methods.md, sec. 2.4).
+    PEFT; PEFT has no hook for precomputed factors (docs/init-methods.md sec. 2.4).
     """
     for name, layer in lora_layers(peft_model).items():
         base = layer.get_base_layer()
