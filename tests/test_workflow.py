@@ -1,5 +1,6 @@
 """The Snakemake workflow itself: what it plans, and a real run on a tiny model."""
 
+import json
 import re
 import subprocess
 import sys
@@ -98,6 +99,23 @@ def tiny_run(tmp_path_factory, tiny_llama_dir):
     cfg.write_text(yaml.safe_dump(config))
     first = snakemake(work, cfg, "--cores", "2", "results/table2.csv")
     return work, cfg, config, first
+
+
+def test_every_job_json_names_the_device_it_ran_on(tiny_run):
+    """decompose, finetune (and its init step), evaluate and evaluate_base record device, dtype, wall
+    time, peak memory and throughput."""
+    work = tiny_run[0]
+    here = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+    meta = json.loads((work / "results/decompose/tiny/r4_lr0.01/it60.json").read_text())
+    train = json.loads((work / "results/finetune/tiny/arith/inilora/r4/lr0.001/seed1/train.json").read_text())
+    evals = [json.loads(p.read_text()) for p in (work / "results/eval").rglob("*.json")]
+    records = [meta["runtime"], train["runtime"], train["runtime"]["init"], *(e["runtime"] for e in evals)]
+    assert len(evals) == 20 and all(r["device"] == here and r["wall_seconds"] >= 0 and r["peak_rss_mb"] > 0
+                                    for r in records)
+    assert train["runtime"]["train_tokens"] > 0 and train["runtime"]["train_tokens_per_second"] > 0
+    generated = [e["runtime"] for e in evals if e["kind"] in ("numeric", "math", "humaneval")]
+    assert all(r["generated_tokens"] > 0 and r["dtype"] == ("bfloat16" if here == "cuda" else "float32")
+               for r in generated)
 
 
 def test_tiny_config_runs_to_table2(tiny_run):

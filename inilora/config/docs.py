@@ -13,6 +13,8 @@ from inilora.config.schema import SCHEMA
 
 
 def _type(node: dict) -> str:
+    if "enum" in node:
+        return "one of " + ", ".join(str(v) for v in node["enum"])
     t = node.get("type", "")
     return " or ".join(t) if isinstance(t, list) else str(t)
 

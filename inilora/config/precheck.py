@@ -71,6 +71,13 @@ def model_config(name: str, path: str, section: str = "models"):
     prepare_model job reports those)."""
     from transformers import AutoConfig
 
+    if path.startswith("rehearsal:"):
+        from inilora import rehearsal
+
+        try:
+            return rehearsal.model_config(path)
+        except ModelError as e:
+            raise ConfigError(f"config key '{section}.{name}.path': {e}") from None
     if path.startswith("builtin:"):
         key = path.split(":", 1)[1]
         if key not in BUILTIN:

@@ -29,7 +29,7 @@ def decompose_spec(config: dict, model: str, rank: int | str, dlr: str) -> dict:
         "seed": int(d["seed"]),
         "step_size": int(d["step_size"]),
         "gamma": float(d["gamma"]),
-        "device": d["device"],
+        "device": config["device"],
         "early_stop_tol": d["early_stop_tol"],
         "weight_dtype": d["weight_dtype"],
         "chunk_mb": d["chunk_mb"],
@@ -61,6 +61,7 @@ def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | 
         "method_options": init_options(config, method),
         "rank": int(rank),
         "alpha": alpha(config, int(rank)),
+        "device": config["device"],
         "train": {**config["train"], **(config["table4"]["train"] if sized else {}), **method_train(config, method),
                   "learning_rate": float(lr), "seed": int(seed)},
     }
@@ -88,14 +89,15 @@ def evaluate_spec(config: dict, bench: str, task: str | None = None) -> dict:
     if b["kind"] in ("humaneval", "mmlu"):  # not question/answer examples; nothing to match against
         exclude = []
     b = {k: v for k, v in b.items() if k != "paper_name"}  # naming the paper's benchmark changes no result
-    return {"benchmark": bench, **b, "max_length": config["train"]["max_length"], "exclude": exclude}
+    return {"benchmark": bench, **b, "max_length": config["train"]["max_length"], "exclude": exclude,
+            "device": config["device"], "dtype": config["evaluation_dtype"]}
 
 
 def glue_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
     g = config["glue"]
     opts = init_options(config, method)
     return {"model": model, "task": task, "method": method, "method_options": opts, "rank": int(rank),
-            "alpha": alpha(config, int(rank)), "seed": int(seed),
+            "alpha": alpha(config, int(rank)), "seed": int(seed), "device": config["device"],
             "target_modules": model_entry(config, model)["target_modules"],
             "data": g["data"].get(task), **{k: g[k] for k in ("epochs", "learning_rate", "batch_size", "max_length",
                                                              "warmup_ratio", "weight_decay")}}

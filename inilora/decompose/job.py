@@ -45,24 +45,33 @@ def write_timing(path: Path, seconds: float) -> None:
     atomic_write_text(path, "\t".join(["s", "h:m:s", "max_rss", "cpu_time"]) + "\n" + "\t".join(row) + "\n")
 
 
-def run(spec: dict, manifest: Path, out_dir: Path, device: str, timing: Path | None = None) -> None:
-    """1) read the target weights, 2) solve once for every checkpoint, 3) write factors + JSON per
-    checkpoint, 4) the job's own timing file (it counts the model load, as Snakemake's would)."""
+def run(spec: dict, manifest: Path, out_dir: Path, timing: Path | None = None) -> None:
+    """1) resolve the device, 2) read the target weights, 3) solve once for every checkpoint on the
+    device, 4) write factors + JSON per checkpoint, 5) the job's own timing file (it counts the model
+    load, as Snakemake's would)."""
     job_start = time.time()
+    from inilora import device as devices
     from inilora import models
 
+    device = devices.resolve(spec.get("device", "auto"))
+
     info = models.read_manifest(manifest)
-    model = models.load_for_targets(info["path"])
-    weights = {n: m.weight.detach().clone() for n, m in models.target_linears(model, spec["target_modules"]).items()}
-    del model
-    start = time.time()
-    results = decompose_weights(weights, settings_from_spec(spec), spec["checkpoints"], device=device)
-    seconds = time.time() - start
+    weights = models.read_target_weights(info["path"], spec["target_modules"])
+    if weights is None:  # a hub id, or a checkpoint whose names do not map: load the whole model once
+        model = models.load_for_targets(info["path"])
+        weights = {n: m.weight.detach().clone() for n, m in models.target_linears(model, spec["target_modules"]).items()}
+        del model
+    log.info("read %d target weights (%.0f MB in fp32)", len(weights), sum(w.numel() for w in weights.values()) * 4 / 2**20)
     source = {"name": info["name"], "path": info["path"], "source": info["source"], "note": info.get("note", ""),
               "fingerprint": fingerprint(weights)}
+    matrices = len(weights)
+    with devices.JobStats(device, spec.get("weight_dtype", "float32")) as stats:
+        results = decompose_weights(weights, settings_from_spec(spec), spec["checkpoints"], device=device, consume=True)
+    seconds = stats.seconds
+    runtime = stats.record(iterations=spec["iterations"] * matrices)  # matrix-iterations per second
     for count, res in results.items():
         save_artifact(out_dir / f"it{count}.safetensors", out_dir / f"it{count}.json", res,
-                      artifact_meta(spec, source, count, res, seconds, device))
+                      {**artifact_meta(spec, source, count, res, seconds, device), "runtime": runtime})
         log.info("it%d: mean MSE / Eckart-Young optimum = %.4f", count,
                  sum(res["mse"][n] / res["optimum"][n] for n in res["mse"]) / len(res["mse"]))
     if timing:

@@ -103,8 +103,11 @@ def exact_mse(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor
 
 
 def eckart_young_mse(W: torch.Tensor, rank: int) -> torch.Tensor:
-    """The smallest element-mean MSE any rank-r product can reach (sum of the tail s_i^2 / N)."""
-    s = torch.linalg.svdvals(W.double())
+    """The smallest element-mean MSE any rank-r product can reach (sum of the tail s_i^2 / N).
+
+    One matrix at a time in float64, so a batch never needs a second, double-size copy."""
+    flat = W.reshape(-1, *W.shape[-2:])
+    s = torch.stack([torch.linalg.svdvals(w.double()) for w in flat]).reshape(*W.shape[:-2], -1)
     return (s[..., rank:] ** 2).sum(-1) / (W.shape[-2] * W.shape[-1])
 
 
@@ -235,8 +238,12 @@ def decompose_weights(
     settings: SolverSettings,
     checkpoints: list[int],
     device: str = "cpu",
+    consume: bool = False,
 ) -> dict[int, dict]:
     """Approximate every weight (out x in) at rank ``settings.rank``.
+
+    ``consume``: drop each weight from ``weights`` once it is stacked for solving, so a job holds
+    one copy of its target weights, not two (take the fingerprint first).
 
     Returns, per checkpoint count, ``{"A": {name: r x in}, "B": {name: out x r},
     "mse": {name: float}, "curve": {name: [(it, mse), ...]}}`` and the per-module-type
@@ -257,7 +264,11 @@ def decompose_weights(
             raise ValueError(f"rank {settings.rank} exceeds min(out, in) = {min(out_f, in_f)} of {names[0]}")
     for names in chunks(by_shape, settings.chunk_mb):
         out_f, in_f = weights[names[0]].shape
-        W = torch.stack([weights[n].detach().float() for n in names]).to(device)
+        W = torch.empty((len(names), out_f, in_f), dtype=torch.float32, device=device)
+        for i, n in enumerate(names):  # one at a time, so a consumed weight is freed before the next is copied
+            W[i] = weights[n].detach()
+            if consume:
+                del weights[n]
         sigmas = [sigma[module_type(n)] for n in names]
         A0, B0 = init_factors(names, out_f, in_f, settings.rank, sigmas, settings.seed)
         opt = eckart_young_mse(W, settings.rank)

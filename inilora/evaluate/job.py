@@ -11,18 +11,23 @@ log = logging.getLogger(__name__)
 def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, workers: int = 2) -> None:
     """1) load the base (and merge the adapter), 2) drop items seen in training, 3) score by the
     benchmark's ``kind``, 4) write the result JSON with every generation or choice."""
+    from inilora import device as devices
     from inilora import models
     from inilora.data import load_examples
+    from inilora.evaluate.generate import COUNTS
     from inilora.evaluate.kinds import run_benchmark
     from inilora.io import atomic_write_json
 
+    device = devices.resolve(spec.get("device", "auto"))
+    dtype = devices.dtype(spec.get("dtype", "auto"), device)
     info = models.read_manifest(manifest)
     tok = models.load_tokenizer(info["path"])
     model = models.load_causal_lm(info["path"])
-    if adapter_dir:
+    if adapter_dir:  # merged in fp32, then rounded with the base
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = model.to(device=device, dtype=dtype)
     seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
     gen = None
     if spec.get("backend") == "vllm" and spec.get("kind") != "mmlu":
@@ -36,7 +41,9 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
             model.save_pretrained(folder)
             tok.save_pretrained(folder)
         gen = vllm_generator(folder, spec.get("seed", 0))
-    result = run_benchmark(model, tok, spec, seen, workers=workers, gen=gen)
+    with devices.JobStats(device, dtype) as stats:
+        result = run_benchmark(model, tok, spec, seen, workers=workers, gen=gen)
+    runtime = stats.record(generated_tokens=COUNTS["generated_tokens"] if gen is None else None, items=result.get("n"))
     atomic_write_json(out, {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
-                            "kind": spec.get("kind", "numeric"), "adapter": adapter_dir, **result})
+                            "kind": spec.get("kind", "numeric"), "adapter": adapter_dir, **result, "runtime": runtime})
     log.info("%s: %s", spec["benchmark"], ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))

@@ -17,7 +17,8 @@ def estimate_gradients(model: nn.Module, target_modules: list[str], data, batche
     """Mean full-weight gradient of the loss over ``batches`` batches, per target weight (out x in).
 
     As the official LoRA-GA ``estimate_gradient``: only the target weights require grad, each
-    batch's gradient is summed on the CPU, the sum is divided by the number of batches.
+    batch's gradient is summed (on the weights' device; the official code moves each to the CPU), the sum
+    is divided by the number of batches.
     """
     from inilora.models import target_linears
 
@@ -27,7 +28,8 @@ def estimate_gradients(model: nn.Module, target_modules: list[str], data, batche
         p.requires_grad_(False)
     for m in linears.values():
         m.weight.requires_grad_(True)
-    sums = {n: torch.zeros_like(m.weight, device="cpu", dtype=torch.float32) for n, m in linears.items()}
+    # summed where the weights are (the GPU at paper scale: 64 x 4096^2 per batch would cross PCIe otherwise)
+    sums = {n: torch.zeros_like(m.weight, dtype=torch.float32) for n, m in linears.items()}
     seen = 0
     was_training = model.training
     model.train()
@@ -38,7 +40,7 @@ def estimate_gradients(model: nn.Module, target_modules: list[str], data, batche
             device = next(model.parameters()).device
             model(**{k: v.to(device) for k, v in batch.items()}).loss.backward()
             for n, m in linears.items():
-                sums[n] += m.weight.grad.detach().float().cpu()
+                sums[n] += m.weight.grad.detach().float()
                 m.weight.grad = None
             seen += 1
     finally:
@@ -110,7 +112,7 @@ def preheat_updates(model: nn.Module, target_modules: list[str], data, preheat_r
         raise InitError("method 'hrp' got no training batches to preheat on")
     with torch.no_grad():
         updates = {n: (layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight)
-                   .float().cpu() for n, layer in lora_layers(hot).items()}
+                   .float() for n, layer in lora_layers(hot).items()}
     hot.unload()
     return updates
 

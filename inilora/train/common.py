@@ -22,11 +22,13 @@ class StopOnNonFinite(TrainerCallback):
 
 
 def training_arguments(output_dir: str, *, batch_size: int, learning_rate: float, scheduler: str, warmup: float,
-                       weight_decay: float, epochs: float, seed: int, **overrides) -> TrainingArguments:
+                       weight_decay: float, epochs: float, seed: int, device: str | None = None,
+                       **overrides) -> TrainingArguments:
     """TrainingArguments with the settings every run here shares; ``overrides`` add or replace keys.
 
     No experiment tracker, the data order fixed by ``seed`` (accelerate's seedable sampler, so a
-    resumed run skips exactly the batches it saw), no loader workers, the CPU when no GPU is seen.
+    resumed run skips exactly the batches it saw), no loader workers, the job's ``device`` (resolved
+    by inilora.device; None: the GPU when one is seen).
     """
     base = dict(
         output_dir=output_dir,
@@ -40,7 +42,7 @@ def training_arguments(output_dir: str, *, batch_size: int, learning_rate: float
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device == "cpu" if device else not torch.cuda.is_available(),
     )
     return TrainingArguments(**{**base, **overrides})
 
@@ -57,3 +59,14 @@ def with_init_data(method: str, options: dict, encoded: Callable[[], list[dict]]
     if "data" in get_method(method).needs and "data" not in options:
         options["data"] = init_batches(encoded(), collate, int(options.pop("batch_size", 2)))
     return options
+
+
+def cast_frozen_base(peft_model, base_dtype: str) -> None:
+    """Round every frozen weight to ``base_dtype`` (bfloat16 halves them); trainable ones (the adapter,
+    a classifier head) stay float32. Called after the init, so a residual W - s B A is formed in fp32."""
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[base_dtype]
+    if dt == torch.float32:
+        return
+    for p in peft_model.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(dt)

@@ -448,6 +448,7 @@ def finetune_classifier(
     eval_rows=None,
     output_dir=None,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict:
     """Fine-tune ``model_dir`` (an encoder + tokenizer) on ``task`` with LoRA initialised by
     ``method``; evaluate after every epoch. Defaults are the paper's protocol.
@@ -477,6 +478,8 @@ def finetune_classifier(
     model = AutoModelForSequenceClassification.from_pretrained(
         str(model_dir), num_labels=t.num_labels, dtype=torch.float32,
         problem_type="regression" if t.regression else "single_label_classification")
+    if device == "cuda":  # the init (SVDs, gradients) runs where the model is
+        model = model.to("cuda")
     train_data = encode_rows(tok, t, train_rows, max_length)
     eval_data = encode_rows(tok, t, eval_rows, max_length)
     collate = DataCollatorWithPadding(tok)
@@ -496,7 +499,7 @@ def finetune_classifier(
     with tempfile.TemporaryDirectory() as tmp:
         args = training_arguments(
             str(output_dir or tmp), batch_size=batch_size, learning_rate=lr, scheduler="linear", warmup=warmup,
-            weight_decay=weight_decay, epochs=epochs, seed=seed,
+            weight_decay=weight_decay, epochs=epochs, seed=seed, device=device,
             per_device_eval_batch_size=batch_size,
             eval_strategy="epoch",
             logging_strategy="epoch",
@@ -532,9 +535,11 @@ def run(spec: dict, manifest: Path, out: Path, factors: str | None = None) -> No
     """The workflow's glue stage: one encoder x task x method x rank x seed, validated every epoch."""
     import shutil
 
+    from inilora import device as devices
     from inilora import models
     from inilora.io import atomic_write_json
 
+    device = devices.resolve(spec.get("device", "auto"))
     info = models.read_manifest(manifest)
     opts = dict(spec["method_options"])
     if factors:
@@ -545,11 +550,13 @@ def run(spec: dict, manifest: Path, out: Path, factors: str | None = None) -> No
         rows = {"train_rows": load_glue(spec["task"], "train", **spec["data"]),
                 "eval_rows": load_glue(spec["task"], t.validation_split, **spec["data"])}
     scratch = out.with_suffix(".trainer")  # the Trainer's output_dir; nothing in it is kept
-    result = finetune_classifier(
-        info["path"], spec["task"], spec["method"], spec["rank"], spec["alpha"], spec["target_modules"],
-        epochs=spec["epochs"], lr=spec["learning_rate"], batch_size=spec["batch_size"],
-        max_length=spec["max_length"], warmup=spec["warmup_ratio"], weight_decay=spec["weight_decay"],
-        seed=spec["seed"], init_options=opts, output_dir=str(scratch), **rows)
-    atomic_write_json(out, {**spec, **result})
+    with devices.JobStats(device, "float32") as stats:
+        result = finetune_classifier(
+            info["path"], spec["task"], spec["method"], spec["rank"], spec["alpha"], spec["target_modules"],
+            epochs=spec["epochs"], lr=spec["learning_rate"], batch_size=spec["batch_size"],
+            max_length=spec["max_length"], warmup=spec["warmup_ratio"], weight_decay=spec["weight_decay"],
+            seed=spec["seed"], init_options=opts, output_dir=str(scratch), device=device, **rows)
+    runtime = stats.record(train_examples=result["train_examples"] * spec["epochs"])
+    atomic_write_json(out, {**spec, **result, "runtime": runtime})
     shutil.rmtree(scratch, ignore_errors=True)
     log.info("%s %s: best %s", spec["task"], spec["method"], result["best"])

@@ -41,6 +41,8 @@ class TrainSettings:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     bf16: bool = False
+    base_dtype: str = "float32"  # the frozen base during training; bfloat16 halves it (the init stays fp32)
+    gradient_checkpointing: bool = False
     seed: int = 11
     logging_steps: int = 1
     checkpoint_steps: int = 200  # optimizer steps between resumable checkpoints; 0 = none
@@ -76,7 +78,7 @@ class Collator:
 
 
 def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, work_dir: Path,
-             callbacks: list | None = None) -> dict:
+             callbacks: list | None = None, device: str | None = None) -> dict:
     """Train ``peft_model`` in place, resuming from a usable checkpoint in ``work_dir``.
 
     Returns the loss curve (the whole run's, also when resumed), timing (``train_seconds``
@@ -94,8 +96,12 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
     args = training_arguments(
         str(work_dir), batch_size=settings.batch_size, learning_rate=settings.learning_rate,
         scheduler=settings.scheduler, warmup=settings.warmup_ratio, weight_decay=settings.weight_decay,
-        epochs=settings.epochs, seed=settings.seed,
+        epochs=settings.epochs, seed=settings.seed, device=device,
         gradient_accumulation_steps=settings.grad_accum,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        # non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen)
+        gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        include_num_input_tokens_seen="non_padding",
         max_steps=settings.max_steps,
         bf16=settings.bf16,
         logging_steps=settings.logging_steps,
@@ -134,6 +140,7 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
         "curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None,
         "resumed_from": resume.name if resume else None,
+        "train_tokens": int(trainer.state.num_input_tokens_seen or 0),
     }
 
 
@@ -145,27 +152,33 @@ def write_curve(path: Path, info: dict) -> None:
 
 
 def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: str | None = None) -> None:
-    """The workflow's finetune stage: 1) load the fp32 base, 2) initialise by method name, 3) train,
-    4) on rank 0 only, write the step-0 adapter, the portable adapter and ``train.json``.
+    """The workflow's finetune stage: 1) resolve the device, 2) load the fp32 base onto it, 3) initialise
+    by method name there (SVDs, gradients and preheating run on the GPU when there is one), 4) round
+    the frozen base to ``train.base_dtype``, 5) train, 6) on rank 0 only, write the step-0 adapter, the
+    portable adapter and ``train.json`` with the run's device, dtype, memory and throughput.
 
-    Under torchrun (``train.gpus`` > 1) every rank runs the init itself on the same seed and data,
-    so all ranks start from the same factors; only rank 0 writes.
+    Under torchrun (``train.gpus`` > 1) every rank runs the init itself, on its own GPU, from the same
+    seed, data and weights, so all ranks start from the same factors; only rank 0 writes.
     """
     import os
 
+    from inilora import device as devices
     from inilora import models
     from inilora.data import load_examples
     from inilora.inits import apply_init, is_residual, save_initial_adapter
     from inilora.io import atomic_write_dir
-    from inilora.train.common import with_init_data
+    from inilora.train.common import cast_frozen_base, with_init_data
 
+    device = devices.resolve(spec.get("device", "auto"))
+    here = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
     torch.manual_seed(spec["train"]["seed"])
     info = models.read_manifest(manifest)
     tok = models.load_tokenizer(info["path"])
     # fp32 weights always, as the paper's train.py loads them: `train.bf16` is the Trainer's mixed
     # precision (bf16 autocast over fp32 weights). A bf16 load would round W before the residual
-    # W - scaling*BA is formed, and factors decomposed from the fp32 weights would no longer match.
-    model = models.load_causal_lm(info["path"], torch.float32)
+    # W - scaling*BA is formed, and factors decomposed from the fp32 weights would no longer match;
+    # `train.base_dtype: bfloat16` rounds the frozen base only after the init.
+    model = models.load_causal_lm(info["path"], torch.float32).to(here)
     opts = dict(spec["method_options"])
     if factors:
         opts["factors_path"] = factors
@@ -173,9 +186,9 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     max_length = spec["train"]["max_length"]
     opts = with_init_data(spec["method"], opts, lambda: [encode(tok, ex, max_length) for ex in examples],
                           Collator(tok.pad_token_id))
-    t0 = time.time()
-    peft_model = apply_init(model, spec["method"], spec["rank"], spec["alpha"], spec["target_modules"], **opts)
-    init_seconds = time.time() - t0
+    with devices.JobStats(device, torch.float32) as init_stats:
+        peft_model = apply_init(model, spec["method"], spec["rank"], spec["alpha"], spec["target_modules"], **opts)
+    init_seconds = init_stats.seconds
     run_dir = adapter_dir.parent
     initial = run_dir / "initial_adapter"
     residual = is_residual(spec["method"], spec["method_options"])
@@ -183,14 +196,19 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     if main:
         save_initial_adapter(peft_model, initial)  # the step-0 factors: Figure 4, and the residual conversion
     train = {k: v for k, v in spec["train"].items() if k not in ("threads", "gpus", "deepspeed")}
-    extra = {"deepspeed": spec["train"]["deepspeed"]} if spec["train"].get("deepspeed") else {}
-    result = finetune(peft_model, tok, examples, TrainSettings(**train, extra=extra), run_dir / "trainer")
+    settings = TrainSettings(**train, extra={"deepspeed": spec["train"]["deepspeed"]} if spec["train"].get("deepspeed") else {})
+    cast_frozen_base(peft_model, settings.base_dtype)
+    with devices.JobStats(device, settings.base_dtype) as stats:
+        result = finetune(peft_model, tok, examples, settings, run_dir / "trainer", device=device)
     if not main:
         return
     result["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+    result["runtime"] = {**stats.record(train_tokens=result["train_tokens"], steps=result["steps"]),
+                         "init": init_stats.record(), "base_dtype": settings.base_dtype,
+                         "gradient_checkpointing": settings.gradient_checkpointing,
+                         "init_on_each_rank": result["world_size"] > 1}
     # Residual inits changed the base weights; PEFT's rank-2r conversion gives an adapter that
     # loads on the original, unmodified base model (docs/init-methods.md sec. 2.3).
     kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
     atomic_write_dir(adapter_dir, lambda tmp: peft_model.save_pretrained(str(tmp), **kwargs))
     write_curve(log_json, {**spec, "init_seconds": init_seconds, **result, "converted_from_residual": residual})
-

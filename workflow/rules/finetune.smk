@@ -33,6 +33,7 @@ rule merge:
         directory(paths.MERGED),
     params:
         adapter_dir=lambda w, input: str(Path(input.adapter).parent),
+        device=config["device"],
     threads: THREADS
     log:
         paths.LOG["merge"],
@@ -40,4 +41,4 @@ rule merge:
         ENV
     shell:
         f"{INILORA} merge --manifest {{input.manifest:q}} --adapter-dir {{params.adapter_dir:q}}"
-        " --out-dir {output:q} --threads {threads} > {log:q} 2>&1"
+        " --out-dir {output:q} --device {params.device} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,90 @@
+"""One device and dtype policy for every job that computes, and what each job records about its run.
+
+``device`` (config key ``device``): ``auto`` puts the model on the GPU when one is present, else the
+CPU; ``cpu`` and ``cuda`` force one; ``cuda`` on a machine without a GPU stops the job before it
+reads anything, naming the key. Evaluation runs in ``evaluation_dtype``: ``auto`` is bf16 on a GPU
+and fp32 on the CPU. Every job's JSON gets a ``runtime`` record: device, dtype, wall time, peak RSS,
+peak GPU memory and its throughput.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class DeviceError(ValueError):
+    pass
+
+
+def resolve(choice: str, key: str = "device") -> str:
+    """``cpu`` or ``cuda`` for the config value ``choice`` of ``key``; refuses what this machine lacks."""
+    if choice not in DEVICES:
+        raise DeviceError(f"config key '{key}': '{choice}' is not one of {list(DEVICES)}")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"config key '{key}': 'cuda' asked for, but this machine has no CUDA GPU "
+                          "(torch.cuda.is_available() is False); use 'auto' or 'cpu'")
+    return choice
+
+
+def dtype(choice: str, device: str, key: str = "evaluation_dtype") -> torch.dtype:
+    """The weights' dtype: ``auto`` is bf16 on a GPU and fp32 on the CPU (where bf16 matmuls are slow)."""
+    if choice == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    if choice not in DTYPES:
+        raise DeviceError(f"config key '{key}': '{choice}' is not one of {['auto', *DTYPES]}")
+    return DTYPES[choice]
+
+
+def dtype_name(dt: torch.dtype) -> str:
+    return str(dt).removeprefix("torch.")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 1024)
+
+
+class JobStats:
+    """Wall time, peak memory and throughput of one job: ``with JobStats(device, dtype) as stats: ...``,
+    then ``stats.record(tokens=..., unit="generated tokens")`` for the JSON."""
+
+    def __init__(self, device: str, dt: torch.dtype | str):
+        self.device, self.dtype = device, dt if isinstance(dt, str) else dtype_name(dt)
+        self.start = self.seconds = None
+
+    def __enter__(self) -> "JobStats":
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        self.start = time.time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        self.seconds = time.time() - self.start
+
+    def record(self, **throughput) -> dict:
+        """``throughput``: counts of work done (``train_tokens``, ``generated_tokens``, ``steps``...);
+        each also appears per second of wall time."""
+        seconds = self.seconds if self.seconds is not None else time.time() - self.start
+        out = {"device": self.device, "dtype": self.dtype, "wall_seconds": round(seconds, 3),
+               "peak_rss_mb": round(peak_rss_mb(), 1),
+               "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if self.device == "cuda" else None}
+        if self.device == "cuda":
+            out["gpu"] = torch.cuda.get_device_name()
+        for name, count in throughput.items():
+            if count is None:
+                continue
+            out[name] = count
+            out[f"{name}_per_second"] = round(count / seconds, 2) if seconds > 0 else None
+        return out
