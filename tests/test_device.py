@@ -87,3 +87,29 @@ def test_the_decomposition_reads_only_the_target_tensors_and_sees_the_same_weigh
     sharded = models.read_target_weights(str(tmp_path), TARGETS)
     assert fingerprint(sharded) == fingerprint(read)
     assert models.read_target_weights(str(tmp_path / "nowhere"), TARGETS) is None
+
+
+@pytest.mark.parametrize("base_dtype", ["float32", "bfloat16"])
+def test_gradient_checkpointing_trains_the_same_adapter_and_a_bf16_base_trains(tiny_llama_dir, tmp_path, base_dtype):
+    """Checkpointing recomputes activations, so the loss curve equals the plain run's; a bf16 base
+    trains (its adapter stays fp32) with losses close to the fp32 run's."""
+    from transformers import AutoModelForCausalLM
+
+    from inilora.data import Example
+    from inilora.models import load_tokenizer
+    from inilora.train.sft import TrainSettings, finetune
+
+    tok = load_tokenizer(str(tiny_llama_dir))
+    examples = [Example(f"What is {i} + 1?", f"The answer is: {i + 1}", str(i + 1)) for i in range(4)]
+    curves = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = apply_init(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), "pissa", 4, 4, TARGETS)
+        cast_frozen_base(model, base_dtype if checkpointing else "float32")
+        settings = TrainSettings(batch_size=2, grad_accum=1, max_steps=3, max_length=64, checkpoint_steps=0,
+                                 learning_rate=1e-3, gradient_checkpointing=checkpointing, base_dtype=base_dtype)
+        info = finetune(model, tok, examples, settings, tmp_path / str(checkpointing), device="cpu")
+        curves[checkpointing] = [p["loss"] for p in info["curve"]]
+        assert info["train_tokens"] > 0
+    tol = 1e-5 if base_dtype == "float32" else 0.05
+    assert curves[True] == pytest.approx(curves[False], rel=tol), curves

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The paper's Llama-2-7B shape on one GPU, through the workflow's real job commands: decompose
+# (20000 iterations), the init step of every method of the paper preset plus LoRA-GA and HRP,
+# a few fine-tuning steps at the preset's batch of 16 x 512, evaluation on GSM8K-layout data at
+# the preset's batch size and generation length, and table2. Random weights (rehearsal:llama2-7b,
+# all 32 layers), offline data; writes results/gpu-rehearsal/report.md with each job's device,
+# peak GPU memory and throughput. Sized for at most about 8 minutes on one H100/H200.
+#
+#   bash scripts/gpu_rehearsal.sh            # from the repository root, with the venv set up
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+WORK=${WORK:-results/gpu-rehearsal}
+mkdir -p "$WORK"
+$PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here: this rehearsal is for one')"
+(cd "$WORK" && "$OLDPWD/$PY" -m inilora.rehearsal results/rehearsal-data > /dev/null)
+cat > "$WORK/config.yaml" <<YAML
+device: cuda
+threads: 8
+models:
+  llama2-7b: {path: "rehearsal:llama2-7b", paper_name: LLaMA2-7B, target_modules: [q_proj, v_proj]}
+methods: [lora, pissa, milora, inilora, loraga, hrp]
+method_options: {loraga: {batches: 64, batch_size: 2}}
+ranks: [8]
+seeds: [11]
+decompose: {lr: [5.0e-4], iterations: 20000}
+train: {learning_rate: 2.0e-5, batch_size: 16, grad_accum: 1, max_steps: 3, max_length: 512, bf16: true,
+        gradient_checkpointing: true, checkpoint_steps: 0}
+tasks:
+  metamath:
+    train:
+      - {loader: hf, preset: metamathqa, path: json, data_files: results/rehearsal-data/metamathqa.jsonl, n: 64,
+         label: "REHEARSAL: MetaMathQA layout, stand-in rows"}
+    benchmarks: [gsm8k]
+benchmarks:
+  gsm8k:
+    label: "REHEARSAL: GSM8K layout, 64 stand-in items"
+    data: {loader: hf, preset: gsm8k, path: json, split: train, data_files: results/rehearsal-data/gsm8k.jsonl, n: 64}
+    prompt_suffix: " Let's think step by step."
+    max_new_tokens: 1024
+    batch_size: 64
+table2: {include_base: false, methods: [lora, inilora]}
+YAML
+# every method's init and fine-tune; evaluation for LoRA and IniLoRA (table2's rows)
+time .venv/bin/snakemake --directory "$WORK" --configfile "$WORK/config.yaml" --cores 8 --resources gpu=1 \
+  results/table2.csv \
+  $(for m in pissa milora loraga hrp; do echo "results/finetune/llama2-7b/metamath/$m/r8/lr2e-05/seed11/train.json"; done)
+$PY -m inilora.report.runtime "$WORK/results" > "$WORK/report.md"
+cat "$WORK/report.md"
