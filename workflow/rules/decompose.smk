@@ -17,6 +17,9 @@ rule decompose:
         spec=lambda w: spec_json(cfg.decompose_spec(config, w.model, w.rank, w.dlr)),
         out_dir=lambda w: paths.DECOMP_DIR.format(model=w.model, rank=w.rank, dlr=w.dlr),
     threads: THREADS
+    resources:
+        mem_mb=lambda w, attempt: cfg.mem_mb(config, "decompose", w.model, attempt),
+        runtime=lambda w, attempt: cfg.runtime_min(config, "decompose", w.model, attempt),
     log:
         paths.LOG["decompose"],
     cache: "omit-software"

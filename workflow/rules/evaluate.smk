@@ -9,6 +9,9 @@ rule evaluate:
         spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench, w.task)),
         adapter_dir=lambda w, input: str(Path(input.adapter).parent),
     threads: THREADS
+    resources:
+        mem_mb=lambda w, attempt: cfg.mem_mb(config, "evaluate", w.model, attempt),
+        runtime=lambda w, attempt: cfg.runtime_min(config, "evaluate", w.model, attempt, bench=w.bench),
     log:
         paths.LOG["evaluate"],
     conda:
@@ -27,6 +30,9 @@ rule evaluate_base:
     params:
         spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench)),
     threads: THREADS
+    resources:
+        mem_mb=lambda w, attempt: cfg.mem_mb(config, "evaluate_base", w.model, attempt),
+        runtime=lambda w, attempt: cfg.runtime_min(config, "evaluate_base", w.model, attempt, bench=w.bench),
     log:
         paths.LOG["evaluate_base"],
     conda:

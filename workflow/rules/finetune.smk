@@ -14,6 +14,8 @@ rule finetune:
         launch=launcher(config["train"]["gpus"]),
     threads: THREADS
     resources:
+        mem_mb=lambda w, attempt: cfg.mem_mb(config, "finetune", w.model, attempt),
+        runtime=lambda w, attempt: cfg.runtime_min(config, "finetune", w.model, attempt, task=w.task),
         gpu=config["train"]["gpus"],
     log:
         paths.LOG["finetune"],
@@ -35,6 +37,9 @@ rule merge:
         adapter_dir=lambda w, input: str(Path(input.adapter).parent),
         device=config["device"],
     threads: THREADS
+    resources:
+        mem_mb=lambda w, attempt: cfg.mem_mb(config, "merge", w.model, attempt),
+        runtime=lambda w, attempt: cfg.runtime_min(config, "merge", w.model, attempt),
     log:
         paths.LOG["merge"],
     conda:

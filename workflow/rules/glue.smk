@@ -9,6 +9,9 @@ rule glue:
         spec=lambda w: spec_json(cfg.glue_spec(config, w.model, w.task, w.method, w.rank, w.seed)),
         factors=factors_flag,
     threads: THREADS
+    resources:
+        mem_mb=lambda w, attempt: cfg.mem_mb(config, "glue", w.model, attempt),
+        runtime=lambda w, attempt: cfg.runtime_min(config, "glue", w.model, attempt),
     log:
         paths.LOG["glue"],
     conda:

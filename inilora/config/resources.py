@@ -1,0 +1,81 @@
+"""Cluster resources of each job, from its model's size and its work (docs/paper-scale.md derives them).
+
+Every rule that computes asks for ``mem_mb`` (host RAM) and ``runtime`` (minutes) through these
+functions. The model's size comes from its meta-device skeleton (no weights read); a model whose
+config is not readable offline counts as 7B. Memory grows with Snakemake's ``attempt``, so a job
+killed for memory is retried with more (the SLURM profile retries once). Constants are stated
+where they are used; the throughput ones are H100 figures (bf16 989 TFLOPS dense, HBM 3.35 TB/s).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from inilora.config.specs import model_entry
+
+TRAIN_FLOPS = 989e12 * 0.35  # what a fine-tune sustains
+ENCODER_FLOPS = 989e12 * 0.15  # small encoders use a GPU less well
+DECODE_BYTES = 3.35e12 * 0.4  # generation, bandwidth bound
+SAFETY = 2.0  # runtime asked for = estimate x SAFETY + a fixed start-up allowance
+FALLBACK_PARAMS = 7e9
+
+
+@functools.lru_cache(maxsize=None)
+def _sizes(path: str, section: str) -> tuple[float, float]:
+    """(all parameters, target q/v parameters) of the model at ``path``, from its skeleton."""
+    from inilora.config.precheck import model_config, skeleton
+
+    cfg = model_config("resources", path, section)
+    if cfg is None:
+        return FALLBACK_PARAMS, FALLBACK_PARAMS / 6.3  # Llama-2-7B's share of q/v weights
+    model = skeleton(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    targets = sum(m.weight.numel() for name, m in model.named_modules()
+                  if name.rsplit(".", 1)[-1] in ("q_proj", "v_proj", "query", "value") and hasattr(m, "weight"))
+    return float(params), float(targets)
+
+
+def sizes(config: dict, model: str) -> tuple[float, float]:
+    section = "encoders" if model in config.get("encoders", {}) and model not in config["models"] else "models"
+    return _sizes(model_entry(config, model)["path"], section)
+
+
+def _examples(train_specs: list[dict], default: int = 10000) -> int:
+    return sum(int(s.get("n") or default) for s in train_specs)
+
+
+def mem_mb(config: dict, rule: str, model: str, attempt: int = 1) -> int:
+    """Host RAM in MB: the fp32 weights the job holds (the decomposition: only its q/v), 25% for
+    the allocator and the data, 4 GB for the interpreter and libraries; times ``attempt``."""
+    params, targets = sizes(config, model)
+    held = targets * 4 * 1.3 if rule == "decompose" else params * 4 * (2 if rule == "merge" else 1)
+    return int(math.ceil((held * 1.25 / 2**20 + 4096) * attempt))
+
+
+def runtime_min(config: dict, rule: str, model: str, attempt: int = 1, task: str | None = None,
+                bench: str | None = None) -> int:
+    """Minutes: the FLOP or byte count of the job's work at the rates above, x SAFETY, plus 15 min."""
+    from inilora.config.specs import task_entry
+
+    params, targets = sizes(config, model)
+    if rule == "decompose":
+        d = config["decompose"]
+        seconds = d["iterations"] * targets * 3.9e-12 + 60  # 84 s for 7B's 64 x 4096^2 x 20000 (measured)
+    elif rule == "finetune":
+        tr = {**config["train"], **(config["table4"]["train"] if task and task not in config["tasks"] else {})}
+        examples = _examples(task_entry(config, task)["train"]) if task else 10000
+        epochs = tr["epochs"] if tr["max_steps"] <= 0 else tr["max_steps"] * tr["batch_size"] * tr["grad_accum"] / examples
+        tokens = examples * epochs * tr["max_length"]
+        seconds = tokens * 6 * params / TRAIN_FLOPS
+    elif rule in ("evaluate", "evaluate_base"):
+        b = config["benchmarks"][bench]
+        items = int(b["data"].get("n") or 5000)
+        steps = math.ceil(items * b.get("samples", 1) / b["batch_size"]) * b["max_new_tokens"]
+        seconds = steps * 2 * params / DECODE_BYTES if b.get("kind") != "mmlu" else items * 600 * params / TRAIN_FLOPS
+    elif rule == "glue":
+        g = config["glue"]
+        seconds = g["epochs"] * 100000 * 64 * 6 * params / ENCODER_FLOPS  # QNLI's 105k examples bound it
+    else:
+        seconds = 600
+    return int(math.ceil((seconds * SAFETY / 60 + 15) * attempt))
