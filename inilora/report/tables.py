@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from inilora.io import atomic_write_text
-from inilora.report.markdown import markdown_table
+from inilora.report.markdown import differences_table, markdown_table
 from inilora.report.paper import beside_table1, beside_table2
 
 
@@ -47,9 +47,30 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_c
     wide = _method_order(wide, ["base", *spec["methods"]], ["model", "rank", "method"])
     if paper_csv is not None and spec.get("paper"):
         wide = beside_table2(wide, spec, paper_csv)
+    wide, spec = with_uncertainty(wide, eval_paths, spec)
     wide["method"] = wide["method"].replace({"base": "base (no fine-tune)"})
     _write(wide, df, "Table 2: methods x benchmarks", spec, csv, markdown)
     return wide
+
+
+def with_uncertainty(wide: pd.DataFrame, eval_paths: list[str], spec: dict) -> tuple[pd.DataFrame, dict]:
+    """Add each headline metric's 95% interval and its paired test against the reference method
+    (inilora.report.stats), and say in the notes what they are."""
+    from inilora.report.stats import comparison_columns
+
+    reference = spec.get("reference", "lora")
+    columns, notes = comparison_columns(eval_paths, reference)
+    keys = list(zip(wide["model"], wide["method"], wide["rank"], wide["lr"]))
+    names = list(dict.fromkeys(c for values in columns.values() for c in values))
+    for name in names:
+        wide[name] = [columns.get(k, {}).get(name) for k in keys]
+    # each metric's interval and test right after it
+    order = []
+    for c in wide.columns:
+        if c not in names:
+            order += [c, *(n for n in names if n.rsplit(":", 1)[0] == c)]
+    wide = wide[order + [n for n in names if n not in order]]
+    return wide, {**spec, "notes": [*spec.get("notes", []), *notes], "reference": reference}
 
 
 def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None) -> pd.DataFrame:
@@ -148,6 +169,13 @@ def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Pa
     for bench, n in df.groupby("benchmark")["n"].max().items():
         md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy (or pass@k)")
     md += ["", markdown_table(wide), ""]
+    reference = spec.get("reference")
+    diffs = differences_table(wide, reference) if reference else ""
+    if diffs:
+        md += [f"## Paired differences against {reference}", "",
+               f"Each method minus {reference} on the same items (and seeds), with its 95% bootstrap interval, "
+               "the test's p and the Holm-adjusted p over the methods of a benchmark; * marks Holm p < 0.05. "
+               "A difference without a * is not distinguishable from noise at this size.", "", diffs, ""]
     atomic_write_text(markdown, "\n".join(md))
 
 

@@ -1,0 +1,200 @@
+"""Uncertainty of every comparison: intervals over items (and seeds) and paired tests, on scipy.stats.
+
+Per benchmark and method, from the per-item results in the evaluation JSONs:
+
+- the mean with a 95% interval, bootstrapped over items (``scipy.stats.bootstrap``, percentile);
+  with several seeds, over seeds and then items (a two-level resample scipy does not offer, so it
+  is written here: resample the seeds, then the items within each);
+- the paired difference against a reference method (``stats.reference``, default ``lora``) with a
+  bootstrap interval, and a p-value: the exact McNemar test (``scipy.stats.binomtest`` on the
+  discordant pairs) for one seed and a 0/1 metric, else a paired permutation test over items, each
+  (seed, item) pair's sign flipped (``scipy.stats.permutation_test``, ``permutation_type="samples"``),
+  which keeps every pair within its seed;
+- a Holm correction across the methods of a benchmark (scipy has Benjamini-Hochberg only, so Holm's
+  step-down is written here, 5 lines);
+- the minimum detectable difference at 80% power for the benchmark's size and baseline (the normal
+  approximation for two proportions, which ignores the pairing and so errs on the large side).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+RESAMPLES = 9999
+ALPHA = 0.05
+
+
+def item_scores(result: dict) -> tuple[str, np.ndarray]:
+    """(headline metric, one score per item) of an evaluation JSON: 0/1 correctness per item for
+    numeric, math and mmlu; for humaneval each problem's unbiased pass@1, c / n."""
+    kind = result.get("kind", "numeric")
+    if kind == "humaneval":
+        return "pass@1", np.array([r["correct"] / r["n"] for r in result["records"]], dtype=float)
+    return "accuracy", np.array([float(bool(r["correct"])) for r in result["records"]])
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def mean_ci(by_seed: list[np.ndarray], seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over seeds of the per-seed item means, and its 95% interval."""
+    means = [float(np.mean(x)) for x in by_seed]
+    mean = float(np.mean(means))
+    if len(by_seed) == 1:
+        x = by_seed[0]
+        if np.all(x == x[0]):  # no spread to resample (all right or all wrong)
+            return mean, mean, mean
+        res = stats.bootstrap((x,), np.mean, confidence_level=CONFIDENCE, n_resamples=resamples,
+                              method="percentile", random_state=_rng(seed), vectorized=True)
+        return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    rng = _rng(seed)
+    if len({len(x) for x in by_seed}) == 1:  # the same items under every seed: one vectorised draw
+        X = np.stack(by_seed)
+        picked = rng.integers(len(by_seed), size=(resamples, len(by_seed)))  # seeds, then items within each
+        items = rng.integers(X.shape[1], size=(resamples, len(by_seed), X.shape[1]))
+        draws = X[picked[..., None], items].mean(axis=(1, 2))
+    else:
+        draws = np.empty(resamples)
+        for i in range(resamples):
+            picked = rng.integers(len(by_seed), size=len(by_seed))
+            draws[i] = np.mean([by_seed[s][rng.integers(len(by_seed[s]), size=len(by_seed[s]))].mean() for s in picked])
+    low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return mean, float(low), float(high)
+
+
+@dataclass
+class Paired:
+    diff: float
+    low: float
+    high: float
+    p: float
+    test: str
+
+
+def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value of paired 0/1 outcomes: a binomial test on the discordant pairs."""
+    only_a, only_b = int(np.sum((a == 1) & (b == 0))), int(np.sum((a == 0) & (b == 1)))
+    if only_a + only_b == 0:
+        return 1.0
+    return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def paired(a_by_seed: list[np.ndarray], b_by_seed: list[np.ndarray], seed: int = 0,
+           resamples: int = RESAMPLES) -> Paired:
+    """The difference a - b (item by item, seeds aligned), its 95% interval and a paired p-value."""
+    if [len(x) for x in a_by_seed] != [len(x) for x in b_by_seed]:
+        raise ValueError("paired comparison needs the same items under the same seeds for both methods")
+    a, b = np.concatenate(a_by_seed), np.concatenate(b_by_seed)
+    d = a - b
+    diff = float(np.mean([x.mean() - y.mean() for x, y in zip(a_by_seed, b_by_seed)]))
+    if np.all(d == 0):
+        return Paired(diff, diff, diff, 1.0, "identical on every item")
+    _, low, high = mean_ci([x - y for x, y in zip(a_by_seed, b_by_seed)], seed, resamples)
+    binary = set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0}
+    if len(a_by_seed) == 1 and binary:
+        return Paired(diff, low, high, mcnemar_exact(a, b), "exact McNemar")
+    res = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples",
+                                 n_resamples=resamples, vectorized=True, random_state=_rng(seed))
+    return Paired(diff, low, high, float(res.pvalue), "paired permutation (sign flips within seeds)")
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment: p_(i) * (m - i + 1), made monotone, capped at 1."""
+    order = np.argsort(pvalues)
+    adjusted = np.empty(len(pvalues))
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, pvalues[i] * (len(pvalues) - rank)))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def min_detectable_difference(n: int, baseline: float, alpha: float = ALPHA, power: float = 0.8) -> float:
+    """The difference in proportion a two-sided test at ``alpha`` detects with ``power`` on ``n``
+    items per method when the reference scores ``baseline`` (normal approximation, unpaired)."""
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    p = min(max(baseline, 1 / (2 * n)), 1 - 1 / (2 * n))  # a 0 or 1 baseline has no spread to use
+    return float(z * math.sqrt(2 * p * (1 - p) / n))
+
+
+def items_for(n_effect: float, baseline: float, alpha: float = ALPHA, power: float = 0.8) -> int:
+    """Items per method that give ``min_detectable_difference`` = ``n_effect`` (for sizing a study)."""
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return math.ceil(2 * baseline * (1 - baseline) * (z / n_effect) ** 2)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def comparison_columns(eval_paths: list[str], reference: str, keys: tuple[str, ...] = ("model", "rank", "lr")):
+    """Per (model, method, rank, lr) and benchmark: interval and paired test columns for a table.
+
+    Returns (columns, notes): ``columns[(model, method, rank, lr)]`` maps ``<bench>:<metric>:ci_low``,
+    ``:ci_high``, ``:diff_vs_<reference>``, ``:diff_ci_low``, ``:diff_ci_high``, ``:p``, ``:p_holm`` to
+    values; the reference is each method's row at the same model and rank (the base row is compared
+    too); Holm runs over the methods of one benchmark, model and rank.
+    """
+    import json
+    from pathlib import Path
+
+    from inilora import paths as artifact
+
+    runs: dict[tuple, dict[int, np.ndarray]] = {}
+    metric_of: dict[str, str] = {}
+    for p in eval_paths:
+        data = json.loads(Path(p).read_text())
+        if "records" not in data:
+            continue
+        try:
+            ident = artifact.parse(artifact.EVAL, p)
+        except ValueError:
+            ident = {**artifact.parse(artifact.BASE_EVAL, p), "method": "base", "rank": 0, "lr": 0.0, "seed": 0}
+        metric, scores = item_scores(data)
+        metric_of[ident["bench"]] = metric
+        runs.setdefault((ident["model"], ident["method"], ident["rank"], ident["lr"], ident["bench"]), {})[ident["seed"]] = scores
+    columns: dict[tuple, dict[str, float]] = {}
+    notes = []
+    for (model, method, rank, lr, bench), by_seed in runs.items():
+        col = f"{bench}:{metric_of[bench]}"
+        mean, low, high = mean_ci([by_seed[s] for s in sorted(by_seed)])
+        columns.setdefault((model, method, rank, lr), {}).update({f"{col}:ci_low": low, f"{col}:ci_high": high})
+    groups: dict[tuple, list[tuple]] = {}
+    for (model, method, rank, lr, bench) in runs:
+        groups.setdefault((model, bench), []).append((method, rank, lr))
+    for (model, bench), members in groups.items():
+        col = f"{bench}:{metric_of[bench]}"
+        for rank in sorted({r for _, r, _ in members if r}):
+            ref = [m for m in members if m[0] == reference and m[1] == rank]
+            if not ref:
+                continue
+            ref_runs = runs[(model, *ref[0], bench)]
+            compared = []
+            for method, r, lr in members:
+                if (method, r, lr) == ref[0] or (r != rank and method != "base"):
+                    continue
+                other = runs[(model, method, r, lr, bench)]
+                if method == "base":  # one base evaluation stands for every seed of the reference
+                    other = {s: other[0] for s in ref_runs}
+                seeds = sorted(set(other) & set(ref_runs))
+                result = paired([other[s] for s in seeds], [ref_runs[s] for s in seeds])
+                compared.append(((model, method, r if method != "base" else 0, lr), result))
+            adjusted = holm([c[1].p for c in compared]) if compared else []
+            for (key, result), p_holm in zip(compared, adjusted):
+                columns.setdefault(key, {}).update({
+                    f"{col}:diff_vs_{reference}": result.diff, f"{col}:diff_ci_low": result.low,
+                    f"{col}:diff_ci_high": result.high, f"{col}:p": result.p, f"{col}:p_holm": p_holm})
+            tests = sorted({c[1].test for c in compared})
+            n_items = len(next(iter(ref_runs.values())))
+            base_rate = float(np.mean([x.mean() for x in ref_runs.values()]))
+            notes.append(f"{bench} (rank {rank}): {n_items} items x {len(ref_runs)} seed(s); intervals: 95% bootstrap "
+                         f"over items{' and seeds' if len(ref_runs) > 1 else ''}; differences against {reference}: "
+                         f"{', '.join(tests) or 'none'}, Holm-adjusted over {len(compared)} comparison(s); a difference "
+                         f"smaller than {min_detectable_difference(n_items, base_rate):.3f} (the minimum detectable "
+                         f"at 80% power from {reference}'s {base_rate:.3f}) is unlikely to be found")
+    return columns, notes

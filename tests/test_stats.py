@@ -1,0 +1,151 @@
+"""The statistics, tested by simulation against a known truth and against exact values."""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from inilora.report import stats
+
+SIMULATIONS = 400
+
+
+def binomial_bounds(rate: float, trials: int, q: float = 0.999) -> tuple[float, float]:
+    """The range a rate estimated from ``trials`` Bernoulli(rate) draws falls in with probability q."""
+    lo, hi = sps.binom.ppf([(1 - q) / 2, (1 + q) / 2], trials, rate)
+    return lo / trials, hi / trials
+
+
+def test_mcnemar_exact_on_fixed_tables_equals_the_binomial_tail():
+    a = np.array([1] * 1 + [0] * 6 + [1] * 5 + [0] * 20)  # 1 right only for a, 6 only for b, 5 both, 20 neither
+    b = np.array([0] * 1 + [1] * 6 + [1] * 5 + [0] * 20)
+    assert stats.mcnemar_exact(a, b) == pytest.approx(2 * (1 + 7) / 2**7)  # 2 P(X <= 1), X ~ Bin(7, 1/2) = 0.125
+    a2, b2 = np.array([1] * 9 + [0] * 2 + [0] * 30), np.array([0] * 9 + [1] * 2 + [0] * 30)
+    assert stats.mcnemar_exact(a2, b2) == pytest.approx(sps.binomtest(2, 11, 0.5).pvalue)
+    assert stats.mcnemar_exact(a2, a2) == 1.0
+
+
+def test_the_issues_table_one_seed_chain_sum():
+    """LoRA 9/127 against MiLoRA 14/127 with 7 discordant pairs one way and 2 the other: p = 0.18."""
+    lora = np.zeros(127)
+    milora = np.zeros(127)
+    lora[:9] = 1
+    milora[2:16] = 1  # shares 7 items with lora, 7 of its own, lora keeps 2 of its own
+    r = stats.paired([milora], [lora], resamples=999)
+    assert r.test == "exact McNemar" and r.diff == pytest.approx(5 / 127)
+    assert r.p == pytest.approx(sps.binomtest(7, 9, 0.5).pvalue)
+    assert r.low < r.diff < r.high
+
+
+def test_identical_methods_are_rejected_about_five_percent_of_the_time():
+    """Two seeds of 100 paired items each from the same per-item difficulty: the permutation test's
+    rejection rate at 0.05 over 400 comparisons lies in the binomial bound around 5%."""
+    rng = np.random.default_rng(0)
+    rejected = 0
+    for _ in range(SIMULATIONS):
+        difficulty = rng.uniform(0.05, 0.6, size=100)
+        a = [(rng.random(100) < difficulty).astype(float) for _ in range(2)]
+        b = [(rng.random(100) < difficulty).astype(float) for _ in range(2)]
+        rejected += stats.paired(a, b, resamples=499, seed=int(rng.integers(1 << 30))).p < 0.05
+    lo, hi = binomial_bounds(0.05, SIMULATIONS)
+    assert lo <= rejected / SIMULATIONS <= hi, rejected
+
+
+def test_exact_mcnemar_never_rejects_identical_methods_more_than_its_level():
+    rng = np.random.default_rng(1)
+    rejected = 0
+    for _ in range(SIMULATIONS):
+        difficulty = rng.uniform(0.0, 0.3, size=127)
+        a, b = (rng.random(127) < difficulty).astype(float), (rng.random(127) < difficulty).astype(float)
+        rejected += stats.mcnemar_exact(a, b) < 0.05
+    assert rejected / SIMULATIONS <= binomial_bounds(0.05, SIMULATIONS)[1]  # exact, so conservative
+
+
+def test_a_difference_of_the_minimum_detectable_size_is_found_at_about_eighty_percent():
+    """Independent items at baseline 0.3: a true difference of the formula's MDE is detected at about
+    the 80% the formula promises (the normal approximation; within a binomial bound)."""
+    n, base = 200, 0.3
+    effect = stats.min_detectable_difference(n, base)
+    assert 0.12 < effect < 0.15
+    rng = np.random.default_rng(2)
+    found = 0
+    for _ in range(SIMULATIONS):
+        a = (rng.random(n) < base + effect).astype(float)
+        b = (rng.random(n) < base).astype(float)
+        found += stats.mcnemar_exact(a, b) < 0.05
+    lo, hi = binomial_bounds(0.8, SIMULATIONS)
+    assert lo - 0.05 <= found / SIMULATIONS <= hi, found  # exact McNemar is a little conservative
+
+
+def test_bootstrap_intervals_cover_the_true_mean_about_95_percent():
+    rng = np.random.default_rng(3)
+    covered = 0
+    for _ in range(SIMULATIONS):
+        x = (rng.random(150) < 0.3).astype(float)
+        _, lo, hi = stats.mean_ci([x], seed=int(rng.integers(1 << 30)), resamples=999)
+        covered += lo <= 0.3 <= hi
+    lo, hi = binomial_bounds(0.95, SIMULATIONS)
+    assert lo - 0.02 <= covered / SIMULATIONS <= hi, covered  # the percentile bootstrap runs slightly short
+
+
+def test_two_level_intervals_widen_with_seed_to_seed_spread():
+    rng = np.random.default_rng(4)
+    same = [(rng.random(100) < 0.3).astype(float) for _ in range(3)]
+    spread = [(rng.random(100) < p).astype(float) for p in (0.1, 0.3, 0.5)]
+    w_same = np.subtract(*stats.mean_ci(same, resamples=999)[2:0:-1])
+    w_spread = np.subtract(*stats.mean_ci(spread, resamples=999)[2:0:-1])
+    assert w_spread > 1.5 * w_same
+
+
+def test_holm_matches_its_definition():
+    assert stats.holm([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    assert stats.holm([0.5]) == [0.5]
+
+
+def test_items_for_inverts_the_minimum_detectable_difference():
+    n = stats.items_for(0.03, 0.08)
+    assert stats.min_detectable_difference(n, 0.08) <= 0.03 < stats.min_detectable_difference(n - 50, 0.08)
+
+
+def test_item_scores_read_every_kind():
+    assert stats.item_scores({"kind": "numeric", "records": [{"correct": True}, {"correct": False}]})[1].tolist() == [1, 0]
+    metric, s = stats.item_scores({"kind": "humaneval", "records": [{"n": 20, "correct": 5}, {"n": 20, "correct": 0}]})
+    assert metric == "pass@1" and s.tolist() == [0.25, 0.0]
+
+
+def test_table2_carries_intervals_and_paired_tests_against_lora(tmp_path):
+    """Per-item records in the evaluation JSONs become ci_low / ci_high, diff_vs_lora with its interval,
+    p and p_holm columns, a Markdown cell `mean [low, high]` and a table of differences."""
+    import json
+
+    from inilora.report.tables import table2
+
+    rng = np.random.default_rng(5)
+    truth = {"lora": 0.3, "inilora": 0.6, "pissa": 0.3}
+    paths = []
+    for method, rate in truth.items():
+        for seed in (1, 2):
+            correct = (rng.random(120) < rate).tolist()
+            p = tmp_path / f"results/eval/tiny/t/{method}/r8/lr0.001/seed{seed}/chain.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps({"benchmark": "chain", "kind": "numeric", "n": 120,
+                                     "metrics": {"accuracy": float(np.mean(correct))},
+                                     "records": [{"correct": c} for c in correct]}))
+            paths.append(str(p))
+    base = tmp_path / "results/eval/tiny/base/chain.json"
+    base.parent.mkdir(parents=True)
+    base_correct = (rng.random(120) < 0.05).tolist()
+    base.write_text(json.dumps({"benchmark": "chain", "kind": "numeric", "n": 120, "metrics": {"accuracy": float(np.mean(base_correct))},
+                                "records": [{"correct": c} for c in base_correct]}))
+    spec = {"methods": ["lora", "inilora", "pissa"], "benchmarks": ["chain"], "notes": []}
+    wide = table2(spec, [str(base), *paths], tmp_path / "t.csv", tmp_path / "t.md").set_index("method")
+    for m in wide.index:
+        assert wide.loc[m, "chain:accuracy:ci_low"] <= wide.loc[m, "chain:accuracy"] <= wide.loc[m, "chain:accuracy:ci_high"]
+    ini, pis, base_row = wide.loc["inilora"], wide.loc["pissa"], wide.loc["base (no fine-tune)"]
+    assert ini["chain:accuracy:diff_vs_lora"] == pytest.approx(ini["chain:accuracy"] - wide.loc["lora", "chain:accuracy"])
+    assert ini["chain:accuracy:p_holm"] < 0.01 and ini["chain:accuracy:diff_ci_low"] > 0  # a 30-point difference
+    assert pis["chain:accuracy:p_holm"] >= pis["chain:accuracy:p"] and pis["chain:accuracy:diff_ci_low"] < 0 < pis["chain:accuracy:diff_ci_high"]
+    assert base_row["chain:accuracy:p"] < 0.01 and np.isnan(wide.loc["lora", "chain:accuracy:p"])
+    md = (tmp_path / "t.md").read_text()
+    assert f"{ini['chain:accuracy']:.4f} [{ini['chain:accuracy:ci_low']:.3f}, {ini['chain:accuracy:ci_high']:.3f}]" in md
+    assert "## Paired differences against lora" in md and "(Holm " in md and " *" in md
+    assert "120 items x 2 seed(s)" in md and "paired permutation" in md and "minimum detectable" in md
