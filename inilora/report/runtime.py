@@ -47,7 +47,7 @@ def collect(root: Path) -> pd.DataFrame:
                          "throughput": _throughput(record)})
     df = pd.DataFrame(rows, columns=COLUMNS)
     # one decompose job writes every checkpoint with the same record: keep one row per run
-    run = df["job"].str.rsplit("/", n=1).str[0].where(df["rule"] == "decompose", df["job"])
+    run = df["rule"] + " " + df["job"].str.rsplit("/", n=1).str[0].where(df["rule"] == "decompose", df["job"])
     return df[~run.duplicated(keep="last")].reset_index(drop=True)
 
 
