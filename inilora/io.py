@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -55,3 +56,34 @@ def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
+    """sha256 of a file's bytes, read in 16 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class IntegrityError(ValueError):
+    pass
+
+
+def check_recorded_hash(path: Path, record: Path, key: str, rerun: str) -> None:
+    """Refuse ``path`` when ``record`` (a JSON written with it) holds another sha256 under ``key``.
+
+    No record at all is accepted (a file made outside the workflow); a record without the key is
+    an artifact from before hashes were kept, refused so that it is rebuilt, never silently reused.
+    """
+    path, record = Path(path), Path(record)
+    if not record.is_file():
+        return
+    stored = json.loads(record.read_text()).get(key)
+    if stored is None:
+        raise IntegrityError(f"{record} records no content hash ({key}) for {path}; delete both and rerun {rerun}")
+    here = file_sha256(path)
+    if here != stored:
+        raise IntegrityError(f"{path} was altered after it was written: its sha256 is {here[:16]}..., {record.name} "
+                             f"recorded {stored[:16]}...; delete {path} and {record} and rerun {rerun}")

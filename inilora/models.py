@@ -183,7 +183,10 @@ def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.
     from inilora import device as devices
     from inilora.io import atomic_write_dir
 
+    from inilora.train.sft import check_adapter
+
     where = devices.resolve(device)
+    check_adapter(adapter_dir)
     with devices.JobStats(where, dtype) as stats:
         base = load_causal_lm(base_path, dtype).to(where)
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()

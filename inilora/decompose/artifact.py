@@ -40,7 +40,7 @@ def save_artifact(path_st, path_json, res: dict, meta: dict) -> None:
     """Factors in PEFT naming (``{module}.lora_A.weight`` r x in, ``.lora_B.weight`` out x r)."""
     from safetensors.torch import save_file
 
-    from inilora.io import atomic_write, atomic_write_json
+    from inilora.io import atomic_write, atomic_write_json, file_sha256
 
     tensors = {}
     for name in res["A"]:
@@ -68,7 +68,7 @@ def save_artifact(path_st, path_json, res: dict, meta: dict) -> None:
         "curve": res["curve"],
     }
     atomic_write(path_st, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "inilora-factors"}))
-    atomic_write_json(path_json, meta)
+    atomic_write_json(path_json, {**meta, "sha256": file_sha256(path_st)})  # checked on every load
 
 
 class ArtifactError(ValueError):
@@ -76,15 +76,23 @@ class ArtifactError(ValueError):
 
 
 def load_artifact(path_st) -> dict[str, dict[str, torch.Tensor]]:
-    """{module: {"A": r x in, "B": out x r}} from a factors file; a damaged file is refused."""
+    """{module: {"A": r x in, "B": out x r}} from a factors file; a damaged or altered file is refused:
+    its sha256 must be the one its metadata recorded when it was written (also for a file read back
+    from Snakemake's between-workflow cache)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from inilora.io import IntegrityError, check_recorded_hash
 
     try:
         flat = load_file(str(path_st))
     except (SafetensorError, OSError) as e:
         raise ArtifactError(f"decomposition artifact {path_st} is unreadable (truncated or corrupted?): {e}; "
                             "delete it and rerun the decompose rule") from None
+    try:
+        check_recorded_hash(Path(path_st), Path(path_st).with_suffix(".json"), "sha256", "the decompose rule")
+    except IntegrityError as e:
+        raise ArtifactError(str(e)) from None
     out: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in flat.items():
         name, which, _ = key.rsplit(".", 2)

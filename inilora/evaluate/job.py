@@ -26,6 +26,10 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
     if adapter_dir:  # merged in fp32, then rounded with the base
         from peft import PeftModel
 
+        from inilora.train.sft import check_adapter
+
+        check_adapter(adapter_dir)
+
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     model = model.to(device=device, dtype=dtype)
     seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}

@@ -166,7 +166,7 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     from inilora import models
     from inilora.data import load_examples
     from inilora.inits import apply_init, is_residual, save_initial_adapter
-    from inilora.io import atomic_write_dir
+    from inilora.io import atomic_write_dir, file_sha256
     from inilora.train.common import cast_frozen_base, with_init_data
 
     device = devices.resolve(spec.get("device", "auto"))
@@ -211,4 +211,18 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     # loads on the original, unmodified base model (docs/init-methods.md sec. 2.3).
     kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
     atomic_write_dir(adapter_dir, lambda tmp: peft_model.save_pretrained(str(tmp), **kwargs))
-    write_curve(log_json, {**spec, "init_seconds": init_seconds, **result, "converted_from_residual": residual})
+    adapter_hash = file_sha256(adapter_dir / ADAPTER_FILE)  # evaluate and merge check it before use
+    write_curve(log_json, {**spec, "init_seconds": init_seconds, **result, "converted_from_residual": residual,
+                           "adapter_sha256": adapter_hash})
+
+
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def check_adapter(adapter_dir: str | Path) -> None:
+    """Refuse a fine-tuned adapter whose bytes differ from what its run's train.json recorded."""
+    from inilora.io import check_recorded_hash
+
+    adapter_dir = Path(adapter_dir)
+    check_recorded_hash(adapter_dir / ADAPTER_FILE, adapter_dir.parent / "train.json", "adapter_sha256",
+                        "the finetune rule")
