@@ -234,3 +234,42 @@ def test_bad_arguments_name_the_argument(kwargs, name):
 
 def test_every_status_is_documented():
     assert run_untrusted(GOOD).status in STATUSES
+
+
+def test_a_tree_1500_levels_deep_is_cleaned_up_without_crashing_the_harness():
+    """shutil.rmtree recursed on this and raised RecursionError out of run_untrusted; the cleanup is
+    iterative now, so the run returns its verdict and the tree is gone."""
+    program = (
+        "import os\n"
+        "top = os.getcwd()\n"
+        "for _ in range(1500):\n"
+        "    os.mkdir('d')\n"
+        "    os.chdir('d')\n"
+        "open('leaf.txt', 'w').write('x')\n"
+        "print(top)\n"
+    )
+    result = run_untrusted(program, timeout=10)
+    assert result.status == "passed", result
+    assert not os.path.exists(result.stdout.strip())
+    assert_still_works()
+
+
+def test_a_harness_error_on_one_sample_is_recorded_and_the_others_are_scored(monkeypatch):
+    from inilora.evaluate import humaneval as he
+
+    problems = dict(list(he.load_problems().items())[:2])
+    completions = {t: [p["canonical_solution"]] for t, p in problems.items()}
+    first = next(iter(problems))
+    real = he.run_untrusted
+
+    def flaky(program, *a, **k):
+        if problems[first]["entry_point"] in program and problems[first]["canonical_solution"] in program:
+            raise RuntimeError("sandbox host lost")
+        return real(program, *a, **k)
+
+    monkeypatch.setattr(he, "run_untrusted", flaky)
+    scored = he.score(problems, completions, stops=None, progress=False)
+    assert scored["samples"][first][0]["status"] == "error"
+    assert "harness error: RuntimeError: sandbox host lost" in scored["samples"][first][0]["detail"]
+    second = list(problems)[1]
+    assert scored["samples"][second][0]["status"] == "passed" and scored["per_task"][second]["correct"] == 1

@@ -127,7 +127,11 @@ def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tupl
         }
         for future in tqdm(as_completed(futures), total=len(futures), desc="humaneval", disable=not progress):
             task, i = futures[future]
-            result = future.result()
+            try:
+                result = future.result()
+            except Exception as err:  # a harness failure on one sample is recorded; the others go on
+                samples[task][i] = {"status": "error", "detail": f"harness error: {type(err).__name__}: {err}"}
+                continue
             samples[task][i] = {"status": result.status, "detail": result.detail}
             isolation.add(result.isolation)
     per_task = {task: {"n": len(s), "correct": sum(x["status"] == "passed" for x in s)} for task, s in samples.items()}

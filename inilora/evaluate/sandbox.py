@@ -357,18 +357,44 @@ def _signal_detail(signum: int) -> str:
 
 
 def _remove_tree(path: str) -> None:
-    """Delete the working directory even if the program made parts of it unreadable.
+    """Delete the working directory whatever the program left in it; never raises.
 
-    Root ignores permission bits; any other user first gives itself rwx on every real
-    directory (never following a symlink, which could point anywhere).
+    Iterative (an explicit stack, not os.walk or shutil.rmtree, which recurse and fail on a tree
+    1500 levels deep), never following a symlink, which could point anywhere. Root ignores
+    permission bits; any other user first gives itself rwx on each directory it enters.
     """
-    if os.geteuid() != 0:
-        _chmod_quietly(path)
-        for root, dirs, _ in os.walk(path):
-            for name in dirs:
-                if not os.path.islink(os.path.join(root, name)):
-                    _chmod_quietly(os.path.join(root, name))
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        _remove_iteratively(path)
+    except Exception:  # what is left is in the system temp folder; the run's result stands
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_iteratively(top: str) -> None:
+    root = os.geteuid() == 0
+    stack = [(top, False)]
+    while stack:
+        path, emptied = stack.pop()
+        if emptied:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+            continue
+        if not root:
+            _chmod_quietly(path)
+        stack.append((path, True))
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, False))
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
 
 
 def _chmod_quietly(path: str) -> None:
