@@ -20,15 +20,15 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
 
     device = devices.resolve(spec.get("device", "auto"))
     dtype = devices.dtype(spec.get("dtype", "auto"), device)
+    if adapter_dir:  # an altered adapter is refused before anything is loaded
+        from inilora.train.sft import check_adapter
+
+        check_adapter(adapter_dir)
     info = models.read_manifest(manifest)
     tok = models.load_tokenizer(info["path"])
     model = models.load_causal_lm(info["path"])
     if adapter_dir:  # merged in fp32, then rounded with the base
         from peft import PeftModel
-
-        from inilora.train.sft import check_adapter
-
-        check_adapter(adapter_dir)
 
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     model = model.to(device=device, dtype=dtype)
