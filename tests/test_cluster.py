@@ -25,6 +25,21 @@ esac
 """
 
 
+def submissions(cmd, env, log, submit: str) -> list[str]:
+    """Run Snakemake against stub scheduler commands until the first submission is logged; the stub
+    job never finishes, so the submission is what is checked. Returns every ``submit`` line."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and submit in log.read_text():
+            time.sleep(1)  # let a (wrong) second submission show up too
+            break
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    return [line for line in log.read_text().splitlines() if line.startswith(submit)]
+
+
 def test_slurm_profile_requests_gpus_time_and_memory_per_rule(tmp_path, tiny_llama_dir):
     log = tmp_path / "slurm.log"
     bin_dir = tmp_path / "bin"
@@ -47,17 +62,7 @@ def test_slurm_profile_requests_gpus_time_and_memory_per_rule(tmp_path, tiny_lla
            "--default-resources", "slurm_partition=gpu", "slurm_account=lab",
            "--slurm-init-seconds-before-status-checks", "1",
            "results/decompose/tiny/r4_lr0.01/it10.safetensors", "--configfile", str(tmp_path / "c.yaml")]
-    # the stub job never finishes; the submission is what we check, so stop once it is logged
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and "sbatch" in log.read_text():
-            time.sleep(1)  # let a (wrong) second submission show up too
-            break
-        time.sleep(0.5)
-    proc.kill()
-    proc.wait()
-    calls = [line for line in log.read_text().splitlines() if line.startswith("sbatch")]
+    calls = submissions(cmd, env, log, "sbatch")
     assert len(calls) == 1, log.read_text()
     sbatch = calls[0]
     from inilora import config as cfg
@@ -90,16 +95,7 @@ def test_pbs_profile_submits_with_the_rules_memory_time_cpus_and_gpus(tmp_path, 
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
            "--workflow-profile", "none", "--profile", str(REPO / "workflow/profiles/cluster-generic"),
            "results/decompose/tiny/r4_lr0.01/it10.safetensors", "--configfile", str(tmp_path / "c.yaml")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and "qsub" in log.read_text():
-            time.sleep(1)
-            break
-        time.sleep(0.5)
-    proc.kill()
-    proc.wait()
-    calls = [line for line in log.read_text().splitlines() if line.startswith("qsub")]
+    calls = submissions(cmd, env, log, "qsub")
     assert len(calls) == 1, log.read_text()
     full = cfg.validate_schema(yaml.safe_load((tmp_path / "c.yaml").read_text()))
     minutes, mb = cfg.runtime_min(full, "decompose", "tiny"), cfg.mem_mb(full, "decompose", "tiny")
