@@ -149,3 +149,44 @@ def test_table2_carries_intervals_and_paired_tests_against_lora(tmp_path):
     assert f"{ini['chain:accuracy']:.4f} [{ini['chain:accuracy:ci_low']:.3f}, {ini['chain:accuracy:ci_high']:.3f}]" in md
     assert "## Paired differences against lora" in md and "(Holm " in md and " *" in md
     assert "120 items x 2 seed(s)" in md and "paired permutation" in md and "minimum detectable" in md
+
+
+def write_items(root, method, lr, seed, rate, rng, n=100, task="t", rank=8):
+    import json
+
+    correct = (rng.random(n) < rate).tolist()
+    p = root / f"results/eval/tiny/{task}/{method}/r{rank}/lr{lr:g}/seed{seed}/chain.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"benchmark": "chain", "kind": "numeric", "n": n, "metrics": {"accuracy": float(np.mean(correct))},
+                             "records": [{"correct": c} for c in correct]}))
+    return str(p)
+
+
+def test_the_lr_sweep_compares_each_rate_with_lora_at_the_same_rate_and_figure6_draws_intervals(tmp_path):
+    from inilora.report import studies
+    from inilora.report.tables import lr_sweep
+
+    rng = np.random.default_rng(6)
+    paths = [write_items(tmp_path, m, lr, 1, rate, rng) for m, lr, rate in
+             [("lora", 1e-3, 0.2), ("lora", 4e-3, 0.2), ("inilora", 1e-3, 0.2), ("inilora", 4e-3, 0.7)]]
+    wide = lr_sweep({"methods": ["lora", "inilora"], "notes": []}, paths, tmp_path / "s.csv", tmp_path / "s.md")
+    ini = wide[wide["method"] == "inilora"].set_index("lr")
+    assert ini.loc[4e-3, "chain:accuracy:p_holm"] < 0.01 and ini.loc[1e-3, "chain:accuracy:p_holm"] > 0.05
+    assert ini.loc[4e-3, "chain:accuracy:diff_vs_lora"] == pytest.approx(
+        ini.loc[4e-3, "chain:accuracy"] - wide[(wide["method"] == "lora") & (wide["lr"] == 4e-3)]["chain:accuracy"].item())
+    fig = studies.figure6_data(tmp_path / "s.csv")
+    assert (fig["ci_low"] <= fig["accuracy"]).all() and (fig["accuracy"] <= fig["ci_high"]).all()
+
+
+def test_a_rank_table_shows_each_cells_interval_over_items_and_seeds(tmp_path):
+    from inilora.report import studies
+
+    rng = np.random.default_rng(7)
+    paths = [write_items(tmp_path, m, 1e-3, s, rate, rng) for m, rate in (("lora", 0.2), ("inilora", 0.3)) for s in (1, 2)]
+    spec = {"table": "table6", "methods": ["lora", "inilora"], "ranks": [8], "benchmark": "chain", "notes": [],
+            "paper": {}, "labels": {}}
+    table = studies.rank_table(spec, paths, tmp_path / "none.csv", tmp_path / "t.csv", tmp_path / "t.md")
+    row = table.set_index("method").loc["inilora"]
+    assert row["r8:ci_low"] < row["r8"] < row["r8:ci_high"] and row["r8:ci_high"] - row["r8:ci_low"] < 30
+    md = (tmp_path / "t.md").read_text()
+    assert f"{row['r8']:.1f} [{row['r8:ci_low']:.1f}, {row['r8:ci_high']:.1f}]" in md and "minimum detectable" in md

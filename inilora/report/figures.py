@@ -69,15 +69,28 @@ def _log_if_wide(ax, values, axis: str) -> None:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
 
 
+def _has_interval(df: pd.DataFrame) -> bool:
+    return "ci_low" in df and bool(df["ci_low"].notna().all())
+
+
 def _seeds_note(df: pd.DataFrame) -> str:
     lo, hi = int(df["seeds"].min()), int(df["seeds"].max())
     n = str(lo) if lo == hi else f"{lo}-{hi}"
+    if _has_interval(df):
+        return f"Points: mean over {n} seed(s); error bars: 95% bootstrap interval over the items (and seeds)."
     return f"Points: mean over {n} seed(s); error bars: std over seeds (none with one seed)."
 
 
+def _yerr(df: pd.DataFrame):
+    """Asymmetric bars from the interval when the data has one, else the std over seeds (NaN: none)."""
+    if _has_interval(df):
+        return np.vstack([df["accuracy"] - df["ci_low"], df["ci_high"] - df["accuracy"]]).astype(float)
+    return df["accuracy_std"].to_numpy(dtype=float)
+
+
 def _errorbar(ax, x, df: pd.DataFrame, **kw) -> None:
-    # NaN entries in yerr are simply not drawn, which is what a single seed should show.
-    ax.errorbar(x, df["accuracy"], yerr=df["accuracy_std"].to_numpy(dtype=float), capsize=3, **kw)
+    # NaN entries in yerr are simply not drawn, which is what a single seed without items should show.
+    ax.errorbar(x, df["accuracy"], yerr=_yerr(df), capsize=3, **kw)
 
 
 def _finish(fig, out: Path, title: str, note: str) -> Drawn:
@@ -183,7 +196,7 @@ def figure4(acc: pd.DataFrame, values: dict[str, dict[str, np.ndarray]], out: Pa
     for i, (model, g) in enumerate(acc.groupby("model", sort=False)):
         g = g.set_index("method").reindex(methods)
         x = np.arange(len(methods)) + (i - (len(models) - 1) / 2) * width
-        bars.bar(x, g["accuracy"], width, yerr=g["accuracy_std"].to_numpy(dtype=float), capsize=3,
+        bars.bar(x, g["accuracy"], width, yerr=_yerr(g), capsize=3,
                  label=model if len(models) > 1 else None)
     bars.set_xticks(np.arange(len(methods)), methods, rotation=30, ha="right")
     bars.set(title="accuracy per initialisation", ylabel=", ".join(dict.fromkeys(acc["metric"])))

@@ -33,7 +33,7 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
             if c == "lr":
                 cells.append(f"{v:g}" if v else "-")
             elif isinstance(v, float) and _num(low) and _num(high):
-                cells.append(f"{v:.{digits}f} [{low:.3f}, {high:.3f}]")
+                cells.append(f"{v:.{digits}f} [{low:.{min(digits, 3)}f}, {high:.{min(digits, 3)}f}]")
             elif isinstance(v, float):
                 cells.append(f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if _num(std) else ""))
             else:

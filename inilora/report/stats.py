@@ -132,13 +132,14 @@ def items_for(n_effect: float, baseline: float, alpha: float = ALPHA, power: flo
 # ----------------------------------------------------------------------------- tables
 
 
-def comparison_columns(eval_paths: list[str], reference: str, keys: tuple[str, ...] = ("model", "rank", "lr")):
+def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = False):
     """Per (model, method, rank, lr) and benchmark: interval and paired test columns for a table.
 
     Returns (columns, notes): ``columns[(model, method, rank, lr)]`` maps ``<bench>:<metric>:ci_low``,
     ``:ci_high``, ``:diff_vs_<reference>``, ``:diff_ci_low``, ``:diff_ci_high``, ``:p``, ``:p_holm`` to
     values; the reference is each method's row at the same model and rank (the base row is compared
-    too); Holm runs over the methods of one benchmark, model and rank.
+    too); Holm runs over the methods of one benchmark, model and rank. ``same_lr``: compare against
+    the reference at the same fine-tuning lr (a sweep), not at its own (a table of tuned rows).
     """
     import json
     from pathlib import Path
@@ -169,14 +170,15 @@ def comparison_columns(eval_paths: list[str], reference: str, keys: tuple[str, .
         groups.setdefault((model, bench), []).append((method, rank, lr))
     for (model, bench), members in groups.items():
         col = f"{bench}:{metric_of[bench]}"
-        for rank in sorted({r for _, r, _ in members if r}):
-            ref = [m for m in members if m[0] == reference and m[1] == rank]
+        cells = sorted({(r, lr if same_lr else None) for _, r, lr in members if r})
+        for rank, at_lr in cells:
+            ref = [m for m in members if m[0] == reference and m[1] == rank and at_lr in (None, m[2])]
             if not ref:
                 continue
             ref_runs = runs[(model, *ref[0], bench)]
             compared = []
             for method, r, lr in members:
-                if (method, r, lr) == ref[0] or (r != rank and method != "base"):
+                if (method, r, lr) == ref[0] or (r != rank and method != "base") or at_lr not in (None, lr):
                     continue
                 other = runs[(model, method, r, lr, bench)]
                 if method == "base":  # one base evaluation stands for every seed of the reference
@@ -192,7 +194,8 @@ def comparison_columns(eval_paths: list[str], reference: str, keys: tuple[str, .
             tests = sorted({c[1].test for c in compared})
             n_items = len(next(iter(ref_runs.values())))
             base_rate = float(np.mean([x.mean() for x in ref_runs.values()]))
-            notes.append(f"{bench} (rank {rank}): {n_items} items x {len(ref_runs)} seed(s); intervals: 95% bootstrap "
+            where = f"rank {rank}" + (f", lr {at_lr:g}" if at_lr is not None else "")
+            notes.append(f"{bench} ({where}): {n_items} items x {len(ref_runs)} seed(s); intervals: 95% bootstrap "
                          f"over items{' and seeds' if len(ref_runs) > 1 else ''}; differences against {reference}: "
                          f"{', '.join(tests) or 'none'}, Holm-adjusted over {len(compared)} comparison(s); a difference "
                          f"smaller than {min_detectable_difference(n_items, base_rate):.3f} (the minimum detectable "

@@ -54,7 +54,24 @@ def over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     g = df.groupby(keys, sort=False)["value"]
     out = pd.DataFrame({"accuracy": g.mean(), "accuracy_std": g.std(ddof=1), "seeds": g.size()}).reset_index()
     out["metric"] = df["metric"].iloc[0]
+    if "path" in df:  # the 95% interval over items (and seeds), in percent, where the JSONs carry items
+        intervals = {k: _interval(list(g_df["path"])) for k, g_df in df.groupby(keys, sort=False)}
+        key_of = list(zip(*[out[k] for k in keys])) if len(keys) > 1 else list(out[keys[0]])
+        out["ci_low"] = [intervals[k][0] for k in key_of]
+        out["ci_high"] = [intervals[k][1] for k in key_of]
     return out
+
+
+def _interval(eval_paths: list[str]) -> tuple[float, float]:
+    """95% bootstrap interval (percent) of the headline metric over the items of these runs' seeds;
+    NaN when a JSON has no per-item records."""
+    from inilora.report.stats import item_scores, mean_ci
+
+    results = [json.loads(Path(p).read_text()) for p in eval_paths]
+    if not all("records" in r for r in results):
+        return float("nan"), float("nan")
+    _, low, high = mean_ci([item_scores(r)[1] for r in results])
+    return 100 * low, 100 * high
 
 
 def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, markdown: Path) -> pd.DataFrame:
@@ -66,12 +83,14 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
         df["size"] = df["task"].str.rpartition("-n")[2].astype(int)
         keys = ["model", "size", "method"]
     stats = over_seeds(df, [*keys, "rank"])
-    wide = stats.pivot(index=keys, columns="rank", values=["accuracy", "accuracy_std", "seeds"])
+    wide = stats.pivot(index=keys, columns="rank", values=["accuracy", "accuracy_std", "seeds", "ci_low", "ci_high"])
     cols = {}
     for r in spec["ranks"]:
         cols[f"r{r}"] = wide[("accuracy", r)]
         cols[f"r{r}_std"] = wide[("accuracy_std", r)]
         cols[f"r{r}:seeds"] = wide[("seeds", r)]
+        cols[f"r{r}:ci_low"] = wide[("ci_low", r)]
+        cols[f"r{r}:ci_high"] = wide[("ci_high", r)]
     table = pd.DataFrame(cols).reset_index()
     notes = list(spec["notes"])
     paper = study_rows(spec, paper_csv)
@@ -90,7 +109,14 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     atomic_write_text(csv, table.to_csv(index=False, float_format="%.4g"))
     n = df.groupby("benchmark")["n"].max()
     notes += [f"{b}: {k} items scored, so one item is {100 / k:.2f} points" for b, k in n.items()]
-    notes.append(f"r<rank>: {df['metric'].iloc[0]} at LoRA rank <rank>, mean ± std over seeds")
+    notes.append(f"r<rank>: {df['metric'].iloc[0]} at LoRA rank <rank>, mean ± std over seeds, or, where the "
+                 "evaluations carry per-item results, mean [95% bootstrap interval over items and seeds]")
+    for b, k in n.items():
+        from inilora.report.stats import min_detectable_difference
+
+        ref = df[df["method"] == "lora"]["value"].mean() / 100 if (df["method"] == "lora").any() else df["value"].mean() / 100
+        notes.append(f"{b}: two methods must differ by about {100 * min_detectable_difference(int(k), ref):.1f} points "
+                     f"(the minimum detectable at 80% power with {k} items from {100 * ref:.1f}%) before one seed can tell them apart")
     md = [f"# {TITLES[spec['table']]}", "", *[f"- {x}" for x in notes], "", markdown_table(table, digits=1), ""]
     atomic_write_text(markdown, "\n".join(md))
     return table
@@ -147,9 +173,12 @@ def figure6_data(sweep_csv: Path) -> pd.DataFrame:
     """The learning-rate sweep's mean accuracy (or pass@1) per method and rate, in percent."""
     sweep = pd.read_csv(sweep_csv)
     col = next(c for c in sweep.columns if c.endswith((":accuracy", ":pass@1")))
-    return pd.DataFrame({"model": sweep["model"], "method": sweep["method"], "rank": sweep["rank"], "lr": sweep["lr"],
-                         "accuracy": sweep[col] * 100, "accuracy_std": sweep.get(f"{col}_std", np.nan) * 100,
-                         "seeds": sweep[f"{col.split(':')[0]}:seeds"], "metric": f"{col} (%)"})
+    out = pd.DataFrame({"model": sweep["model"], "method": sweep["method"], "rank": sweep["rank"], "lr": sweep["lr"],
+                        "accuracy": sweep[col] * 100, "accuracy_std": sweep.get(f"{col}_std", np.nan) * 100,
+                        "seeds": sweep[f"{col.split(':')[0]}:seeds"], "metric": f"{col} (%)"})
+    if f"{col}:ci_low" in sweep:
+        out["ci_low"], out["ci_high"] = sweep[f"{col}:ci_low"] * 100, sweep[f"{col}:ci_high"] * 100
+    return out
 
 
 def draw(spec: dict, inputs: dict[str, list[str]], out: Path) -> figures.Drawn:

@@ -29,7 +29,8 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
                      "seed": 0}
         ident = {k: ident[k] for k in ("model", "task", "method", "rank", "lr", "seed")}
         for metric, value in data["metrics"].items():
-            rows.append({**ident, "benchmark": data["benchmark"], "n": data["n"], "metric": metric, "value": value})
+            rows.append({**ident, "benchmark": data["benchmark"], "n": data["n"], "metric": metric, "value": value,
+                         "path": str(p)})
     return pd.DataFrame(rows)
 
 
@@ -53,13 +54,14 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_c
     return wide
 
 
-def with_uncertainty(wide: pd.DataFrame, eval_paths: list[str], spec: dict) -> tuple[pd.DataFrame, dict]:
+def with_uncertainty(wide: pd.DataFrame, eval_paths: list[str], spec: dict,
+                     same_lr: bool = False) -> tuple[pd.DataFrame, dict]:
     """Add each headline metric's 95% interval and its paired test against the reference method
     (inilora.report.stats), and say in the notes what they are."""
     from inilora.report.stats import comparison_columns
 
     reference = spec.get("reference", "lora")
-    columns, notes = comparison_columns(eval_paths, reference)
+    columns, notes = comparison_columns(eval_paths, reference, same_lr)
     keys = list(zip(wide["model"], wide["method"], wide["rank"], wide["lr"]))
     names = list(dict.fromkeys(c for values in columns.values() for c in values))
     for name in names:
@@ -142,6 +144,7 @@ def lr_sweep(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd
         best = (wide.sort_values(["lr"]).groupby(["model", "method", "rank"])[col].idxmax())
         wide[f"{bench}:best"] = wide.index.isin(best.values)
     wide = _method_order(wide, spec["methods"], ["model", "rank", "method", "lr"])
+    wide, spec = with_uncertainty(wide, eval_paths, spec, same_lr=True)
     _write(wide, df, "Learning-rate sweep: methods x fine-tuning learning rate", spec, csv, markdown)
     return wide
 
