@@ -36,9 +36,17 @@ def cmd_prepare_model(a) -> None:
 def cmd_decompose(a) -> None:
     from inilora.decompose import job
 
-    spec = json.loads(a.spec)
     _threads(a.threads)
-    job.run(spec, Path(a.manifest), Path(a.out_dir), Path(a.timing) if a.timing else None)
+    timing = Path(a.timing) if a.timing else None
+    if a.model:  # outside the workflow: a hub id or a model folder, the paper's settings
+        spec = job.spec_for(a.rank, a.iterations, a.lr, a.target_modules, a.device)
+        info = {"name": Path(a.model).name, "path": a.model, "source": a.model}
+        job.run_on(info, spec, Path(a.out or a.out_dir), timing)
+        return
+    if not (a.spec and a.manifest and a.out_dir):
+        raise ValueError("inilora decompose needs --model (with --rank and --out) or the workflow's --spec, "
+                         "--manifest and --out-dir")
+    job.run(json.loads(a.spec), Path(a.manifest), Path(a.out_dir), timing)
 
 
 def cmd_finetune(a) -> None:
@@ -133,8 +141,20 @@ def parser() -> argparse.ArgumentParser:
 
     command("prepare-model", cmd_prepare_model, "resolve a model; convert the builtin GGUF once",
             "--name", "--path", "--out-dir", "--manifest")
-    s = job("decompose", cmd_decompose, "IniLoRA weight approximation for one model x rank x lr", "--out-dir")
+    s = sub.add_parser("decompose", help="IniLoRA weight approximation for one model x rank x lr: the workflow's "
+                       "job (--spec, --manifest, --out-dir), or a model on its own (--model, --rank, --out)")
+    s.set_defaults(func=cmd_decompose)
+    for flag in ("--spec", "--manifest", "--out-dir"):
+        s.add_argument(flag)
+    s.add_argument("--threads", type=int)
     s.add_argument("--timing", help="write the job's wall time and peak RSS here (Snakemake's benchmark-TSV columns)")
+    s.add_argument("--model", help="a hub id or a model folder (outside the workflow)")
+    s.add_argument("--rank", type=int, default=8)
+    s.add_argument("--iterations", type=int, default=20000)
+    s.add_argument("--lr", type=float, default=5e-4)
+    s.add_argument("--target-modules", nargs="+", default=None)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--out", help="folder for it<N>.safetensors and it<N>.json (with --model)")
     s = job("finetune", cmd_finetune, "initialise by method name and fine-tune", "--adapter-dir", "--log-json")
     s.add_argument("--factors", help="decomposition artifact (methods that need one)")
     s = job("glue", cmd_glue, "sequence-classification fine-tune of an encoder, validated every epoch", "--out")

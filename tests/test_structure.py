@@ -42,7 +42,7 @@ def test_the_readme_methods_table_lists_every_registered_method_as_its_record_sa
         else:
             assert row["residual"] == ("yes" if record.residual else "no"), name
         shown = set(re.findall(r"`([a-z_]+)`", row["options"]))
-        assert shown == record.option_names - {"factors_path", "check", "data"} | (
+        assert shown == record.option_names - {"factors_path", "factors", "check", "data"} | (
             {"iterations", "decompose_lr"} if "factors" in record.needs else set()) | (
             {"batch_size"} if "data" in record.needs else set()), name
 
@@ -134,3 +134,38 @@ def test_snakemake_lint_is_clean_and_the_catalog_test_config_plans():
                           capture_output=True, text=True)
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert re.search(r"^figure\s+5$", plan.stdout, flags=re.M) and re.search(r"^decompose\s+2$", plan.stdout, flags=re.M)
+
+
+def test_the_readmes_library_example_runs_as_written(tiny_llama_dir, tmp_path, monkeypatch):
+    """The README's Python block, with a tiny model's folder as `path` (and fewer decomposition
+    iterations); the adapter it saves reproduces the fine-tuned model on the original base."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("As a library, in a plain script")[1].split("```python\n")[1].split("```")[0]
+    assert len(block.strip().splitlines()) <= 16
+    code = re.sub(r'^path = ".*"', f'path = "{tiny_llama_dir}"', block, count=1, flags=re.M)
+    code = code.replace("iterations=4000", "iterations=200").replace("rank=8", "rank=4").replace("alpha=8", "alpha=4")
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    tuned = scope["model"].eval()(ids).logits
+    portable = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), "adapter").eval()
+    assert torch.allclose(portable(ids).logits, tuned, atol=1e-4)
+
+
+def test_inilora_decompose_runs_without_snakemake(tiny_llama_dir, tmp_path):
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "inilora", "decompose", "--model", str(tiny_llama_dir), "--rank", "4",
+                          "--iterations", "30", "--out", str(tmp_path / "f"), "--device", "cpu"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    meta = json.loads((tmp_path / "f/it30.json").read_text())
+    assert meta["rank"] == 4 and meta["iterations"] == 30 and meta["runtime"]["device"] == "cpu"
+    from inilora.decompose import load_artifact
+
+    assert len(load_artifact(tmp_path / "f/it30.safetensors")) == 4

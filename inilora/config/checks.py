@@ -39,7 +39,7 @@ def check_methods(config: dict) -> None:
             raise ConfigError(f"config key 'method_options.{m}': unknown method; valid: {sorted(REGISTRY)}")
         try:
             check_options(m, dict(opts or {}), workflow_options(m))
-            reserved = {"factors_path", "check", "data"} & set(opts or {})
+            reserved = {"factors_path", "factors", "check", "data"} & set(opts or {})
             if reserved:
                 raise InitError(f"method '{m}': the workflow sets {sorted(reserved)} itself")
         except InitError as e:

@@ -15,33 +15,40 @@ from inilora.inits.residual import lora_layers, set_residual
 
 @register("inilora", residual=True, needs=("factors",), paper="IniLoRA, Sec. 3")
 def init_inilora(model, rank, alpha, target_modules, task_type=None, factors_path: str | None = None,
-                 check: bool = True) -> PeftModel:
+                 factors=None, check: bool = True) -> PeftModel:
     """IniLoRA (this repository's paper, Sec. 3): B A fitted to W by Adam, residual base.
 
-    ``factors_path`` is a decomposition artifact (``inilora decompose``). As in the original
-    code (hihi885/IniLoRA, peft/tuners/lora/layer.py:sgd_svd) the factors are not divided by
-    the scaling, so the adapter holds the rank-r approximation of W only when alpha = r; the
-    step-0 output is unchanged for any alpha because scaling * B A is subtracted from W.
-    The artifact's metadata must match the weights in hand (fingerprint) and the rank;
-    ``check=False`` skips that, for factors made elsewhere on purpose.
+    The factors come from a decomposition artifact (``factors_path``, what ``inilora decompose``
+    writes) or from memory (``factors``, what :func:`inilora.decompose.decompose_model` returns).
+    As in the original code (hihi885/IniLoRA, peft/tuners/lora/layer.py:sgd_svd) the factors are
+    not divided by the scaling, so the adapter holds the rank-r approximation of W only when
+    alpha = r; the step-0 output is unchanged for any alpha because scaling * B A is subtracted
+    from W. Their record must match the weights in hand (fingerprint) and the rank; ``check=False``
+    skips that, for factors made elsewhere on purpose.
     """
-    from inilora.decompose import check_provenance, load_artifact
+    from inilora.decompose import ArtifactError, check_provenance, fingerprint, load_artifact
 
-    if not factors_path:
-        raise InitError("method 'inilora' needs option factors_path (a decomposition artifact)")
-    stored = load_artifact(factors_path)
+    if (factors_path is None) == (factors is None):
+        raise InitError("method 'inilora' needs one of the options factors_path (a decomposition artifact) "
+                        "or factors (inilora.decompose_model's result)")
+    where = factors_path or "the factors given"
+    stored = load_artifact(factors_path) if factors_path else factors.tensors
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)
     if check:
         weights = {n: layer.get_base_layer().weight for n, layer in lora_layers(peft_model).items()}
-        check_provenance(factors_path, weights, rank)
+        if factors_path:
+            check_provenance(factors_path, weights, rank)
+        elif factors.rank != rank or set(stored) != set(weights) or fingerprint(weights) != factors.fingerprint:
+            raise ArtifactError(f"{where} were computed for rank {factors.rank} from other weights or modules than "
+                                f"the model being initialised (rank {rank}); refusing to use them")
 
     def cached(name, W, scaling):
         if name not in stored:
-            raise InitError(f"{factors_path} has no factors for module {name}; it holds {len(stored)} others")
+            raise InitError(f"{where} has no factors for module {name}; it holds {len(stored)} others")
         A, B = stored[name]["A"], stored[name]["B"]
         if A.shape[0] != rank or tuple(B.shape[:1]) + tuple(A.shape[1:]) != tuple(W.shape):
             raise InitError(
-                f"{factors_path}: factors of {name} are B {tuple(B.shape)}, A {tuple(A.shape)}; "
+                f"{where}: factors of {name} are B {tuple(B.shape)}, A {tuple(A.shape)}; "
                 f"expected rank {rank} and W {tuple(W.shape)}"
             )
         return A, B
