@@ -66,12 +66,14 @@ def test_schema_defaults_are_the_code_defaults():
 
     for section, cls in (("train", TrainSettings), ("decompose", SolverSettings)):
         props = SCHEMA["properties"][section]["properties"]
-        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        fields = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                  for f in dataclasses.fields(cls)
+                  if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
         shared = set(props) & set(fields)
         assert len(shared) >= 6, section
         for key in shared:
             schema_default = props[key]["default"]
-            if isinstance(schema_default, list):  # decompose.lr: a list of rates, the first is the default run's
+            if isinstance(schema_default, list) and not isinstance(fields[key], list):  # decompose.lr: the first rate
                 schema_default = schema_default[0]
             assert schema_default == fields[key], f"{section}.{key}: schema {schema_default}, {cls.__name__} {fields[key]}"
 

@@ -46,3 +46,20 @@ def test_finetune_with_checkpoints_off_writes_none(tiny_llama, tiny_llama_dir, t
     info = finetune(model, load_tokenizer(str(tiny_llama_dir)), examples, settings, tmp_path)
     assert info["steps"] == 2 and info["resumed_from"] is None
     assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_a_tensorboard_run_writes_its_event_files_beside_the_run_offline(tiny_llama, tiny_llama_dir, tmp_path):
+    import torch
+
+    from inilora.inits import apply_init
+    from inilora.models import load_tokenizer
+    from inilora.train.sft import TrainSettings, finetune
+
+    torch.manual_seed(0)
+    model = apply_init(tiny_llama, "lora", 4, 4, ["q_proj", "v_proj"])
+    examples = [Example(f"What is {i} + 1?", f"The answer is: {i + 1}", str(i + 1)) for i in range(4)]
+    settings = TrainSettings(batch_size=2, grad_accum=1, max_steps=2, max_length=64, checkpoint_steps=0,
+                             report_to=["tensorboard"])
+    finetune(model, load_tokenizer(str(tiny_llama_dir)), examples, settings, tmp_path / "run" / "trainer")
+    events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

@@ -14,6 +14,7 @@ deleted once training finishes.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class TrainSettings:
     bf16: bool = False
     base_dtype: str = "float32"  # the frozen base during training; bfloat16 halves it (the init stays fp32)
     gradient_checkpointing: bool = False
+    report_to: list = field(default_factory=list)  # experiment trackers (the Trainer's report_to)
     seed: int = 11
     logging_steps: int = 1
     checkpoint_steps: int = 200  # optimizer steps between resumable checkpoints; 0 = none
@@ -93,6 +95,8 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
     data = [encode(tok, ex, settings.max_length) for ex in examples]
     key = resume_key(peft_model, data, settings)
     checkpoints = settings.checkpoint_steps > 0
+    if "tensorboard" in settings.report_to:  # the event files beside the run's train.json
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work_dir.parent / "tensorboard")
     args = training_arguments(
         str(work_dir), batch_size=settings.batch_size, learning_rate=settings.learning_rate,
         scheduler=settings.scheduler, warmup=settings.warmup_ratio, weight_decay=settings.weight_decay,
@@ -114,6 +118,7 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
         save_steps=max(settings.checkpoint_steps, 1),
         save_total_limit=KEEP_CHECKPOINTS,
         remove_unused_columns=False,
+        report_to=list(settings.report_to),
         **settings.extra,
     )
     resume = last_checkpoint(work_dir, key, delete_unusable=args.should_save) if work_dir.is_dir() else None
@@ -160,7 +165,6 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     Under torchrun (``train.gpus`` > 1) every rank runs the init itself, on its own GPU, from the same
     seed, data and weights, so all ranks start from the same factors; only rank 0 writes.
     """
-    import os
 
     from inilora import device as devices
     from inilora import models
