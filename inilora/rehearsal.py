@@ -102,8 +102,8 @@ def tokenizer():
 
 
 def build(path: str, out_dir: Path, seed: int = 0) -> None:
-    """Write the model of ``path`` (seeded random weights, bf16 like the hub's checkpoints) and the
-    offline tokenizer to ``out_dir``, a plain HF folder."""
+    """Write the model of ``path`` (seeded random weights, bf16 like the hub's checkpoints, drawn on
+    the GPU when there is one) and the offline tokenizer to ``out_dir``, a plain HF folder."""
     from transformers import AutoModel, AutoModelForCausalLM
 
     from inilora.io import atomic_write_dir
@@ -111,7 +111,11 @@ def build(path: str, out_dir: Path, seed: int = 0) -> None:
 
     cfg = model_config(path)
     torch.manual_seed(seed)
-    model = (AutoModelForCausalLM if is_causal_config(cfg) else AutoModel).from_config(cfg, dtype=torch.bfloat16)
+    # drawn on the GPU when there is one (6.7 B numbers for Llama-2-7B); the draw then differs from a
+    # CPU build's, which no rehearsal number depends on
+    where = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(where):
+        model = (AutoModelForCausalLM if is_causal_config(cfg) else AutoModel).from_config(cfg, dtype=torch.bfloat16)
     tok = tokenizer()
 
     def write(tmp: Path) -> None:

@@ -204,6 +204,7 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     cast_frozen_base(peft_model, settings.base_dtype)
     with devices.JobStats(device, settings.base_dtype) as stats:
         result = finetune(peft_model, tok, examples, settings, run_dir / "trainer", device=device)
+    _leave_process_group()
     if not main:
         return
     result["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
@@ -230,3 +231,13 @@ def check_adapter(adapter_dir: str | Path) -> None:
     adapter_dir = Path(adapter_dir)
     check_recorded_hash(adapter_dir / ADAPTER_FILE, adapter_dir.parent / "train.json", "adapter_sha256",
                         "the finetune rule")
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, let every rank finish training, then close the process group on each, so no
+    rank exits with collectives (gloo threads) still alive, which aborts it at exit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
