@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import resource
 import time
 
 import torch
 
+from inilora.device import peak_rss_mb
 from inilora.decompose import SolverSettings, eckart_young_mse, global_sigma, init_factors, read_dtype, solve
 
 # (count, out, in) of the q/v matrices of named models; no download needed.
@@ -60,10 +60,6 @@ def reference(W: torch.Tensor, A0: torch.Tensor, B0: torch.Tensor, settings: Sol
             loss.item()
     with torch.no_grad():
         return float(torch.mean((U @ P - W) ** 2))
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def copy_bandwidth(W: torch.Tensor, sync, repeats: int = 10) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +57,18 @@ def atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_result(path: str) -> dict:
+    """A result JSON, read once per process however many tables and statistics look at it (treat
+    the dict as read-only); a file rewritten since (other mtime or size) is read again."""
+    st = os.stat(path)
+    return _read_json(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_json(path: str, mtime_ns: int, size: int) -> dict:
+    return json.loads(Path(path).read_text())
 
 
 def file_sha256(path: Path, chunk: int = 1 << 24) -> str:

@@ -16,31 +16,26 @@ from pathlib import Path
 
 import torch
 
+_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000,
+          "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+_ROBERTA = {"model_type": "roberta", "architectures": ["RobertaForMaskedLM"], "vocab_size": 50265,
+            "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5}
 ARCHITECTURES = {
-    "llama2-7b": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
-                  "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-                  "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096,
-                  "rms_norm_eps": 1e-5, "paper_name": "LLaMA2-7B"},
-    "llama2-13b": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 5120,
-                   "intermediate_size": 13824, "num_hidden_layers": 40, "num_attention_heads": 40,
-                   "num_key_value_heads": 40, "vocab_size": 32000, "max_position_embeddings": 4096,
-                   "rms_norm_eps": 1e-5, "paper_name": "LLaMA2-13B"},
-    "llama3-8b": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
-                  "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-                  "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
-                  "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "paper_name": "LLaMA3-8B"},
+    "llama2-7b": {**_LLAMA, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                  "num_attention_heads": 32, "num_key_value_heads": 32, "paper_name": "LLaMA2-7B"},
+    "llama2-13b": {**_LLAMA, "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                   "num_attention_heads": 40, "num_key_value_heads": 40, "paper_name": "LLaMA2-13B"},
+    "llama3-8b": {**_LLAMA, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                  "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                  "max_position_embeddings": 8192, "rope_theta": 500000.0, "paper_name": "LLaMA3-8B"},
     "gemma-7b": {"model_type": "gemma", "architectures": ["GemmaForCausalLM"], "hidden_size": 3072,
                  "intermediate_size": 24576, "num_hidden_layers": 28, "num_attention_heads": 16,
                  "num_key_value_heads": 16, "head_dim": 256, "vocab_size": 256000, "max_position_embeddings": 8192,
                  "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6, "paper_name": "Gemma-7B"},
-    "roberta-base": {"model_type": "roberta", "architectures": ["RobertaForMaskedLM"], "hidden_size": 768,
-                     "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-                     "vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1,
-                     "layer_norm_eps": 1e-5, "paper_name": "RoBERTa Base"},
-    "roberta-large": {"model_type": "roberta", "architectures": ["RobertaForMaskedLM"], "hidden_size": 1024,
-                      "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-                      "vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1,
-                      "layer_norm_eps": 1e-5, "paper_name": "RoBERTa Large"},
+    "roberta-base": {**_ROBERTA, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                     "num_attention_heads": 12, "paper_name": "RoBERTa Base"},
+    "roberta-large": {**_ROBERTA, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                      "num_attention_heads": 16, "paper_name": "RoBERTa Large"},
 }
 SPECIAL = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, RoBERTa's order (its padding_idx is 1)
 TOKENIZER_VOCAB = 4096

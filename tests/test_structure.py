@@ -102,7 +102,7 @@ def test_the_conda_env_holds_the_packages_dependencies():
 def test_paths_parse_reads_back_what_the_pattern_wrote(pattern, path, expected):
     assert paths.parse(pattern, path) == expected
     formatted = pattern.format(**{k: v for k, v in paths.parse(pattern, path).items()})
-    assert path.endswith(formatted.replace("lr1e-05", "lr1e-05"))
+    assert path.endswith(formatted)
 
 
 def test_paths_parse_refuses_a_path_of_another_pattern():

@@ -22,23 +22,23 @@ FALLBACK_PARAMS = 7e9
 
 
 @functools.lru_cache(maxsize=None)
-def _sizes(path: str, section: str) -> tuple[float, float]:
-    """(all parameters, target q/v parameters) of the model at ``path``, from its skeleton."""
+def _sizes(path: str, section: str, targets: tuple[str, ...]) -> tuple[float, float]:
+    """(all parameters, parameters of the ``targets`` linears) of the model at ``path``, from its skeleton."""
     from inilora.config.precheck import model_config, skeleton
+    from inilora.models import target_linears
 
     cfg = model_config("resources", path, section)
     if cfg is None:
         return FALLBACK_PARAMS, FALLBACK_PARAMS / 6.3  # Llama-2-7B's share of q/v weights
     model = skeleton(cfg)
     params = sum(p.numel() for p in model.parameters())
-    targets = sum(m.weight.numel() for name, m in model.named_modules()
-                  if name.rsplit(".", 1)[-1] in ("q_proj", "v_proj", "query", "value") and hasattr(m, "weight"))
-    return float(params), float(targets)
+    return float(params), float(sum(m.weight.numel() for m in target_linears(model, list(targets)).values()))
 
 
 def sizes(config: dict, model: str) -> tuple[float, float]:
     section = "encoders" if model in config.get("encoders", {}) and model not in config["models"] else "models"
-    return _sizes(model_entry(config, model)["path"], section)
+    entry = model_entry(config, model)
+    return _sizes(entry["path"], section, tuple(entry["target_modules"]))
 
 
 def _examples(train_specs: list[dict], default: int = 10000) -> int:

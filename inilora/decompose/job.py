@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,10 +36,11 @@ def write_timing(path: Path, seconds: float) -> None:
     """This process's wall time and peak RSS in the columns of Snakemake's benchmark TSV (s, max_rss
     in MB). The decompose job writes it itself: Snakemake's output cache refuses a rule with
     ``benchmark:``, and as an output the file is cached with the factors it measured."""
+    from inilora.device import peak_rss_mb
     from inilora.io import atomic_write_text
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    max_rss_mb = ru.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+    max_rss_mb = peak_rss_mb()
     cpu = ru.ru_utime + ru.ru_stime
     row = [f"{seconds:.4f}", str(timedelta(seconds=int(seconds))), f"{max_rss_mb:.2f}", f"{cpu:.2f}"]
     atomic_write_text(path, "\t".join(["s", "h:m:s", "max_rss", "cpu_time"]) + "\n" + "\t".join(row) + "\n")

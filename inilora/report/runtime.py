@@ -35,7 +35,7 @@ def collect(root: Path) -> pd.DataFrame:
     rows = []
     for rule, (pattern, keys) in SOURCES.items():
         glob = pattern.replace(paths.RESULTS + "/", "", 1)
-        for name in ("model", "task", "method", "rank", "lr", "seed", "bench", "dlr", "iters"):
+        for name in paths.WILDCARDS:
             glob = glob.replace("{" + name + "}", "*")
         for f in sorted(root.glob(glob)):
             record = json.loads(f.read_text())

@@ -141,15 +141,13 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
     too); Holm runs over the methods of one benchmark, model and rank. ``same_lr``: compare against
     the reference at the same fine-tuning lr (a sweep), not at its own (a table of tuned rows).
     """
-    import json
-    from pathlib import Path
-
     from inilora import paths as artifact
+    from inilora.io import read_result
 
     runs: dict[tuple, dict[int, np.ndarray]] = {}
     metric_of: dict[str, str] = {}
     for p in eval_paths:
-        data = json.loads(Path(p).read_text())
+        data = read_result(str(p))
         if "records" not in data:
             continue
         try:
@@ -163,7 +161,7 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
     notes = []
     for (model, method, rank, lr, bench), by_seed in runs.items():
         col = f"{bench}:{metric_of[bench]}"
-        mean, low, high = mean_ci([by_seed[s] for s in sorted(by_seed)])
+        _, low, high = mean_ci([by_seed[s] for s in sorted(by_seed)])
         columns.setdefault((model, method, rank, lr), {}).update({f"{col}:ci_low": low, f"{col}:ci_high": high})
     groups: dict[tuple, list[tuple]] = {}
     for (model, method, rank, lr, bench) in runs:

@@ -67,7 +67,9 @@ def _interval(eval_paths: list[str]) -> tuple[float, float]:
     NaN when a JSON has no per-item records."""
     from inilora.report.stats import item_scores, mean_ci
 
-    results = [json.loads(Path(p).read_text()) for p in eval_paths]
+    from inilora.io import read_result
+
+    results = [read_result(str(p)) for p in eval_paths]
     if not all("records" in r for r in results):
         return float("nan"), float("nan")
     _, low, high = mean_ci([item_scores(r)[1] for r in results])
@@ -111,9 +113,9 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     notes += [f"{b}: {k} items scored, so one item is {100 / k:.2f} points" for b, k in n.items()]
     notes.append(f"r<rank>: {df['metric'].iloc[0]} at LoRA rank <rank>, mean ± std over seeds, or, where the "
                  "evaluations carry per-item results, mean [95% bootstrap interval over items and seeds]")
-    for b, k in n.items():
-        from inilora.report.stats import min_detectable_difference
+    from inilora.report.stats import min_detectable_difference
 
+    for b, k in n.items():
         ref = df[df["method"] == "lora"]["value"].mean() / 100 if (df["method"] == "lora").any() else df["value"].mean() / 100
         notes.append(f"{b}: two methods must differ by about {100 * min_detectable_difference(int(k), ref):.1f} points "
                      f"(the minimum detectable at 80% power with {k} items from {100 * ref:.1f}%) before one seed can tell them apart")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from inilora.io import atomic_write_text
+from inilora.io import atomic_write_text, read_result
 from inilora.report.markdown import differences_table, markdown_table
 from inilora.report.paper import beside_table1, beside_table2
 
@@ -21,7 +21,7 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
 
     rows = []
     for p in paths:
-        data = json.loads(Path(p).read_text())
+        data = read_result(str(p))
         try:
             ident = artifact.parse(artifact.EVAL, p)
         except ValueError:
