@@ -1,8 +1,10 @@
 """Hostile programs are contained, scored as failures, and the evaluator carries on.
 
 Each hostile case also runs with single layers switched off where that is
-meaningful: ``user=None`` leaves only the audit hook (plus rlimits), and, when we are
-root, ``audit_hook=False`` leaves only the privilege drop (plus rlimits).
+meaningful: ``user=None`` leaves the namespaces and the audit hook (plus rlimits), and,
+when we are root, ``audit_hook=False`` leaves the namespaces and the privilege drop.
+The attack classes of issue 16, each under the default configuration, are in
+tests/test_sandbox_attacks.py.
 """
 
 import os
@@ -10,7 +12,9 @@ import time
 
 import pytest
 
-from inilora.evaluate.sandbox import SAFE_ENV, STATUSES, _session_members, run_untrusted
+from conftest import sandbox_processes_left
+
+from inilora.evaluate.sandbox import SAFE_ENV, STATUSES, run_untrusted
 
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\nprint('hello')\n"
 IS_ROOT = os.geteuid() == 0
@@ -48,9 +52,10 @@ def test_root_runs_the_program_as_an_unprivileged_uid():
     result = run_untrusted("import os\nprint(os.getuid(), os.geteuid(), os.getgroups())\n")
     assert result.passed
     if IS_ROOT:
-        assert result.stdout.split()[:2] == ["65534", "65534"] and result.isolation.startswith("uid 65534")
+        assert result.stdout.split()[:2] == ["65534", "65534"]
+        assert result.isolation == f"{result.containment} namespaces + uid 65534 + rlimits + audit hook"
     else:
-        assert result.isolation.startswith("not root") and result.stdout.split()[0] == str(os.getuid())
+        assert "not root" in result.isolation and result.stdout.split()[0] == str(os.getuid())
 
 
 def test_infinite_loop_times_out_and_the_evaluator_returns_promptly():
@@ -59,7 +64,7 @@ def test_infinite_loop_times_out_and_the_evaluator_returns_promptly():
     took = time.monotonic() - start
     assert result.status == "timeout" and not result.passed
     assert 1.0 <= took < 2.0
-    assert _session_members(result.pid) == []
+    assert sandbox_processes_left(result) == []
     assert_still_works()
 
 
@@ -72,7 +77,7 @@ def test_fork_bomb_is_refused_and_leaves_no_process():
     result = run_untrusted("import os\nwhile True:\n    os.fork()\n")
     assert result.status == "failed" and "os.fork is not allowed" in result.detail
     assert result.elapsed < 2
-    assert _session_members(result.pid) == []
+    assert sandbox_processes_left(result) == []
     assert_still_works()
 
 
@@ -95,7 +100,7 @@ time.sleep(60)
 def test_without_the_hook_rlimit_nproc_caps_forks_and_the_group_is_killed():
     result = run_untrusted(FORK_AND_HANG, timeout=1.5, max_procs=6, audit_hook=False)
     assert result.status == "timeout"
-    assert _session_members(result.pid) == []  # the sleeping children died with the group
+    assert sandbox_processes_left(result) == []  # the sleeping children died with the group
     if result.isolation.startswith("root:"):  # no drop possible here: NPROC never binds root
         assert "RLIMIT_NPROC does not bind root" in result.detail
     else:
@@ -180,7 +185,7 @@ def test_environment_secrets_are_not_visible(monkeypatch):
     assert "hf_FAKE" not in result.stdout + result.stderr and "HF_TOKEN" not in result.stdout
     assert "refused PermissionError" in result.stdout  # the parent's environment cannot be read either
     seen = dict(eval(result.stdout.splitlines()[0]))
-    assert set(seen) <= set(SAFE_ENV) | {"HOME", "TMPDIR"}
+    assert set(seen) <= set(SAFE_ENV) | {"HOME", "TMPDIR", "PWD"}
 
 
 def test_working_directory_is_fresh_private_and_removed():
@@ -196,9 +201,10 @@ def test_working_directory_is_fresh_private_and_removed():
     )
     first, second = run_untrusted(program), run_untrusted(program)
     assert first.passed and second.passed, (first, second)
-    assert first.stdout != second.stdout
+    assert first.stdout.strip() == second.stdout.strip() == "/sandbox"  # the host's path is not in its view
+    assert first.workdir != second.workdir
     for result in (first, second):
-        assert not os.path.exists(result.stdout.strip())
+        assert not os.path.exists(result.workdir)
 
 
 def test_output_is_capped_and_the_child_is_not_blocked():
@@ -250,7 +256,7 @@ def test_a_tree_1500_levels_deep_is_cleaned_up_without_crashing_the_harness():
     )
     result = run_untrusted(program, timeout=10)
     assert result.status == "passed", result
-    assert not os.path.exists(result.stdout.strip())
+    assert not os.path.exists(result.workdir)
     assert_still_works()
 
 
@@ -260,14 +266,14 @@ def test_a_harness_error_on_one_sample_is_recorded_and_the_others_are_scored(mon
     problems = dict(list(he.load_problems().items())[:2])
     completions = {t: [p["canonical_solution"]] for t, p in problems.items()}
     first = next(iter(problems))
-    real = he.run_untrusted
+    real = he.run_check
 
     def flaky(program, *a, **k):
         if problems[first]["entry_point"] in program and problems[first]["canonical_solution"] in program:
             raise RuntimeError("sandbox host lost")
         return real(program, *a, **k)
 
-    monkeypatch.setattr(he, "run_untrusted", flaky)
+    monkeypatch.setattr(he, "run_check", flaky)
     scored = he.score(problems, completions, stops=None, progress=False)
     assert scored["samples"][first][0]["status"] == "error"
     assert "harness error: RuntimeError: sandbox host lost" in scored["samples"][first][0]["detail"]

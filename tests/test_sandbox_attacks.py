@@ -1,0 +1,376 @@
+"""One test per attack class of issue 16, each with programs written for this harness, each under
+the default configuration (containment "auto": bubblewrap here, ``unshare`` without it).
+
+Where the audit hook would refuse the attack before it reaches the kernel, the test also runs
+it with ``audit_hook=False``: the namespaces, not the hook, are what must hold. The classes:
+a forged pass, the hook switched off, a process outliving the deadline, the network, writes
+outside the working directory by every route, signalling a sibling run, reading other
+processes, and a crash in cleanup. The fallback mode ``unshare`` runs the kernel-level cases too.
+"""
+
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import sandbox_processes_left
+
+from inilora.evaluate import contain
+from inilora.evaluate import humaneval as he
+from inilora.evaluate.sandbox import run_check, run_untrusted
+
+MODES = ["auto", "unshare"]
+OUTER = [{}, {"audit_hook": False}]  # the default, and the kernel walls alone
+GOOD = "print('fine')\n"
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return he.load_problems()["HumanEval/0"]  # has_close_elements: a list of floats and a threshold
+
+
+# -- a forged pass ---------------------------------------------------------------------------------
+
+FORGERIES = {
+    # the old bootstrap's nonce sat in a frame above the program: find any such bytes, write them as
+    # the completion message on every descriptor, and leave with status 0
+    "frame-walk nonce": (
+        "    return True\n"
+        "import os, sys\n"
+        "f = sys._getframe()\n"
+        "while f is not None:\n"
+        "    for v in list(f.f_locals.values()) + list(f.f_globals.values()):\n"
+        "        if isinstance(v, (bytes, str)) and len(v) == 32:\n"
+        "            data = v.encode() if isinstance(v, str) else v\n"
+        "            for fd in range(3, 32):\n"
+        "                for msg in (b'N' + len(data).to_bytes(8, 'big') + data, data + b'\\n'):\n"
+        "                    try:\n"
+        "                        os.write(fd, msg)\n"
+        "                    except OSError:\n"
+        "                        pass\n"
+        "    f = f.f_back\n"
+        "os._exit(0)\n"
+    ),
+    "always-equal object": (
+        "    class Yes:\n"
+        "        def __eq__(self, other):\n"
+        "            return True\n"
+        "        __hash__ = object.__hash__\n"
+        "    return Yes()\n"
+    ),
+    "bool subclass equal to everything": (
+        "    class B(int):\n"
+        "        def __eq__(self, other):\n"
+        "            return True\n"
+        "        __hash__ = int.__hash__\n"
+        "    return B(7)\n"
+    ),
+    "fake replies on every descriptor": (
+        "    return None\n"
+        "import os\n"
+        "ok = b'V' + (4).to_bytes(8, 'big') + b'true'\n"
+        "for fd in range(3, 32):\n"
+        "    try:\n"
+        "        os.write(fd, b'R' + (1).to_bytes(8, 'big') + b'1' + ok * 64)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    ),
+    "patched finish path": (
+        "    return None\n"
+        "import sys, os\n"
+        "main = sys.modules['__main__']\n"
+        "for f in (sys._getframe(),):\n"
+        "    g = f.f_back.f_globals if f.f_back else {}\n"
+        "    g['serve'] = lambda fd, fn: os._exit(0)\n"
+        "    g['finish'] = lambda code: os._exit(0)\n"
+        "    g['send'] = lambda *a: None\n"
+    ),
+    "profile hook": (
+        "    return None\n"
+        "import sys\n"
+        "sys.setprofile(lambda frame, event, arg: None)\n"
+    ),
+    "exit 0 before the test": "    return True\nimport os\nos._exit(0)\n",
+    "SystemExit inside the call": "    raise SystemExit(0)\n",
+}
+
+
+@pytest.mark.parametrize("how", FORGERIES)
+def test_a_failing_candidate_cannot_forge_a_pass(problem, how):
+    completions = {problem["task_id"]: [FORGERIES[how], problem["canonical_solution"]]}
+    scored = he.score({problem["task_id"]: problem}, completions, stops=None, progress=False)
+    forged, honest = scored["samples"][problem["task_id"]]
+    assert forged["status"] in ("failed", "error", "killed"), forged
+    assert honest["status"] == "passed", honest
+    assert scored["per_task"][problem["task_id"]]["correct"] == 1
+
+
+def test_the_verdict_is_the_trusted_checks_not_the_programs():
+    def check(candidate):
+        assert candidate([3, 1, 2]) == [1, 2, 3]
+        assert candidate((2, 1)) == (1, 2) and type(candidate((2, 1))) is tuple
+
+    good = "def f(xs):\n    return type(xs)(sorted(xs))\n"
+    wrong = "def f(xs):\n    return list(sorted(xs))\n"  # a list where the check wants a tuple
+    assert run_check(good, "f", check).status == "passed"
+    failed = run_check(wrong, "f", check)
+    assert failed.status == "failed" and "AssertionError" in failed.detail
+
+
+# -- the hook switched off -------------------------------------------------------------------------
+
+def test_the_hook_cannot_be_switched_off_from_inside(tmp_path):
+    target = tmp_path / "written-after-disabling.txt"
+    program = (
+        "import sys, builtins\n"
+        "f = sys._getframe()\n"
+        "while f is not None:\n"  # empty every set-like global and shadow the builtins the old hook used
+        "    g = f.f_globals\n"
+        "    for k, v in list(g.items()):\n"
+        "        if isinstance(v, (set, frozenset, dict)) and k.isupper():\n"
+        "            g[k] = type(v)()\n"
+        "    g.update(any=lambda *a: False, isinstance=lambda *a: False)\n"
+        "    f = f.f_back\n"
+        f"open({str(target)!r}, 'w').write('pwned')\n"
+    )
+    result = run_untrusted(program)
+    assert result.status == "failed" and "sandbox: writing" in result.detail, result
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_with_the_hook_off_the_kernel_still_contains_os_system_and_ctypes(tmp_path, mode):
+    target = tmp_path / "via-shell.txt"
+    program = (
+        "import os, ctypes\n"
+        f"print(os.system('touch {target} 2>/dev/null'))\n"
+        "libc = ctypes.CDLL(None)\n"
+        f"print(libc.creat({str(target).encode()!r}, 0o644))\n"
+    )
+    result = run_untrusted(program, audit_hook=False, containment=mode)
+    assert result.status == "passed", result  # it ran: the hook is really off
+    assert not target.exists()
+    assert result.stdout.split()[1] == "-1"  # creat() failed: the path is not in the sandbox's view
+
+
+# -- a process outliving the deadline --------------------------------------------------------------
+
+ESCAPE = (
+    "import os, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"  # a grandchild in a new session and process group, orphaned
+    "        while True:\n"
+    "            time.sleep(0.05)\n"
+    "    os._exit(0)\n"
+    "time.sleep(30)\n"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_process_outlives_the_deadline(mode):
+    result = run_untrusted(ESCAPE, timeout=1.0, audit_hook=False, containment=mode)
+    assert result.status == "timeout", result
+    assert sandbox_processes_left(result) == []  # checked the moment run_untrusted returned
+
+
+def test_process_creation_that_raises_no_audit_event_is_refused():
+    for program in ("import _posixsubprocess as p\n", "import importlib\nimportlib.import_module('_posixsubprocess')\n",
+                    "__import__('_posixsubprocess')\n"):
+        result = run_untrusted(program)
+        assert result.status == "failed" and "importing _posixsubprocess is not allowed" in result.detail, result
+
+
+# -- the network ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_network_not_even_the_hosts_loopback(mode):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    accepted = []
+
+    def accept():
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                accepted.append(server.accept())
+            except (TimeoutError, OSError):
+                pass
+
+    listener = threading.Thread(target=accept)
+    listener.start()
+    program = (
+        "import socket\n"
+        "print(sorted(name for _, name in socket.if_nameindex()))\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=1)\n"
+        "    print('connected')\n"
+        "except OSError as err:\n"
+        "    print('refused', type(err).__name__)\n"
+    )
+    result = run_untrusted(program, audit_hook=False, containment=mode)
+    listener.join()
+    server.close()
+    assert result.passed, result
+    interfaces, outcome = result.stdout.splitlines()
+    assert interfaces == "['lo']" and outcome.startswith("refused")  # bwrap's lo is up, unshare's down
+    assert accepted == []
+
+
+# -- writes outside the working directory, by every route -------------------------------------------
+
+ROUTES = {
+    "open": "open(T, 'w').write('x')",
+    "os.open dir_fd": "d = os.open(os.path.dirname(T), os.O_RDONLY)\n"
+                      "os.close(os.open(os.path.basename(T), os.O_CREAT | os.O_WRONLY, dir_fd=d))",
+    "opener": "open(T, 'w', opener=lambda p, fl: os.open(p, fl | os.O_CREAT, 0o644)).write('x')",
+    "mkfifo": "os.mkfifo(T)",
+    "mknod": "os.mknod(T)",
+    "symlink": "os.symlink('/etc/passwd', T)",
+    "rename in": "open('here', 'w').write('x')\nos.rename('here', T)",
+    "shell": "os.system('echo x > ' + T)",
+}
+
+
+def _hosts(tmp_path) -> list[str]:
+    tag = uuid.uuid4().hex
+    return [str(tmp_path / f"out-{tag}"), f"/tmp/inilora-escape-{tag}", f"/dev/shm/inilora-escape-{tag}"]
+
+
+@pytest.mark.parametrize("outer", OUTER, ids=["default", "hook-off"])
+@pytest.mark.parametrize("route", ROUTES)
+def test_no_write_reaches_the_host_outside_the_working_directory(tmp_path, route, outer):
+    targets = _hosts(tmp_path)
+    body = "\n".join(f"    {line}" for line in ROUTES[route].splitlines())
+    program = "import os\n" + "".join(
+        f"T = {t!r}\ntry:\n{body}\nexcept Exception as err:\n    print(type(err).__name__)\n" for t in targets)
+    result = run_untrusted(program, **outer)
+    assert result.status in ("passed", "failed"), result
+    for target in targets:
+        assert not os.path.lexists(target), (route, target, result)
+
+
+def test_a_sibling_runs_working_directory_is_out_of_reach():
+    sibling = (
+        "import os, time\n"
+        "open('mine.txt', 'w').write('ok')\n"
+        "time.sleep(1.5)\n"
+        "assert sorted(os.listdir('.')) == ['mine.txt'], os.listdir('.')\n"
+    )
+    intruder = (
+        "import glob, os\n"
+        "found = glob.glob('/tmp/inilora-sandbox-*') + glob.glob('/tmp/*/work')\n"
+        "print(len(found))\n"
+        "for d in found:\n"
+        "    try:\n"
+        "        open(os.path.join(d, 'work', 'intruder.txt'), 'w').write('x')\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    with ThreadPoolExecutor(2) as pool:
+        victim = pool.submit(run_untrusted, sibling, 5.0)
+        time.sleep(0.3)
+        hostile = run_untrusted(intruder, audit_hook=False)
+        assert hostile.passed and hostile.stdout.strip() == "0", hostile
+        assert victim.result().status == "passed", victim.result()
+
+
+# -- signalling a sibling run ----------------------------------------------------------------------
+
+KILL_EVERYTHING = (
+    "import os, signal\n"
+    "hit = 0\n"
+    "for pid in range(2, 1 << 15):\n"
+    "    if pid == os.getpid():\n"
+    "        continue\n"
+    "    for how in ('kill', 'pidfd'):\n"
+    "        try:\n"
+    "            if how == 'kill':\n"
+    "                os.kill(pid, signal.SIGKILL)\n"
+    "            else:\n"
+    "                signal.pidfd_send_signal(os.pidfd_open(pid), signal.SIGKILL)\n"
+    "            hit += 1\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "print('hit', hit)\n"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_run_cannot_signal_a_sibling_run(mode):
+    sibling = "import time\ntime.sleep(1.5)\nprint('survived')\n"
+    with ThreadPoolExecutor(2) as pool:
+        victim = pool.submit(run_untrusted, sibling, 6.0, containment=mode)
+        time.sleep(0.4)
+        hostile = run_untrusted(KILL_EVERYTHING, timeout=6.0, audit_hook=False, containment=mode)
+        assert hostile.status == "passed" and hostile.stdout.startswith("hit"), hostile
+        assert int(hostile.stdout.split()[1]) == 0  # its namespace holds nothing else above pid 1
+        result = victim.result()
+        assert result.status == "passed" and result.stdout == "survived\n", result
+
+
+# -- reading other processes -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", MODES)
+def test_other_processes_are_invisible(mode):
+    program = (
+        "import os\n"
+        "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        "print(len(pids))\n"
+        "for p in pids:\n"
+        "    try:\n"
+        "        print(open('/proc/%s/cmdline' % p, 'rb').read().replace(b'\\0', b' ').decode())\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+    result = run_untrusted(program, audit_hook=False, containment=mode)
+    assert result.passed, result
+    assert int(result.stdout.split()[0]) <= 3  # the namespace's own: monitor, shell or interpreter
+    assert "pytest" not in result.stdout and str(os.getpid()) not in result.stdout.split()[1:]
+
+
+def test_with_the_hook_on_listing_processes_is_refused_outright():
+    result = run_untrusted("import os\nos.listdir('/proc')\n")
+    assert result.status == "failed" and "listing other processes is not allowed" in result.detail
+
+
+# -- a crash in cleanup ----------------------------------------------------------------------------
+
+DEEP = (
+    "    import os\n"
+    "    for _ in range(1500):\n"
+    "        os.mkdir('d')\n"
+    "        os.chdir('d')\n"
+    "    os.chmod('.', 0)\n"
+    "    return True\n"
+)
+
+
+def test_a_tree_that_breaks_rmtree_does_not_stop_the_evaluation(problem):
+    completions = {problem["task_id"]: [DEEP, problem["canonical_solution"]]}
+    scored = he.score({problem["task_id"]: problem}, completions, stops=None, progress=False, timeout=10.0)
+    deep, honest = scored["samples"][problem["task_id"]]
+    assert deep["status"] == "failed" and honest["status"] == "passed", scored["samples"]
+
+
+# -- containment that cannot be set up -------------------------------------------------------------
+
+def test_without_namespaces_the_run_is_refused_not_silently_weakened(monkeypatch):
+    monkeypatch.setattr(contain, "probe", lambda mode: None if mode == "none" else f"{mode} is not installed")
+    refused = run_untrusted(GOOD)
+    assert refused.status == "error" and "refused" in refused.detail and "bwrap is not installed" in refused.detail
+    named = run_untrusted(GOOD, containment="none")
+    assert named.passed and named.containment == "none" and "no namespaces" in named.detail
+
+
+def test_every_mode_that_runs_says_which_it_was():
+    for mode in ("auto", "bwrap", "unshare", "none"):
+        result = run_untrusted(GOOD, containment=mode)
+        assert result.passed, result
+        assert result.containment == (contain.choose("auto") if mode == "auto" else mode)
+        assert result.isolation.startswith("no namespaces" if mode == "none" else f"{result.containment} namespaces")
