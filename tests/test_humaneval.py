@@ -156,3 +156,31 @@ def test_load_hub_names_missing_columns(tmp_path):
     path.write_text(json.dumps({"task_id": "x/0", "prompt": "def f():\n"}) + "\n")
     with pytest.raises(ValueError, match=r"lacks field\(s\) \['canonical_solution', 'test', 'entry_point'\]"):
         he.load_hub("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))
+
+
+def test_completions_are_on_disk_before_scoring_so_a_scoring_crash_loses_none(tmp_path, monkeypatch):
+    import json
+
+    from inilora.evaluate.kinds import evaluate_humaneval
+
+    problems = dict(list(he.load_problems().items())[:2])
+    outs = [[f"    return {i}\n", "    pass\n"] for i in range(2)]
+    monkeypatch.setattr(he, "score", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("scoring crashed")))
+    saved = tmp_path / "humaneval.generations.jsonl"
+    with pytest.raises(RuntimeError, match="scoring crashed"):
+        evaluate_humaneval(None, None, problems, 2, 0.8, 0.95, 16, [1], 3.0, gen=lambda *a, **k: outs,
+                           generations_path=saved)
+    lines = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert lines == [{"task_id": t, "completions": o} for t, o in zip(problems, outs)]
+
+
+def test_an_unavailable_containment_stops_the_job_before_generating(monkeypatch):
+    from inilora.evaluate import contain
+    from inilora.evaluate.kinds import evaluate_humaneval
+
+    monkeypatch.setattr(contain, "probe", lambda mode: f"{mode} is not installed")
+    generated = []
+    with pytest.raises(RuntimeError, match=r"config key 'benchmarks.code.containment' = 'bwrap': .*bwrap is not installed"):
+        evaluate_humaneval(None, None, he.load_problems(), 1, 0.0, 1.0, 16, [1], 3.0, containment="bwrap",
+                           gen=lambda *a, **k: generated.append(1), config_key="benchmarks.code.containment")
+    assert generated == []

@@ -8,6 +8,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def generations_path(out: Path) -> Path:
+    """Where a HumanEval job saves its completions before scoring them: beside its result JSON."""
+    return out.with_name(out.stem + ".generations.jsonl")
+
+
 def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, workers: int = 2) -> None:
     """1) load the base (and merge the adapter), 2) drop items seen in training, 3) score by the
     benchmark's ``kind``, 4) write the result JSON with every generation or choice."""
@@ -18,6 +23,10 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
     from inilora.evaluate.kinds import run_benchmark
     from inilora.io import atomic_write_json
 
+    if spec.get("kind") == "humaneval":  # no model is loaded for checks that could not be contained
+        from inilora.evaluate.kinds import check_containment
+
+        check_containment(spec.get("containment", "auto"), f"benchmarks.{spec['benchmark']}.containment")
     device = devices.resolve(spec.get("device", "auto"))
     dtype = devices.dtype(spec.get("dtype", "auto"), device)
     if adapter_dir:  # an altered adapter is refused before anything is loaded
@@ -46,7 +55,8 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
             tok.save_pretrained(folder)
         gen = vllm_generator(folder, spec.get("seed", 0))
     with devices.JobStats(device, dtype) as stats:
-        result = run_benchmark(model, tok, spec, seen, workers=workers, gen=gen)
+        result = run_benchmark(model, tok, spec, seen, workers=workers, gen=gen,
+                               generations_path=generations_path(out))
     runtime = stats.record(generated_tokens=COUNTS["generated_tokens"] if gen is None else None, items=result.get("n"))
     atomic_write_json(out, {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
                             "kind": spec.get("kind", "numeric"), "adapter": adapter_dir, **result, "runtime": runtime})

@@ -60,29 +60,55 @@ def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: i
 
 def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temperature: float, top_p: float,
                        max_new_tokens: int, ks: list[int], timeout: float, batch_size: int = 16,
-                       seed: int = 0, workers: int = 2, gen=None) -> dict:
+                       seed: int = 0, workers: int = 2, gen=None, containment: str = "auto",
+                       generations_path=None, config_key: str = "containment") -> dict:
     """HumanEval by the paper's protocol: its prompt, ``samples`` completions per problem cut at
-    the HumanEval stops, every check in the sandbox; pass@k for each k <= samples."""
-    from inilora.evaluate import humaneval
+    the HumanEval stops, every one checked through the sandbox; pass@k for each k <= samples.
 
+    The containment mode is checked before generating (a run that could not be scored is not
+    started), and the completions are written to ``generations_path`` before scoring, so a
+    failure while scoring never loses them."""
+    import json
+
+    from inilora.evaluate import humaneval
+    from inilora.io import atomic_write_text
+
+    mode = check_containment(containment, config_key)
     start = time.time()
     ids = list(problems)
     gen = gen or (lambda *a, **k: generate(model, tok, *a, **k))
-    outs = gen([humaneval.build_prompt(problems[t]) for t in ids], max_new_tokens, batch_size, "generate humaneval", stops=list(humaneval.STOP_SEQUENCES), samples=samples,
-                    temperature=temperature, top_p=top_p, seed=seed)
+    outs = gen([humaneval.build_prompt(problems[t]) for t in ids], max_new_tokens, batch_size, "generate humaneval",
+               stops=list(humaneval.STOP_SEQUENCES), samples=samples, temperature=temperature, top_p=top_p, seed=seed)
     gen_seconds = time.time() - start
-    scored = humaneval.score(problems, dict(zip(ids, outs)), ks=tuple(ks), timeout=timeout, workers=workers)
+    if generations_path is not None:  # JSON Lines: one problem per line, its n completions
+        atomic_write_text(generations_path, "".join(json.dumps({"task_id": t, "completions": o}) + "\n"
+                                                    for t, o in zip(ids, outs)))
+    scored = humaneval.score(problems, dict(zip(ids, outs)), ks=tuple(ks), timeout=timeout, workers=workers,
+                             containment=mode)
     return {
         "n": len(ids),
         "metrics": scored["pass_at_k"],
         "samples_per_problem": samples,
         "notes": scored["notes"],
         "isolation": scored["isolation"],
+        "containment": scored["containment"],
         "generation_seconds": gen_seconds,
         "execution_seconds": scored["seconds"],
+        "seconds_per_sandboxed_run": scored["run_seconds"],
         "records": [{"task_id": t, "completions": outs[i], **scored["per_task"][t],
-                     "status": [s["status"] for s in scored["samples"][t]]} for i, t in enumerate(ids)],
+                     "status": [s["status"] for s in scored["samples"][t]],
+                     "detail": [s["detail"] for s in scored["samples"][t]]} for i, t in enumerate(ids)],
     }
+
+
+def check_containment(mode: str, config_key: str) -> str:
+    """The sandbox mode HumanEval's checks will run under; RuntimeError naming the key if it cannot be set up."""
+    from inilora.evaluate import contain
+
+    try:
+        return contain.choose(mode)
+    except contain.ContainmentError as err:
+        raise RuntimeError(f"config key '{config_key}' = {mode!r}: {err}") from None
 
 
 # Which data loaders each kind reads (the ``loader`` of a benchmark's data spec).
@@ -114,15 +140,17 @@ def load_mmlu(spec: dict):
 
 
 def run_benchmark(model, tok, spec: dict, exclude_questions: set[str] = frozenset(), workers: int = 2,
-                  gen=None) -> dict:
+                  gen=None, generations_path=None) -> dict:
     """Evaluate ``model`` on the benchmark ``spec`` (a config ``benchmarks`` entry plus
-    ``benchmark`` and ``max_length``), dispatching on its ``kind``; ``gen`` replaces HF generation."""
+    ``benchmark`` and ``max_length``), dispatching on its ``kind``; ``gen`` replaces HF generation.
+    ``generations_path``: where HumanEval's completions are saved before they are scored."""
     kind = spec.get("kind", "numeric")
     name = spec["benchmark"]
     if kind == "humaneval":
         return evaluate_humaneval(model, tok, load_humaneval(spec["data"]), spec["samples"], spec["temperature"],
                                   spec["top_p"], spec["max_new_tokens"], spec["ks"], spec["timeout"],
-                                  spec["batch_size"], spec.get("seed", 0), workers, gen)
+                                  spec["batch_size"], spec.get("seed", 0), workers, gen,
+                                  spec.get("containment", "auto"), generations_path, f"benchmarks.{name}.containment")
     if kind == "mmlu":
         from inilora.evaluate import mmlu
 
