@@ -6,7 +6,8 @@
 (c) the closed-form truncated SVD, the exact optimum.
 
 Prints time, the ratio (a)/(b), each final MSE as a ratio to the Eckart-Young optimum,
-and peak memory. Run: ``python -m inilora.bench --shapes roberta-base --steps 2000``.
+and peak memory. Run: ``python -m inilora.bench decompose --shapes roberta-base --steps 2000``.
+Also ``finetune``, ``generate`` and ``sandbox`` (HumanEval checks per containment mode).
 """
 
 from __future__ import annotations
@@ -236,6 +237,27 @@ def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, d
             "same_output": sum(a == b for a, b in zip(batched, single)) / n}
 
 
+def sandbox_times(modes: list[str], workers: int, repeats: int) -> list[dict]:
+    """The 164 canonical HumanEval solutions through ``humaneval.score`` under each containment mode,
+    the modes interleaved ``repeats`` times so that they share the machine's state."""
+    from inilora.evaluate import humaneval
+
+    problems = humaneval.load_problems()
+    completions = {t: [p["canonical_solution"]] for t, p in problems.items()}
+    rows = {m: {"mode": m, "checks": len(problems), "passed": None, "wall_s": [], "ms_per_check": None}
+            for m in modes}
+    for _ in range(repeats):
+        for mode in modes:
+            start = time.perf_counter()
+            scored = humaneval.score(problems, completions, workers=workers, progress=False, containment=mode)
+            rows[mode]["wall_s"].append(time.perf_counter() - start)
+            rows[mode]["passed"] = sum(t["correct"] for t in scored["per_task"].values())
+    for row in rows.values():
+        row["wall_s"] = min(row["wall_s"])
+        row["ms_per_check"] = 1000 * row["wall_s"] * workers / row["checks"]
+    return list(rows.values())
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m inilora.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -265,7 +287,15 @@ def main(argv=None) -> None:
     g.add_argument("--prompts", type=int, default=32)
     g.add_argument("--batch", type=int, default=16)
     g.add_argument("--max-new-tokens", type=int, default=128)
+    s = sub.add_parser("sandbox", help="HumanEval checks per containment mode (the 164 canonical solutions)")
+    s.add_argument("--modes", nargs="+", default=["none", "bwrap", "unshare"])
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--repeats", type=int, default=2)
     a = p.parse_args(argv)
+    if a.what == "sandbox":
+        print(f"# sandbox benchmark: 164 canonical HumanEval checks, {a.workers} worker(s), best of {a.repeats}")
+        print_table(sandbox_times(a.modes, a.workers, a.repeats))
+        return
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.what == "generate":

@@ -29,3 +29,14 @@ def test_the_optimum_can_be_taken_on_a_subset_and_bandwidth_is_reported():
     # two reads of W (4 x 24 x 16 fp32) per step
     assert abs(row["ours_w_read_gb_s"] * row["ours_s"] * 1e9 - 2 * 50 * 4 * 24 * 16 * 4) < 1
     assert row["copy_gb_s"] > 0
+
+
+def test_the_sandbox_benchmark_times_each_mode_on_canonical_solutions(monkeypatch):
+    from inilora import bench
+    from inilora.evaluate import humaneval
+
+    three = dict(list(humaneval.load_problems().items())[:3])
+    monkeypatch.setattr(humaneval, "load_problems", lambda: three)
+    rows = bench.sandbox_times(["none", "bwrap"], workers=1, repeats=1)
+    assert [r["mode"] for r in rows] == ["none", "bwrap"]
+    assert all(r["passed"] == r["checks"] == 3 and r["ms_per_check"] > 0 for r in rows)
