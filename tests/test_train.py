@@ -63,3 +63,30 @@ def test_a_tensorboard_run_writes_its_event_files_beside_the_run_offline(tiny_ll
     finetune(model, load_tokenizer(str(tiny_llama_dir)), examples, settings, tmp_path / "run" / "trainer")
     events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_the_same_config_and_seed_give_bit_identical_adapters_and_answers(tiny_llama_dir, tmp_path):
+    """The README's promise on one machine: same config, seed and library versions, same numbers.
+    Two fine-tunes (PiSSA init, 4 steps, sampled answers too) from fresh loads, compared bit for bit."""
+    import torch
+
+    from inilora.evaluate.generate import generate
+    from inilora.inits import apply_init
+    from inilora.models import load_causal_lm, load_tokenizer
+    from inilora.train.sft import TrainSettings, finetune
+
+    tok = load_tokenizer(str(tiny_llama_dir))
+    examples = [Example(f"What is {i} + 3?", f"The answer is: {i + 3}", str(i + 3)) for i in range(6)]
+    settings = TrainSettings(batch_size=2, grad_accum=1, max_steps=4, max_length=64, checkpoint_steps=0, learning_rate=1e-2)
+    runs = []
+    for k in range(2):
+        torch.manual_seed(0)
+        model = apply_init(load_causal_lm(str(tiny_llama_dir)), "pissa", 4, 4, ["q_proj", "v_proj"])
+        info = finetune(model, tok, examples, settings, tmp_path / f"run{k}")
+        adapter = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+        answers = generate(model.eval(), tok, [prompt("What is 2 + 3?")] * 2, 8, 2, samples=2, temperature=0.8, seed=3)
+        runs.append((adapter, answers, info))
+    (a0, g0, info0), (a1, g1, info1) = runs
+    assert a0.keys() and a0.keys() == a1.keys() and all(torch.equal(a0[n], a1[n]) for n in a0)
+    assert g0 == g1
+    assert info0["steps"] == info1["steps"] == 4
