@@ -374,3 +374,58 @@ def test_every_mode_that_runs_says_which_it_was():
         assert result.passed, result
         assert result.containment == (contain.choose("auto") if mode == "auto" else mode)
         assert result.isolation.startswith("no namespaces" if mode == "none" else f"{result.containment} namespaces")
+
+
+# -- replies that would make the harness itself slow or large (red-team findings) ------------------
+
+HOSTILE_REPLIES = {
+    # 20000 integers 2**61 - 1 apart share hash 0: building the set would take quadratic time
+    "hash collisions": "    class S(set):\n        def __iter__(self):\n"
+                       "            return iter(range(0, 20000 * (2**61 - 1), 2**61 - 1))\n    return S()\n",
+    "oversized reply": "    return 'x' * (8 * 2**20)\n",
+    "a complex with a 4000-digit part": "    return complex(float(10**300), 0) * 10**300\n",
+    "nesting past the depth limit": "    v = []\n    for _ in range(500):\n        v = [v]\n    return v\n",
+}
+
+
+@pytest.mark.parametrize("how", HOSTILE_REPLIES)
+def test_a_hostile_reply_fails_fast_without_hurting_the_harness(problem, how):
+    start = time.monotonic()
+    scored = he.score({problem["task_id"]: problem}, {problem["task_id"]: [HOSTILE_REPLIES[how]]}, stops=None,
+                      progress=False)
+    assert time.monotonic() - start < 3.0  # the check's own 3 s: decoding never ran into it
+    assert scored["samples"][problem["task_id"]][0]["status"] == "failed", scored["samples"]
+
+
+def test_a_path_longer_than_path_max_leaves_nothing_on_the_host():
+    program = (
+        "import os\n"
+        "for i in range(20):\n"
+        "    os.mkdir('d' * 250)\n"
+        "    os.chdir('d' * 250)\n"
+        "open('f', 'wb').write(b'x' * 2**20)\n"
+        "print(20 * 251)\n"  # the path's length; os.getcwd() cannot report one beyond PATH_MAX
+    )
+    for mode in ("auto", "none"):  # contained: a tmpfs; mode none: the host folder, removed by rm -rf
+        result = run_untrusted(program, containment=mode, audit_hook=False)  # the hook cannot resolve such paths
+        assert result.passed and int(result.stdout) > 4096, result
+        assert not os.path.lexists(os.path.dirname(result.workdir)), mode
+
+
+def test_the_working_directory_is_a_capped_tmpfs_not_the_hosts_disk():
+    result = run_untrusted("open('big', 'wb').write(b'0' * 15 * 2**20)\nopen('big2', 'wb').write(b'0' * 15 * 2**20)\n"
+                           "open('big3', 'wb').write(b'0' * 15 * 2**20)\nopen('big4', 'wb').write(b'0' * 15 * 2**20)\n"
+                           "open('big5', 'wb').write(b'0' * 15 * 2**20)\n", timeout=10)
+    assert result.status == "failed" and "No space left on device" in result.detail, result
+
+
+def test_an_extension_module_loaded_under_another_name_is_refused():
+    program = (
+        "import importlib.machinery, importlib.util, sys\n"
+        "path = next(p for d in sys.path for p in [d + '/_posixsubprocess' + importlib.machinery.EXTENSION_SUFFIXES[0]]\n"
+        "            if __import__('os').path.exists(p))\n"
+        "spec = importlib.util.spec_from_file_location('evil._posixsubprocess', path)\n"
+        "importlib.util.module_from_spec(spec)\n"
+    )
+    result = run_untrusted(program)
+    assert result.status == "failed" and "importing evil._posixsubprocess is not allowed" in result.detail, result

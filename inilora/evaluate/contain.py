@@ -10,9 +10,10 @@ the program's own interpreter:
   ``/bin``, ``/lib*``) and the interpreter's install prefix with its site-packages
   hidden; its own empty ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (small tmpfs, gone with
   the run); a ``/dev`` with only null, zero, full, random and urandom;
-- the run's working directory at ``/sandbox``, the only place on the host's disks it
-  can write. The project, ``results/``, home directories (beyond the directories that
-  lead to the interpreter) and ``/etc`` are not in its view.
+- its working directory ``/sandbox``, a tmpfs of ``WORK_BYTES``: nothing it writes reaches the
+  host's disks, and all of it is gone with the run. The project, ``results/``, home
+  directories (beyond the directories that lead to the interpreter) and ``/etc`` are not in
+  its view.
 
 ``MODES``: ``auto`` takes bubblewrap and falls back to ``unshare``; ``bwrap`` and
 ``unshare`` insist on that one; ``none`` runs without namespaces (privilege drop,
@@ -33,6 +34,7 @@ import tempfile
 MODES = ("auto", "bwrap", "unshare", "none")
 INSIDE = "/sandbox"  # where the working directory appears in a contained run
 TMPFS_BYTES = 16 * 1024 * 1024  # each of /tmp, /var/tmp, /dev/shm: RAM a program may fill
+WORK_BYTES = 64 * 1024 * 1024  # the working directory, also RAM
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
@@ -66,7 +68,7 @@ def read_only_dirs(prefix: str) -> list[str]:
     return dirs
 
 
-def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
+def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:  # noqa: ARG001 (unshare needs root_dir)
     """The ``bwrap`` argv prefix. As root there is no user namespace (so the inner privilege drop to
     ``nobody`` is a real uid), and only CAP_SETUID/CAP_SETGID survive, for that drop."""
     prefix, _ = interpreter()
@@ -80,7 +82,7 @@ def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     for d in ("/tmp", "/var/tmp", "/dev/shm"):
         cmd += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", d]
-    cmd += ["--bind", workdir, INSIDE, "--chdir", INSIDE, "--remount-ro", "/", "--"]
+    cmd += ["--perms", "1777", "--size", str(WORK_BYTES), "--tmpfs", INSIDE, "--chdir", INSIDE, "--remount-ro", "/", "--"]
     return cmd
 
 
@@ -89,7 +91,7 @@ def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
 # its child: a pid namespace's first process ignores signals it has no handler for, the CPU limit's too.
 _UNSHARE_SCRIPT = r'''
 set -eu
-W=$1 R=$2 SIZE=$3 RO=$4 HIDE=$5; shift 5
+W=$1 R=$2 SIZE=$3 RO=$4 HIDE=$5; shift 5  # W: the working directory's size in bytes
 P0=$PATH PATH=/usr/sbin:/sbin:$PATH
 mount -t tmpfs -o mode=0755,size=1m inilora-root "$R"
 for p in $RO; do
@@ -103,7 +105,7 @@ mount -t tmpfs -o mode=0755,size=64k inilora-dev "$R/dev"
 for d in ''' + " ".join(DEVICES) + r'''; do touch "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
 mkdir "$R/dev/shm"
 for t in /tmp /var/tmp /dev/shm; do mount -t tmpfs -o "mode=1777,size=$SIZE,nosuid,nodev" inilora-tmp "$R$t"; done
-mount --bind "$W" "$R/sandbox"
+mount -t tmpfs -o "mode=1777,size=$W,nosuid,nodev" inilora-work "$R/sandbox"
 mkdir "$R/.old"; cd "$R"; pivot_root . .old; umount -l /.old; rmdir /.old
 mount -o remount,bind,ro /
 cd /sandbox
@@ -118,7 +120,7 @@ def unshare_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
            "--kill-child", "--propagation", "private"]
     if not is_root:
         cmd += ["--user", "--map-root-user"]
-    return cmd + ["/bin/sh", "-c", _UNSHARE_SCRIPT, "inilora-sandbox", workdir, root_dir, str(TMPFS_BYTES),
+    return cmd + ["/bin/sh", "-c", _UNSHARE_SCRIPT, "inilora-sandbox", str(WORK_BYTES), root_dir, str(TMPFS_BYTES),
                   " ".join(read_only_dirs(prefix)), " ".join(hidden_dirs(prefix))]
 
 

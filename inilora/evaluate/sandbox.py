@@ -29,6 +29,18 @@ writes can make a failing candidate pass. The only route left is to return the r
 report comes from inside (a nonce the bootstrap writes after the program), and a program
 that walks its frames (``f_back`` is not audited) can find and write it: use it to run code
 contained, not to score it.
+
+Replies are read with limits (:mod:`inilora.evaluate.wire`: size, items, depth, values sharing
+one hash), so no return value can make the harness slow or large.
+
+Known gaps, found by red-teaming and not closed (no seccomp filter, no cgroup):
+
+- a program that gets past the audit hook (it is a tripwire) can start processes; they stay
+  inside the namespaces and die with the run;
+- memory outside the address-space limit (``memfd_create``, tmpfs pages) is bounded only by
+  the tmpfs sizes and, for memfd, by nothing but the run's 3 s;
+- the kernel keyring of uid ``nobody`` is shared by runs (``add_key`` / ``keyctl``), a channel
+  from one run to a later one; it cannot change a verdict, which the harness decides.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from pathlib import Path
 from inilora.evaluate import contain, wire
 
 STATUSES = ("passed", "failed", "timeout", "killed", "error")
-REPLY_LIMIT = 16 * 1024 * 1024  # bytes of one return value from the sandbox
+REPLY_LIMIT = 1024 * 1024  # bytes of one return value from the sandbox (HumanEval's are a few KB)
 
 # What the child sees of the environment: nothing inherited, so no HF_TOKEN & co.
 # HOME and TMPDIR are filled with the working directory per run.
@@ -340,6 +352,8 @@ class _Child:
                 return wire.loads(payload)
             except wire.WireError as err:
                 raise CandidateError(f"the candidate's return value cannot be read: {err}") from None
+        if kind == b"X":  # a frame the harness refused to read (too large)
+            raise CandidateError(payload.decode("utf-8", "replace"))
         raise CandidateError(f"the candidate raised {payload.decode('utf-8', 'replace')}")
 
     def serve(self, check: Callable) -> tuple[str, str] | bool:
@@ -544,12 +558,28 @@ def _signal_detail(signum: int) -> str:
 
 
 def _remove_tree(path: str) -> None:
-    """Delete the working directory whatever the program left in it; never raises.
+    """Delete the run's host folder whatever the program left in it; never raises.
 
-    Iterative (an explicit stack, not os.walk or shutil.rmtree, which recurse and fail on a tree
-    1500 levels deep), never following a symlink, which could point anywhere. Root ignores
-    permission bits; any other user first gives itself rwx on each directory it enters.
+    Contained runs wrote only to their own tmpfs, so the folder is empty. Without namespaces
+    (mode none) the program wrote here: coreutils ``rm -rf`` copes with trees of any depth and
+    with paths longer than PATH_MAX (it works relative to each directory), never following a
+    symlink; any other user first gives itself rwx (``chmod -R``) on what it owns. The
+    iterative walk below is the fallback where ``rm`` is missing.
     """
+    try:
+        for sub in ("work", "root", ""):
+            os.rmdir(os.path.join(path, sub) if sub else path)
+        return
+    except OSError:
+        pass
+    try:
+        if os.geteuid() != 0:
+            subprocess.run(["chmod", "-R", "u+rwx", path], capture_output=True, timeout=120)
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", path], capture_output=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if not os.path.lexists(path):
+        return
     try:
         _remove_iteratively(path)
     except Exception:  # what is left is in the system temp folder; the run's result stands

@@ -8,7 +8,10 @@ candidate returned (a tuple stays a tuple, 1.0 stays a float, dict keys keep the
 
 Anything else cannot cross: no pickle, no objects with their own ``__eq__``. The harness
 decodes with :func:`decode`, which builds only built-in values, so a return value cannot
-carry code into the process that decides the verdict.
+carry code into the process that decides the verdict. It also refuses values that would make
+the harness itself slow: more than ``WIRE_LIMITS["items"]`` items, nesting deeper than
+``"depth"``, or more than ``"collisions"`` distinct values sharing one hash (a set of integers
+2**61 - 1 apart costs quadratic time to build, and again in every set the test makes of it).
 
 This file's source is also sent into the sandbox as the start of the bootstrap (so it must
 stay free of imports beyond json and of ``from __future__``).
@@ -16,7 +19,7 @@ stay free of imports beyond json and of ``from __future__``).
 
 import json
 
-WIRE_LIMITS = {"depth": 64, "items": 1_000_000}
+WIRE_LIMITS = {"depth": 64, "items": 200_000, "collisions": 16}
 _SEQUENCES = {"L": list, "T": tuple, "S": set, "F": frozenset}
 
 
@@ -54,20 +57,20 @@ def dumps(value):
 
 
 def decode(data, depth=0, budget=None):
-    """The built-in value that tagged JSON ``data`` describes; WireError if it is malformed."""
-    budget = budget if budget is not None else [WIRE_LIMITS["items"]]
-    budget[0] -= 1
-    if depth > WIRE_LIMITS["depth"] or budget[0] < 0:
+    """The built-in value that tagged JSON ``data`` describes; WireError if it is malformed or degenerate."""
+    budget = budget if budget is not None else {"items": WIRE_LIMITS["items"], "hashes": {}}
+    budget["items"] -= 1
+    if depth > WIRE_LIMITS["depth"] or budget["items"] < 0:
         raise WireError("reply nested deeper than %d levels or with more than %d items"
                         % (WIRE_LIMITS["depth"], WIRE_LIMITS["items"]))
     if data is None or type(data) in (bool, int, float, str):
-        return data
+        return _distinct_hash(data, budget)
     if type(data) is not list or not data or data[0] not in ("L", "T", "S", "F", "D", "B", "C"):
         raise WireError("malformed value %.80r" % (data,))
     tag = data[0]
     try:
         if tag == "B":
-            return bytes.fromhex(data[1])
+            return _distinct_hash(bytes.fromhex(data[1]), budget)
         if tag == "C":
             return complex(float(data[1]), float(data[2]))
         items = data[1]
@@ -75,14 +78,28 @@ def decode(data, depth=0, budget=None):
             raise WireError("malformed %s" % tag)
         if tag == "D":
             return {decode(k, depth + 1, budget): decode(v, depth + 1, budget) for k, v in items}
-        return _SEQUENCES[tag](decode(v, depth + 1, budget) for v in items)
-    except (TypeError, ValueError, IndexError) as err:  # unhashable keys, bad hex, wrong arity
+        value = _SEQUENCES[tag](decode(v, depth + 1, budget) for v in items)
+        return _distinct_hash(value, budget) if tag in ("T", "F") else value
+    except (TypeError, ValueError, IndexError, OverflowError) as err:  # unhashable keys, bad hex, huge ints
         raise WireError("malformed %s value: %s" % (tag, err)) from None
+
+
+def _distinct_hash(value, budget):
+    """``value``, after counting it among the distinct values that share its hash (at most a few may)."""
+    try:
+        same = budget["hashes"].setdefault(hash(value), [])
+    except TypeError:  # a tuple holding a list: never a set element or dict key
+        return value
+    if not any(type(v) is type(value) and v == value for v in same):
+        same.append(value)
+        if len(same) > WIRE_LIMITS["collisions"]:
+            raise WireError("more than %d distinct values share one hash" % WIRE_LIMITS["collisions"])
+    return value
 
 
 def loads(raw):
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError, OverflowError) as err:
         raise WireError("reply is not JSON: %s" % err) from None
     return decode(data)
