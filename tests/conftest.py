@@ -92,3 +92,17 @@ def sandbox_processes_left(result) -> list[int]:
         if uid == "65534" and fields[0] != "Z":
             left.append(pid)
     return left
+
+
+@pytest.fixture
+def factors_file(tiny_llama, tmp_path):
+    """A rank-4 decomposition of the tiny Llama's q/v weights (300 Adam iterations), as the workflow saves it."""
+    from inilora.decompose import SolverSettings, decompose_weights, fingerprint, save_artifact
+    from inilora.models import target_linears
+
+    weights = {n: m.weight.detach().clone() for n, m in target_linears(tiny_llama, ["q_proj", "v_proj"]).items()}
+    res = decompose_weights(weights, SolverSettings(rank=4, lr=1e-2, iterations=300), [300])[300]
+    path = tmp_path / "it300.safetensors"
+    save_artifact(path, tmp_path / "it300.json", res,
+                  {"rank": 4, "model": {"name": "tiny", "path": "memory", "fingerprint": fingerprint(weights)}})
+    return path

@@ -41,7 +41,7 @@ def test_the_readme_methods_table_lists_every_registered_method_as_its_record_sa
             assert row["residual"].startswith("only with"), name
         else:
             assert row["residual"] == ("yes" if record.residual else "no"), name
-        shown = set(re.findall(r"`([a-z_]+)`", row["options"]))
+        shown = set(re.findall(r"`([a-z][a-z0-9_]*)`", row["options"]))
         assert shown == record.option_names - {"factors_path", "factors", "check", "data"} | (
             {"iterations", "decompose_lr"} if "factors" in record.needs else set()) | (
             {"batch_size"} if "data" in record.needs else set()), name
@@ -57,7 +57,8 @@ def test_every_record_cites_its_source_and_says_what_it_needs():
         assert record.paper and record.init.__doc__, name
         assert set(record.needs) <= {"factors", "data"}
     assert [m for m, r in REGISTRY.items() if "factors" in r.needs] == ["inilora"]
-    assert sorted(m for m, r in REGISTRY.items() if "data" in r.needs) == ["hrp", "loraga"]
+    assert sorted(m for m, r in REGISTRY.items() if "data" in r.needs) == ["corda", "eva", "hrp", "lora_one", "loraga",
+                                                                          "loraga_peft"]
 
 
 def test_schema_defaults_are_the_code_defaults():

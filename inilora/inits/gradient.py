@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -10,10 +11,11 @@ from torch import nn
 
 from inilora.inits.lora import init_lora
 from inilora.inits.registry import InitError, register
-from inilora.inits.residual import Factors, lora_layers, set_residual
+from inilora.inits.residual import Factors, lora_layers, set_residual, subtract_adapter
 
 
-def estimate_gradients(model: nn.Module, target_modules: list[str], data, batches: int) -> dict[str, torch.Tensor]:
+def estimate_gradients(model: nn.Module, target_modules: list[str], data, batches: int,
+                       method: str = "loraga") -> dict[str, torch.Tensor]:
     """Mean full-weight gradient of the loss over ``batches`` batches, per target weight (out x in).
 
     As the official LoRA-GA ``estimate_gradient``: only the target weights require grad, each
@@ -48,7 +50,7 @@ def estimate_gradients(model: nn.Module, target_modules: list[str], data, batche
             p.requires_grad_(saved[n])
         model.train(was_training)
     if seen == 0:
-        raise InitError("method 'loraga' got no training batches to estimate gradients from")
+        raise InitError(f"method '{method}' got no training batches to estimate gradients from")
     return {n: g / seen for n, g in sums.items()}
 
 
@@ -120,7 +122,8 @@ def preheat_updates(model: nn.Module, target_modules: list[str], data, preheat_r
 @register("hrp", residual=lambda options: options.get("form", "direction") == "residual",
           needs=("data",), paper="Chen et al. 2025, arXiv:2502.07739")
 def init_hrp(model, rank, alpha, target_modules, task_type=None, data=None, preheat_rank: int | None = None,
-             steps: int = 10, lr: float = 1e-3, form: str = "direction", seed: int = 0) -> PeftModel:
+             steps: int = 10, lr: float = 1e-3, form: Literal["direction", "residual"] = "direction",
+             seed: int = 0) -> PeftModel:
     """High-Rank Preheating (Chen et al. 2025, arXiv 2502.07739): our re-implementation, no public code exists.
 
     1. Train a LoRA of ``preheat_rank`` (default 4r) for ``steps`` training batches with AdamW at ``lr``
@@ -153,4 +156,43 @@ def init_hrp(model, rank, alpha, target_modules, task_type=None, data=None, preh
         return s[:, None] * Vh[:rank], U[:, :rank] * s[None, :]
 
     set_residual(peft_model, pissa_split)
+    return peft_model
+
+
+@register("lora_one", residual=lambda options: bool(options.get("subtract", False)),
+          changes_output=lambda options: not options.get("subtract", False), needs=("data",),
+          paper="Zhang, Liu & Chen 2025 (ICML), arXiv:2502.01235")
+def init_lora_one(model, rank, alpha, target_modules, task_type=None, data=None, batches: int = 8,
+                  gamma: float = 128.0, subtract: bool = False) -> PeftModel:
+    """LoRA-One (Zhang, Liu & Chen 2025): start where one best rank-r step of full fine-tuning lands.
+
+    1. G = the mean full-weight gradient over ``batches`` training batches (the official code: 8
+       iterations of batch size 1; ours: the run's own batches, as for ``loraga``).
+    2. Full SVD of -G = U S V^T (fp32, as the official code's later version; its first used
+       svd_lowrank with q=512, niter=16).
+    3. B = U_r diag(sqrt S_r) / sqrt(S_1 gamma), A = diag(sqrt S_r) V_r^T / sqrt(S_1 gamma): the "stable"
+       scale, gamma = 128 as in the README's commands (its config file says 16).
+    4. The base is left as it is (``subtract=False``, the official code): W + s B A is already one
+       descent step, so the step-0 output differs from the base model's. ``subtract=True`` makes
+       the base W - s B A instead.
+    Written here from the paper and the official code (YuanheZ/LoRA-One); not its preconditioned
+    optimizer (LoRA-One with preconditioners), only the initialisation (LoRA-One (-) in its README).
+    Its runs use rsLoRA's scaling alpha / sqrt(r); ours is the config's alpha / r unless set otherwise.
+    """
+    if data is None:
+        raise InitError("method 'lora_one' needs training batches (option data)")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+        raise InitError(f"method 'lora_one' option gamma={gamma!r}: allowed is a number > 0")
+    grads = estimate_gradients(model, target_modules, data, batches, method="lora_one")
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+    with torch.no_grad():
+        for name, layer in lora_layers(peft_model).items():
+            U, S, Vh = torch.linalg.svd(-grads[name].float(), full_matrices=False)
+            root = S[:rank].sqrt() / (S[0] * gamma).sqrt()
+            A, B = root[:, None] * Vh[:rank], U[:, :rank] * root[None, :]
+            A_w, B_w = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            A_w.data = A.to(A_w.device, A_w.dtype).contiguous()
+            B_w.data = B.to(B_w.device, B_w.dtype).contiguous()
+            if subtract:
+                subtract_adapter(layer)
     return peft_model

@@ -1,4 +1,4 @@
-"""LoRA and the inits that keep B A = 0 at step 0: the base weight is untouched."""
+"""LoRA and the inits that draw random factors: the base weight is untouched (unless asked)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from inilora.decompose.solver import module_seed
-from inilora.inits.registry import register
-from inilora.inits.residual import lora_config, lora_layers
+from inilora.inits.registry import InitError, register
+from inilora.inits.residual import lora_config, lora_layers, subtract_adapter
 
 
 @register("lora", paper="Hu et al. 2021, arXiv:2106.09685")
@@ -38,4 +38,36 @@ def init_lora_reversed(model, rank, alpha, target_modules, task_type=None, seed:
             B = layer.lora_B["default"].weight
             B.copy_(torch.rand(B.shape, generator=g).mul_(2).sub_(1).div_(math.sqrt(rank)))
             layer.lora_A["default"].weight.zero_()
+    return peft_model
+
+
+@register("nonzero", residual=lambda options: bool(options.get("subtract", False)),
+          changes_output=lambda options: not options.get("subtract", False),
+          paper="Li et al. 2025 (ICML), arXiv:2505.23194")
+def init_nonzero(model, rank, alpha, target_modules, task_type=None, scale_a: float = 1.0, scale_b: float = 1.0,
+                 subtract: bool = False, seed: int = 0) -> PeftModel:
+    """Non-zero LoRA (Li et al. 2025, "Beyond Zero Initialization"): A and B both random at step 0.
+
+    A (r x in) ~ U(-sqrt(scale_a / in), sqrt(scale_a / in)) and B (out x r) ~ U(-sqrt(scale_b / in),
+    sqrt(scale_b / in)): Kaiming-uniform bounds with the layer's fan-in for both, as the
+    re-implementation that cites the official code (Leopold1423/non_zero_lora-icml25) writes them;
+    scale_a = 1 is PEFT's own A. The paper's point is that the noise s * B A need not be removed:
+    ``subtract=False`` (default) leaves the base as it is, so the step-0 output differs from the base
+    model's; ``subtract=True`` makes the base W - s B A instead (a residual init). Deviation: the
+    defaults scale_a = scale_b = 1 are ours; the official code was not available to check its defaults.
+    """
+    for name, value in (("scale_a", scale_a), ("scale_b", scale_b)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InitError(f"method 'nonzero' option {name}={value!r}: allowed is a number > 0")
+    peft_model = init_lora(model, rank, alpha, target_modules, task_type)
+    with torch.no_grad():
+        for name, layer in lora_layers(peft_model).items():
+            g = torch.Generator().manual_seed(module_seed(seed, name))
+            A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            fan_in = A.shape[1]
+            for factor, scale in ((A, scale_a), (B, scale_b)):
+                bound = math.sqrt(scale / fan_in)
+                factor.copy_(torch.rand(factor.shape, generator=g).mul_(2 * bound).sub_(bound))
+            if subtract:
+                subtract_adapter(layer)
     return peft_model

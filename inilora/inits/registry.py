@@ -7,7 +7,9 @@ that returns a PEFT model, decorated with what the workflow needs to know about 
     def init_milora(model, rank, alpha, target_modules, task_type=None): ...
 
 ``residual``: the frozen base becomes ``W - scaling * B A``, so the output at step 0 equals the
-base model's (a callable of the options where that depends on them). ``needs``: what the workflow
+base model's (a callable of the options where that depends on them). ``changes_output``: the
+method means the step-0 output to differ from the base model's (LoRA-One's first step, Non-zero
+LoRA's unsubtracted product); every other method keeps it. ``needs``: what the workflow
 hands the init besides the model: ``"factors"`` (a decomposition artifact, ``factors_path``) or
 ``"data"`` (training batches, ``data``). The README's methods table and the config schema's
 method list are checked against this record by tests/test_inits.py.
@@ -16,6 +18,9 @@ method list are checked against this record by tests/test_inits.py.
 from __future__ import annotations
 
 import inspect
+import types
+import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,12 +48,18 @@ class Method:
     residual: bool | Callable[[dict], bool]
     needs: tuple[str, ...]
     paper: str
+    changes_output: bool | Callable[[dict], bool] = False
 
     def __call__(self, *args, **kwargs) -> PeftModel:
         return self.init(*args, **kwargs)
 
     def is_residual(self, options: dict | None = None) -> bool:
         return self.residual(options or {}) if callable(self.residual) else bool(self.residual)
+
+    def keeps_output(self, options: dict | None = None) -> bool:
+        """Whether the model's output at step 0 equals the base model's (what the contract tests hold it to)."""
+        changes = self.changes_output(options or {}) if callable(self.changes_output) else self.changes_output
+        return not changes
 
     @property
     def option_names(self) -> set[str]:
@@ -65,7 +76,7 @@ REGISTRY: dict[str, Method] = {}
 
 
 def register(name: str, *, residual: bool | Callable[[dict], bool] = False, needs: tuple[str, ...] = (),
-             paper: str):
+             paper: str, changes_output: bool | Callable[[dict], bool] = False):
     """Add the decorated init function to REGISTRY under ``name``."""
     unknown = set(needs) - set(NEEDS)
     if unknown:
@@ -74,7 +85,7 @@ def register(name: str, *, residual: bool | Callable[[dict], bool] = False, need
     def add(init: Callable[..., PeftModel]) -> Callable[..., PeftModel]:
         if name in REGISTRY:
             raise ValueError(f"init method '{name}' is registered twice")
-        REGISTRY[name] = Method(name, init, residual, tuple(needs), paper)
+        REGISTRY[name] = Method(name, init, residual, tuple(needs), paper, changes_output)
         return init
 
     return add
@@ -97,6 +108,11 @@ def is_residual(method: str, options: dict | None = None) -> bool:
     return get(method).is_residual(options)
 
 
+def keeps_output(method: str, options: dict | None = None) -> bool:
+    """Whether ``method`` with ``options`` leaves the model's step-0 output equal to the base model's."""
+    return get(method).keeps_output(options)
+
+
 def option_names(method: str) -> set[str]:
     """The keyword options ``method`` takes (from its function's signature)."""
     return get(method).option_names
@@ -108,10 +124,52 @@ def option_defaults(method: str) -> dict:
 
 
 def check_options(method: str, options: dict, extra: set[str] = frozenset()) -> None:
+    """Unknown option names, and values of the wrong type or outside a ``Literal``, are refused before any work."""
     allowed = option_names(method) | set(extra)
     unknown = set(options) - allowed
     if unknown:
         raise InitError(f"method '{method}' got unknown option(s) {sorted(unknown)}; valid: {sorted(allowed) or 'none'}")
+    hints = typing.get_type_hints(get(method).init)
+    for name, value in options.items():
+        if name in hints and not _fits(value, hints[name]):
+            raise InitError(f"method '{method}' option {name}={value!r}: allowed is {_describe(hints[name])}")
+
+
+def _arms(hint) -> tuple:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _fits(value, hint) -> bool:
+    for arm in _arms(hint):
+        if typing.get_origin(arm) is typing.Literal:
+            if any(value == v and type(value) is type(v) for v in typing.get_args(arm)):
+                return True
+        elif arm is type(None):
+            if value is None:
+                return True
+        elif arm is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif arm in (int, str):
+            if isinstance(value, arm) and not isinstance(value, bool):
+                return True
+        elif arm is bool:
+            if isinstance(value, bool):
+                return True
+        else:  # a type this check does not read (a tensor, an iterable of batches): the init checks it
+            return True
+    return False
+
+
+def _describe(hint) -> str:
+    words = []
+    for arm in _arms(hint):
+        if typing.get_origin(arm) is typing.Literal:
+            words.append(f"one of {list(typing.get_args(arm))}")
+        else:
+            words.append({type(None): "null", float: "a number", int: "an int", str: "a string",
+                          bool: "true or false"}.get(arm, str(arm)))
+    return " or ".join(words)
 
 
 def apply_init(
@@ -123,11 +181,70 @@ def apply_init(
     task_type: str | None = None,
     **options,
 ) -> PeftModel:
-    """Wrap ``model`` in a PEFT LoRA of ``rank`` on ``target_modules``, initialised by ``method``."""
+    """Wrap ``model`` in a PEFT LoRA of ``rank`` on ``target_modules``, initialised by ``method``.
+
+    A model whose base weights an earlier residual init changed is warned about (once): an adapter
+    trained for the pretrained weights does not fit them (peft#2184).
+    """
     check_options(method, options)
-    peft_model = get(method)(model, rank, alpha, target_modules, task_type=task_type, **options)
+    record = get(method)
+    changed_by = getattr(model, CHANGED_BASE, None)
+    if changed_by:
+        warn_changed_base(model, changed_by, f"a new '{method}' adapter")
+    peft_model = record(model, rank, alpha, target_modules, task_type=task_type, **options)
     check_finite(peft_model, method)
+    if record.is_residual(options):
+        mark_changed_base(peft_model, method)
     return peft_model
+
+
+CHANGED_BASE = "_inilora_base_changed_by"  # set on the base model (and the PeftModel) by a residual init
+
+
+def mark_changed_base(peft_model: PeftModel, method: str) -> None:
+    """Remember that ``method`` changed the base weights, and warn when another adapter joins them.
+
+    The PeftModel's class becomes a subclass whose ``add_adapter`` and ``load_adapter`` warn first
+    (a class, not instance attributes, so that a deepcopy guards its own copy).
+    """
+    for holder in (peft_model.base_model.model, peft_model):
+        object.__setattr__(holder, CHANGED_BASE, method)
+    peft_model.__class__ = _guarded_class(type(peft_model))
+
+
+_GUARDED: dict[type, type] = {}
+
+
+def _guarded_class(cls: type) -> type:
+    if cls in _GUARDED.values():
+        return cls
+    if cls not in _GUARDED:
+        def add_adapter(self, adapter_name, *args, **kwargs):
+            warn_changed_base(self, getattr(self, CHANGED_BASE), f"adapter '{adapter_name}'")
+            return cls.add_adapter(self, adapter_name, *args, **kwargs)
+
+        def load_adapter(self, model_id, adapter_name, *args, **kwargs):
+            warn_changed_base(self, getattr(self, CHANGED_BASE), f"adapter '{adapter_name}' from {model_id}")
+            return cls.load_adapter(self, model_id, adapter_name, *args, **kwargs)
+
+        _GUARDED[cls] = type(f"{cls.__name__}WithChangedBase", (cls,),
+                             {"add_adapter": add_adapter, "load_adapter": load_adapter, "__module__": __name__})
+    return _GUARDED[cls]
+
+
+def warn_changed_base(model: nn.Module, method: str, what: str) -> None:
+    """Say once per model, in plain words, why another adapter on a residual-changed base is wrong."""
+    if getattr(model, "_inilora_warned_changed_base", False):
+        return
+    object.__setattr__(model, "_inilora_warned_changed_base", True)
+    warnings.warn(
+        f"The '{method}' init changed this model's base weights: each targeted W is now W - scaling * B A, "
+        f"and that part of W lives in the '{method}' adapter. {what[0].upper() + what[1:]} added here sees "
+        "those changed weights, not the pretrained ones, so an adapter trained on the pretrained model will "
+        "not behave as it was trained to. Load other adapters on a fresh copy of the pretrained model, or save "
+        "this one with save_pretrained(..., path_initial_model_for_weight_conversion=<its step-0 adapter>) "
+        "(PEFT's rank-2r conversion, as inilora's finetune rule does) so that it applies to the unmodified base.",
+        UserWarning, stacklevel=3)
 
 
 def check_finite(peft_model: PeftModel, method: str) -> None:

@@ -45,4 +45,13 @@ def set_residual(peft_model: PeftModel, factors: Callable[[str, torch.Tensor, fl
         A, B = factors(name, W.float(), scaling)
         layer.lora_A["default"].weight.data = A.to(W.device, layer.lora_A["default"].weight.dtype).contiguous()
         layer.lora_B["default"].weight.data = B.to(W.device, layer.lora_B["default"].weight.dtype).contiguous()
-        base.weight.data = (W.float() - scaling * (B.float() @ A.float()).to(W.device)).to(W.dtype)
+        subtract_adapter(layer)
+
+
+@torch.no_grad()
+def subtract_adapter(layer: nn.Module) -> None:
+    """Make the layer's base W - scaling * B A with its current factors, formed in fp32 before rounding."""
+    base = layer.get_base_layer()
+    W = base.weight.data
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    base.weight.data = (W.float() - layer.scaling["default"] * (B.float() @ A.float()).to(W.device)).to(W.dtype)
