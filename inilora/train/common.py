@@ -70,3 +70,24 @@ def cast_frozen_base(peft_model, base_dtype: str) -> None:
     for p in peft_model.parameters():
         if not p.requires_grad:
             p.data = p.data.to(dt)
+
+
+PROBE_EXAMPLES = 2  # the first training examples the step-0 probe reads (as a data init's default batch)
+
+
+def step0_probe(peft_model, batch: dict) -> dict:
+    """Loss and gradient L2 norm over the trainable parameters for ``batch``, at the init, before any
+    step: a very high start (PiSSA#38 on some models) shows here for every method alike."""
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    device = trainable[0].device
+    was_training = peft_model.training
+    peft_model.train()
+    try:
+        loss = peft_model(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss.backward()
+        norm = math.sqrt(sum(float(p.grad.float().pow(2).sum()) for p in trainable if p.grad is not None))
+    finally:
+        for p in trainable:
+            p.grad = None
+        peft_model.train(was_training)
+    return {"loss": float(loss), "grad_norm": norm, "examples": int(batch["input_ids"].shape[0])}

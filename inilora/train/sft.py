@@ -134,7 +134,7 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
         for path in work_dir.glob("checkpoint-*"):
             shutil.rmtree(path, ignore_errors=True)
     curve = [
-        {"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+        {"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate"), "grad_norm": h.get("grad_norm")}
         for h in trainer.state.log_history
         if "loss" in h
     ]
@@ -169,9 +169,9 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     from inilora import device as devices
     from inilora import models
     from inilora.data import load_examples
-    from inilora.inits import apply_init, is_residual, save_initial_adapter
+    from inilora.inits import apply_init, is_residual, keeps_output, save_initial_adapter
     from inilora.io import atomic_write_dir, file_sha256
-    from inilora.train.common import cast_frozen_base, with_init_data
+    from inilora.train.common import PROBE_EXAMPLES, cast_frozen_base, step0_probe, with_init_data
 
     device = devices.resolve(spec.get("device", "auto"))
     here = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
@@ -202,6 +202,10 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     train = {k: v for k, v in spec["train"].items() if k not in ("threads", "gpus", "deepspeed")}
     settings = TrainSettings(**train, extra={"deepspeed": spec["train"]["deepspeed"]} if spec["train"].get("deepspeed") else {})
     cast_frozen_base(peft_model, settings.base_dtype)
+    collate = Collator(tok.pad_token_id)
+    step0 = step0_probe(peft_model, collate([encode(tok, ex, max_length) for ex in examples[:PROBE_EXAMPLES]]))
+    log.info("%s at step 0: loss %.4f, gradient norm %.4g (first %d examples); init %.1f s", spec["method"],
+             step0["loss"], step0["grad_norm"], step0["examples"], init_seconds)
     with devices.JobStats(device, settings.base_dtype) as stats:
         result = finetune(peft_model, tok, examples, settings, run_dir / "trainer", device=device)
     _leave_process_group()
@@ -217,8 +221,9 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
     atomic_write_dir(adapter_dir, lambda tmp: peft_model.save_pretrained(str(tmp), **kwargs))
     adapter_hash = file_sha256(adapter_dir / ADAPTER_FILE)  # evaluate and merge check it before use
-    write_curve(log_json, {**spec, "init_seconds": init_seconds, **result, "converted_from_residual": residual,
-                           "adapter_sha256": adapter_hash})
+    write_curve(log_json, {**spec, "init_seconds": init_seconds, "step0": step0, "base_changed": residual,
+                           "output_changed_at_step0": not keeps_output(spec["method"], spec["method_options"]),
+                           **result, "converted_from_residual": residual, "adapter_sha256": adapter_hash})
 
 
 ADAPTER_FILE = "adapter_model.safetensors"
