@@ -258,6 +258,48 @@ def sandbox_times(modes: list[str], workers: int, repeats: int) -> list[dict]:
     return list(rows.values())
 
 
+def init_costs(model_path: str, rank: int, methods: list[str], train_examples: int, iterations: int) -> list[dict]:
+    """Each method's init wall time on ``model_path`` (fresh fp32 load per method, not timed) and the loss
+    and gradient norm at step 0, the finetune job's own probe, on the first reasoning-gym chain_sum examples.
+    IniLoRA's decomposition (``iterations`` Adam steps) is made once and its time reported apart."""
+    import copy
+
+    from inilora.data import load_examples
+    from inilora.decompose.job import decompose_model
+    from inilora.inits import REGISTRY, apply_init
+    from inilora.models import default_targets, load_causal_lm, load_tokenizer
+    from inilora.train.common import PROBE_EXAMPLES, init_batches, step0_probe
+    from inilora.train.sft import Collator, encode
+
+    tok = load_tokenizer(model_path)
+    base = load_causal_lm(model_path)
+    targets = default_targets(base)
+    examples = load_examples({"loader": "reasoning_gym", "dataset": "chain_sum", "n": train_examples, "seed": 1})
+    encoded = [encode(tok, ex, 128) for ex in examples]
+    collate = Collator(tok.pad_token_id)
+    start = time.perf_counter()
+    factors = decompose_model(base, rank=rank, iterations=iterations, target_modules=targets)
+    decompose_seconds = time.perf_counter() - start
+    rows = []
+    for method in methods:
+        model = copy.deepcopy(base)
+        record = REGISTRY[method]
+        opts = {"factors": factors} if "factors" in record.needs else {}
+        if "data" in record.needs:
+            opts["data"] = init_batches(encoded, collate, 2)
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        peft_model = apply_init(model, method, rank, rank, targets, **opts)
+        seconds = time.perf_counter() - start
+        probe = step0_probe(peft_model, collate(encoded[:PROBE_EXAMPLES]))
+        rows.append({"method": method, "init_s": seconds, "step0_loss": probe["loss"], "step0_grad_norm": probe["grad_norm"],
+                     "base_changed": record.is_residual(), "output_changed": not record.keeps_output(),
+                     "note": f"+ {decompose_seconds:.1f} s decomposition ({iterations} it)" if "factors" in record.needs else ""})
+        del model, peft_model
+        gc.collect()
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m inilora.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,7 +333,19 @@ def main(argv=None) -> None:
     s.add_argument("--modes", nargs="+", default=["none", "bwrap", "unshare"])
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--repeats", type=int, default=2)
+    i = sub.add_parser("inits", help="every method's init time and step-0 loss / gradient norm on a model")
+    i.add_argument("--model", required=True, help="model folder")
+    i.add_argument("--rank", type=int, default=8)
+    i.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
+    i.add_argument("--train-examples", type=int, default=128, help="chain_sum examples the data inits read (in batches of 2)")
+    i.add_argument("--iterations", type=int, default=20000, help="IniLoRA's decomposition iterations")
     a = p.parse_args(argv)
+    if a.what == "inits":
+        from inilora.inits import REGISTRY
+
+        print(f"# init benchmark: {a.model}; rank {a.rank}, alpha = rank; q/v; torch threads {torch.get_num_threads()}")
+        print_table(init_costs(a.model, a.rank, a.methods or list(REGISTRY), a.train_examples, a.iterations))
+        return
     if a.what == "sandbox":
         print(f"# sandbox benchmark: 164 canonical HumanEval checks, {a.workers} worker(s), best of {a.repeats}")
         print_table(sandbox_times(a.modes, a.workers, a.repeats))
