@@ -1,17 +1,13 @@
-"""Every registered method through the finetune stage's real job function on a tiny Llama, and every
-method in one config the workflow plans: what `train.json` says about each init's cost and risk."""
+"""Every registered method through the finetune stage's real job function on a tiny Llama: what
+`train.json` says about each init's cost and risk. (tests/test_workflow.py plans the embedded
+default with every method, and runs each kind of init through Snakemake.)"""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
 from inilora.inits import REGISTRY
 
-REPO = Path(__file__).resolve().parent.parent
 OPTIONS = {"hrp": {"steps": 2}, "loraga": {"batches": 2}, "loraga_peft": {"batches": 2}, "lora_one": {"batches": 2},
            "eva": {"batches": 2}, "corda": {"batches": 2}, "pissa": {"svd_niter": 2}}
 
@@ -44,20 +40,3 @@ def test_a_tiny_finetune_of_every_method_records_its_init_cost_and_risk(method, 
     assert info["output_changed_at_step0"] is not record.keeps_output(spec["method_options"])
     assert info["curve"][0]["grad_norm"] is not None  # the Trainer's own per-step norm, beside ours
     assert (run / "adapter" / "adapter_model.safetensors").exists() and (run / "initial_adapter").is_dir()
-
-
-@pytest.mark.workflow
-def test_a_config_listing_every_method_dry_runs(tmp_path):
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["methods"] = list(REGISTRY)
-    config["ranks"] = [8]  # even, as orthogonal needs
-    cfg = tmp_path / "all.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                           "--configfile", str(cfg), "-n", "results/table2.csv"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    counts = {name: int(n) for name, n in (line.split() for line in (proc.stdout + proc.stderr).splitlines()
-                                            if len(line.split()) == 2 and line.split()[1].isdigit())}
-    assert list(config["tasks"]) == ["arithmetic"]  # one task: one fine-tune per method and seed
-    assert counts["finetune"] == len(REGISTRY) * len(config["seeds"])

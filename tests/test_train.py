@@ -90,3 +90,19 @@ def test_the_same_config_and_seed_give_bit_identical_adapters_and_answers(tiny_l
     assert a0.keys() and a0.keys() == a1.keys() and all(torch.equal(a0[n], a1[n]) for n in a0)
     assert g0 == g1
     assert info0["steps"] == info1["steps"] == 4
+
+
+def test_ranks_whose_init_factors_differ_stop_before_the_first_step(monkeypatch):
+    import torch.distributed as dist
+
+    from inilora.train.common import RanksAgree
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, "f" * 64]))
+    with pytest.raises(RuntimeError, match="the ranks' init factors differ"):
+        RanksAgree("a" * 64).on_train_begin(None, None, None)
+    monkeypatch.setattr(dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj, obj]))
+    agree = RanksAgree("a" * 64)
+    agree.on_train_begin(None, None, None)
+    assert agree.digests == ["a" * 64] * 2

@@ -178,25 +178,26 @@ def test_paper_preset_plans_offline_and_replaces_the_default(tmp_path):
                                                     "study_table": 4, "lr_sweep": 1, "figure": 5, "all": 1}
 
 
-def test_every_registered_method_runs_through_the_workflow(tiny_run):
-    """One CPU fine-tune of a few steps per init method, options passed from the config."""
-    from inilora.inits import REGISTRY
-
+def test_each_kind_of_init_gets_its_config_options_through_the_workflow(tiny_run):
+    """One CPU fine-tune of a few steps per kind of init (plain, random with options, a decomposition,
+    training data with batch settings, a changed step-0 output), options passed from the config.
+    Every registered method runs its real finetune job function in tests/test_every_method.py."""
     work, cfg, config, _ = tiny_run
-    methods = sorted(REGISTRY)
+    methods = ["lora", "lora_reversed", "inilora", "inilora_random", "loraga", "hrp", "lora_one", "corda"]
     config = {**config, "methods": methods, "table2": {"include_base": False},
               "tasks": {"arith": {**config["tasks"]["arith"], "benchmarks": ["chain"]}},
-              "method_options": {"inilora_alpha": {"std": 0.1}, "inilora_random": {"distribution": "xavier_uniform"},
-                                 "lora_reversed": {"seed": 3}, "loraga": {"batches": 2, "batch_size": 2},
-                                 "hrp": {"steps": 2, "form": "residual"}}}
+              "method_options": {"inilora_random": {"distribution": "xavier_uniform"}, "lora_reversed": {"seed": 3},
+                                 "loraga": {"batches": 2, "batch_size": 2}, "hrp": {"steps": 2, "form": "residual"},
+                                 "lora_one": {"batches": 2, "gamma": 64}, "corda": {"batches": 2, "corda_method": "kpm"}}}
     cfg_all = work / "all.yaml"
     cfg_all.write_text(yaml.safe_dump(config))
     snakemake(work, cfg_all, "--cores", "2", "results/table2.csv")
     table = pd.read_csv(work / "results/table2.csv")
-    assert sorted(table["method"]) == methods
+    assert sorted(table["method"]) == sorted(methods)
     for m in methods:
         spec = yaml.safe_load((work / f"results/finetune/tiny/arith/{m}/r4/lr0.001/seed1/train.json").read_text())
         assert spec["method_options"] == config["method_options"].get(m, {})
+        assert spec["base_changed"] == (m in ("inilora", "inilora_random", "loraga", "hrp", "corda"))
 
 
 def test_a_learning_rate_sweep_reuses_the_table_runs_and_marks_each_methods_best(tiny_run):
@@ -318,4 +319,6 @@ def test_a_fine_tune_runs_data_parallel_in_one_job_under_torchrun(tmp_path, tiny
     assert "torch.distributed.run --standalone --nproc_per_node 2 -m inilora finetune" in out
     log = yaml.safe_load((run / "train.json").read_text())
     assert log["world_size"] == 2 and log["steps"] == 2
+    digests = log["init_sha256_per_rank"]  # each rank ran the init itself, and they agreed before step 1
+    assert len(digests) == 2 and digests[0] == digests[1] and len(digests[0]) == 64
     assert (run / "adapter/adapter_model.safetensors").exists()

@@ -91,3 +91,36 @@ def step0_probe(peft_model, batch: dict) -> dict:
             p.grad = None
         peft_model.train(was_training)
     return {"loss": float(loss), "grad_norm": norm, "examples": int(batch["input_ids"].shape[0])}
+
+
+def init_digest(peft_model) -> str:
+    """sha256 of every LoRA factor at the init (shapes, dtypes and bytes, in name order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(peft_model.named_parameters()):
+        if "lora_" in name:
+            t = p.detach().float().cpu().contiguous()
+            h.update(f"{name}:{tuple(t.shape)};".encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+class RanksAgree(TrainerCallback):
+    """Under torchrun every rank runs the init itself; before the first step, compare the ranks' digests
+    of their step-0 factors (taken before DDP's broadcast could hide a difference) and stop if any differ."""
+
+    def __init__(self, digest: str):
+        self.digest, self.digests = digest, [digest]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self.digest)
+        self.digests = gathered
+        if len(set(gathered)) > 1:
+            raise RuntimeError(f"the ranks' init factors differ (sha256 per rank: {gathered}); every rank must "
+                               "start from the same seed, data and weights")

@@ -163,7 +163,8 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     portable adapter and ``train.json`` with the run's device, dtype, memory and throughput.
 
     Under torchrun (``train.gpus`` > 1) every rank runs the init itself, on its own GPU, from the same
-    seed, data and weights, so all ranks start from the same factors; only rank 0 writes.
+    seed, data and weights, so all ranks start from the same factors; before the first step the ranks
+    compare digests of their factors and stop if any differ (``RanksAgree``); only rank 0 writes.
     """
 
     from inilora import device as devices
@@ -171,7 +172,7 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     from inilora.data import load_examples
     from inilora.inits import apply_init, is_residual, keeps_output, save_initial_adapter
     from inilora.io import atomic_write_dir, file_sha256
-    from inilora.train.common import PROBE_EXAMPLES, cast_frozen_base, step0_probe, with_init_data
+    from inilora.train.common import PROBE_EXAMPLES, RanksAgree, cast_frozen_base, init_digest, step0_probe, with_init_data
 
     device = devices.resolve(spec.get("device", "auto"))
     here = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
@@ -193,6 +194,7 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     with devices.JobStats(device, torch.float32) as init_stats:
         peft_model = apply_init(model, spec["method"], spec["rank"], spec["alpha"], spec["target_modules"], **opts)
     init_seconds = init_stats.seconds
+    agree = RanksAgree(init_digest(peft_model))
     run_dir = adapter_dir.parent
     initial = run_dir / "initial_adapter"
     residual = is_residual(spec["method"], spec["method_options"])
@@ -207,7 +209,7 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     log.info("%s at step 0: loss %.4f, gradient norm %.4g (first %d examples); init %.1f s", spec["method"],
              step0["loss"], step0["grad_norm"], step0["examples"], init_seconds)
     with devices.JobStats(device, settings.base_dtype) as stats:
-        result = finetune(peft_model, tok, examples, settings, run_dir / "trainer", device=device)
+        result = finetune(peft_model, tok, examples, settings, run_dir / "trainer", callbacks=[agree], device=device)
     _leave_process_group()
     if not main:
         return
@@ -216,6 +218,7 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
                          "init": init_stats.record(), "base_dtype": settings.base_dtype,
                          "gradient_checkpointing": settings.gradient_checkpointing,
                          "init_on_each_rank": result["world_size"] > 1}
+    result["init_sha256_per_rank"] = agree.digests  # one per rank under torchrun, checked equal before step 1
     # Residual inits changed the base weights; PEFT's rank-2r conversion gives an adapter that
     # loads on the original, unmodified base model (docs/init-methods.md sec. 2.3).
     kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
