@@ -215,26 +215,35 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(_fmt(c, r[c]) for c in cols) + " |")
 
 
-def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, dataset: str = "gsm_symbolic") -> dict:
-    """Greedy generation of ``n`` benchmark prompts: batched (left padding, KV cache) versus one
-    prompt at a time, same prompts and settings; and how many outputs agree exactly."""
+def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, dataset: str = "gsm_symbolic",
+                     compile: bool = False) -> list[dict]:
+    """Greedy generation of ``n`` benchmark prompts, side by side: batched with the dynamic KV cache,
+    batched with the static one (and compiled, if asked), and one prompt at a time; the time of
+    each, and how many outputs agree exactly with the dynamic-cache batch."""
     from inilora.data import load_examples, prompt
-    from inilora.evaluate.generate import generate
+    from inilora.evaluate.generate import COUNTS, generate
     from inilora.models import load_causal_lm, load_tokenizer
 
     tok, model = load_tokenizer(model_path), load_causal_lm(model_path)
     prompts = [prompt(ex.question, " Let's think step by step.")
                for ex in load_examples({"loader": "reasoning_gym", "dataset": dataset, "n": n, "seed": 1001})]
-    generate(model, tok, prompts[:1], 4, 1)  # warm-up
-    t0 = time.perf_counter()
-    batched = generate(model, tok, prompts, max_new_tokens, batch)
-    t_batched = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    single = [generate(model, tok, [p], max_new_tokens, 1)[0] for p in prompts]
-    t_single = time.perf_counter() - t0
-    return {"prompts": n, "batch": batch, "max_new_tokens": max_new_tokens, "single_s": t_single,
-            "batched_s": t_batched, "speedup": t_single / t_batched,
-            "same_output": sum(a == b for a, b in zip(batched, single)) / n}
+    runs = [("batched, dynamic cache", batch, {"kv_cache": "dynamic"}),
+            ("batched, static cache", batch, {"kv_cache": "static"})]
+    if compile:
+        runs.append(("batched, static cache, torch.compile", batch, {"kv_cache": "static", "compile": True}))
+    runs.append(("one at a time, dynamic cache", 1, {"kv_cache": "dynamic"}))
+    rows, reference = [], None
+    for label, size, kw in runs:
+        generate(model, tok, prompts[:size], 4, size, **kw)  # warm-up (and compilation)
+        COUNTS["generated_tokens"] = 0
+        t0 = time.perf_counter()
+        outs = generate(model, tok, prompts, max_new_tokens, size, **kw)
+        seconds = time.perf_counter() - t0
+        reference = reference or outs
+        rows.append({"run": label, "prompts": n, "batch": size, "max_new_tokens": max_new_tokens, "seconds": seconds,
+                     "generated_tokens_per_s": COUNTS["generated_tokens"] / seconds,
+                     "same_output": sum(a == b for a, b in zip(outs, reference)) / n})
+    return rows
 
 
 def sandbox_times(modes: list[str], workers: int, repeats: int) -> list[dict]:
@@ -300,6 +309,55 @@ def init_costs(model_path: str, rank: int, methods: list[str], train_examples: i
     return rows
 
 
+def base_dtype_change(model_path: str, rank: int, methods: list[str], prompts: int, iterations: int) -> list[dict]:
+    """What ``train.base_dtype: bfloat16`` does to the step-0 output: each method's logits with the frozen
+    base rounded to bf16 after the init (the residual W - s B A formed in fp32 first) against the same
+    model in fp32, on chain_sum prompts; "base model only" rounds the plain model, the floor."""
+    import copy
+
+    from inilora.data import load_examples, prompt
+    from inilora.decompose.job import decompose_model
+    from inilora.inits import REGISTRY, apply_init
+    from inilora.models import default_targets, load_causal_lm, load_tokenizer
+    from inilora.train.common import cast_frozen_base
+
+    tok = load_tokenizer(model_path)
+    tok.padding_side = "left"
+    base = load_causal_lm(model_path).eval()
+    targets = default_targets(base)
+    texts = [prompt(ex.question) for ex in load_examples({"loader": "reasoning_gym", "dataset": "chain_sum",
+                                                          "n": prompts, "seed": 3})]
+    batch = tok(texts, return_tensors="pt", padding=True)
+    keep = batch["attention_mask"].bool()
+
+    def logits(model):
+        with torch.no_grad():
+            return model(**batch).logits.float()[keep]
+
+    def compare(name, fp32, rounded):
+        diff = (rounded - fp32).abs()
+        agree = (rounded.argmax(-1) == fp32.argmax(-1)).float().mean()
+        return {"method": name, "max_abs_logit_change": float(diff.max()), "mean_abs_logit_change": float(diff.mean()),
+                "logit_scale_mean_abs": float(fp32.abs().mean()), "argmax_agreement": float(agree)}
+
+    reference = logits(base)
+    plain = copy.deepcopy(base).to(torch.bfloat16)
+    rows = [compare("base model only", reference, logits(plain))]
+    del plain
+    factors = decompose_model(base, rank=rank, iterations=iterations, target_modules=targets) \
+        if any("factors" in REGISTRY[m].needs for m in methods) else None
+    for method in methods:
+        opts = {"factors": factors} if "factors" in REGISTRY[method].needs else {}
+        torch.manual_seed(0)
+        model = apply_init(copy.deepcopy(base), method, rank, rank, targets, **opts).eval()
+        fp32 = logits(model)
+        cast_frozen_base(model, "bfloat16")
+        rows.append(compare(method, fp32, logits(model)))
+        del model
+        gc.collect()
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m inilora.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -324,11 +382,12 @@ def main(argv=None) -> None:
     f.add_argument("--steps", type=int, default=8)
     f.add_argument("--batch", type=int, default=8)
     f.add_argument("--seq", type=int, default=128)
-    g = sub.add_parser("generate", help="batched vs one-at-a-time greedy generation")
+    g = sub.add_parser("generate", help="greedy generation: dynamic vs static KV cache, batched vs one at a time")
     g.add_argument("--model", required=True, help="model folder")
     g.add_argument("--prompts", type=int, default=32)
     g.add_argument("--batch", type=int, default=16)
     g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--compile", action="store_true", help="also time the static cache under torch.compile")
     s = sub.add_parser("sandbox", help="HumanEval checks per containment mode (the 164 canonical solutions)")
     s.add_argument("--modes", nargs="+", default=["none", "bwrap", "unshare"])
     s.add_argument("--workers", type=int, default=1)
@@ -339,7 +398,18 @@ def main(argv=None) -> None:
     i.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     i.add_argument("--train-examples", type=int, default=128, help="chain_sum examples the data inits read (in batches of 2)")
     i.add_argument("--iterations", type=int, default=20000, help="IniLoRA's decomposition iterations")
+    b = sub.add_parser("base-dtype", help="step-0 logit change from a bf16 frozen base, per method")
+    b.add_argument("--model", required=True, help="model folder")
+    b.add_argument("--rank", type=int, default=8)
+    b.add_argument("--methods", nargs="+", default=["lora", "pissa", "milora", "inilora", "inilora_alpha"])
+    b.add_argument("--prompts", type=int, default=16)
+    b.add_argument("--iterations", type=int, default=20000)
     a = p.parse_args(argv)
+    if a.what == "base-dtype":
+        print(f"# base dtype benchmark: {a.model}; rank {a.rank}; {a.prompts} chain_sum prompts; torch threads "
+              f"{torch.get_num_threads()}")
+        print_table(base_dtype_change(a.model, a.rank, a.methods, a.prompts, a.iterations))
+        return
     if a.what == "inits":
         from inilora.inits import REGISTRY
 
@@ -354,7 +424,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(a.threads)
     if a.what == "generate":
         print(f"# generation benchmark: {a.model}; gsm_symbolic prompts; greedy; torch threads {torch.get_num_threads()}")
-        print_table([generation_times(a.model, a.prompts, a.batch, a.max_new_tokens)])
+        print_table(generation_times(a.model, a.prompts, a.batch, a.max_new_tokens, compile=a.compile))
         return
     if a.what == "finetune":
         print(f"# fine-tuning step benchmark: {a.model}; LoRA r8 on q/v; torch threads {torch.get_num_threads()}")

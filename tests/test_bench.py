@@ -1,3 +1,5 @@
+import pytest
+
 from inilora.bench import random_weights, run
 from inilora.decompose import SolverSettings
 
@@ -11,13 +13,24 @@ def test_reference_and_solver_reach_the_same_mse_side_by_side():
     assert row["reference_s"] > 0 and row["ours_s"] > 0
 
 
-def test_generation_benchmark_compares_batched_and_single_on_the_same_prompts(tiny_llama_dir):
+def test_generation_benchmark_compares_caches_and_batching_on_the_same_prompts(tiny_llama_dir):
     from inilora.bench import generation_times
 
-    row = generation_times(str(tiny_llama_dir), n=4, batch=4, max_new_tokens=4)
-    assert row["prompts"] == 4 and row["single_s"] > 0 and row["batched_s"] > 0
-    assert row["speedup"] == row["single_s"] / row["batched_s"]
-    assert row["same_output"] == 1.0  # left padding changes no greedy output
+    rows = generation_times(str(tiny_llama_dir), n=4, batch=4, max_new_tokens=4)
+    assert [r["run"] for r in rows] == ["batched, dynamic cache", "batched, static cache", "one at a time, dynamic cache"]
+    assert all(r["seconds"] > 0 and r["generated_tokens_per_s"] > 0 for r in rows)
+    assert all(r["same_output"] == 1.0 for r in rows)  # neither the static cache nor left padding changes a greedy output
+
+
+def test_a_benchmark_can_ask_for_the_static_cache_and_a_bad_cache_is_refused(tiny_llama_dir):
+    from inilora.evaluate.generate import generate
+    from inilora.models import load_causal_lm, load_tokenizer
+
+    tok, model = load_tokenizer(str(tiny_llama_dir)), load_causal_lm(str(tiny_llama_dir))
+    prompts = ["What is 2 + 2?", "Name a colour of the sky at noon on a clear day"]
+    assert generate(model, tok, prompts, 6, 2, kv_cache="static") == generate(model, tok, prompts, 6, 2)
+    with pytest.raises(ValueError, match=r"kv_cache='paged': allowed are \['dynamic', 'static'\]"):
+        generate(model, tok, prompts, 6, 2, kv_cache="paged")
 
 
 def test_the_optimum_can_be_taken_on_a_subset_and_bandwidth_is_reported():

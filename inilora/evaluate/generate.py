@@ -21,12 +21,25 @@ def cut_at_stop(text: str, stops: list[str] = STOP_STRINGS) -> str:
     return text[: min(idx)] if idx else text
 
 
+KV_CACHES = ("dynamic", "static")
+
+
 @torch.no_grad()
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 32, desc: str = "generate",
              stops: list[str] = STOP_STRINGS, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-             seed: int = 0) -> list[list[str]]:
+             seed: int = 0, kv_cache: str = "dynamic", compile: bool = False) -> list[list[str]]:
     """Batched generation with left padding and the KV cache: ``samples`` outputs per prompt,
-    greedy when ``temperature`` is 0, else nucleus sampling (seeded), each cut at ``stops``."""
+    greedy when ``temperature`` is 0, else nucleus sampling (seeded), each cut at ``stops``.
+
+    ``kv_cache``: transformers' ``dynamic`` cache (grows per step) or ``static`` (preallocated for
+    prompt + max_new_tokens, fixed shapes); ``compile``: ``torch.compile`` the forward pass, which
+    pays off with the static cache's fixed shapes. ``python -m inilora.bench generate`` compares them.
+    """
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache={kv_cache!r}: allowed are {list(KV_CACHES)}")
+    if compile and not getattr(model, "_inilora_compiled", False):
+        model.forward = torch.compile(model.forward, dynamic=kv_cache == "dynamic")
+        model._inilora_compiled = True
     tok.padding_side = "left"
     outs: list[list[str]] = []
     model.eval()
@@ -50,6 +63,7 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
             eos_token_id=tok.eos_token_id,
             stop_strings=list(stops) or None,
             tokenizer=tok,
+            **({"cache_implementation": "static"} if kv_cache == "static" else {}),
         )
         new = gen[:, enc["input_ids"].shape[1] :]
         COUNTS["generated_tokens"] += int((new != tok.pad_token_id).sum())

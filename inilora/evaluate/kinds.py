@@ -146,6 +146,9 @@ def run_benchmark(model, tok, spec: dict, exclude_questions: set[str] = frozense
     ``generations_path``: where HumanEval's completions are saved before they are scored."""
     kind = spec.get("kind", "numeric")
     name = spec["benchmark"]
+    if gen is None:  # HF generate with the benchmark's cache and compile settings
+        settings = {"kv_cache": spec.get("kv_cache", "dynamic"), "compile": spec.get("compile", False)}
+        gen = lambda *a, **k: generate(model, tok, *a, **{**settings, **k})  # noqa: E731
     if kind == "humaneval":
         return evaluate_humaneval(model, tok, load_humaneval(spec["data"]), spec["samples"], spec["temperature"],
                                   spec["top_p"], spec["max_new_tokens"], spec["ks"], spec["timeout"],
