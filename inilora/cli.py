@@ -26,6 +26,20 @@ def _threads(n: int | None) -> None:
 # ----------------------------------------------------------------------------- subcommands
 
 
+def _spec(text: str) -> dict:
+    """A job spec given as JSON text (as the Snakefile passes it) or as the path of a JSON file."""
+    source = text
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        text = Path(text).read_text()
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--spec {source[:80]!r}: neither JSON text nor a JSON file ({err})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"--spec {source[:80]!r}: a job spec is a JSON object, got {type(spec).__name__}")
+    return spec
+
+
 def cmd_prepare_model(a) -> None:
     from inilora.models import prepare
 
@@ -46,28 +60,28 @@ def cmd_decompose(a) -> None:
     if not (a.spec and a.manifest and a.out_dir):
         raise ValueError("inilora decompose needs --model (with --rank and --out) or the workflow's --spec, "
                          "--manifest and --out-dir")
-    job.run(json.loads(a.spec), Path(a.manifest), Path(a.out_dir), timing)
+    job.run(_spec(a.spec), Path(a.manifest), Path(a.out_dir), timing)
 
 
 def cmd_finetune(a) -> None:
     from inilora.train import sft
 
     _threads(a.threads)
-    sft.run(json.loads(a.spec), Path(a.manifest), Path(a.adapter_dir), Path(a.log_json), a.factors)
+    sft.run(_spec(a.spec), Path(a.manifest), Path(a.adapter_dir), Path(a.log_json), a.factors)
 
 
 def cmd_evaluate(a) -> None:
     from inilora.evaluate import job
 
     _threads(a.threads)
-    job.run(json.loads(a.spec), Path(a.manifest), Path(a.out), a.adapter_dir, workers=a.threads or 2)
+    job.run(_spec(a.spec), Path(a.manifest), Path(a.out), a.adapter_dir, workers=a.threads or 2)
 
 
 def cmd_glue(a) -> None:
     from inilora.train import glue
 
     _threads(a.threads)
-    glue.run(json.loads(a.spec), Path(a.manifest), Path(a.out), a.factors)
+    glue.run(_spec(a.spec), Path(a.manifest), Path(a.out), a.factors)
 
 
 def cmd_merge(a) -> None:
@@ -82,13 +96,13 @@ def cmd_merge(a) -> None:
 def cmd_table1(a) -> None:
     from inilora.report.tables import table1
 
-    table1(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
+    table1(_spec(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
 
 
 def cmd_table2(a) -> None:
     from inilora.report.tables import table2
 
-    table2(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
+    table2(_spec(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
 
 
 def cmd_table5(a) -> None:
@@ -100,20 +114,20 @@ def cmd_table5(a) -> None:
 def cmd_lr_sweep(a) -> None:
     from inilora.report.tables import lr_sweep
 
-    lr_sweep(json.loads(a.spec), a.evals, Path(a.csv), Path(a.markdown))
+    lr_sweep(_spec(a.spec), a.evals, Path(a.csv), Path(a.markdown))
 
 
 def cmd_study_table(a) -> None:
     from inilora.report.studies import rank_table
 
-    rank_table(json.loads(a.spec), a.evals, Path(a.paper), Path(a.csv), Path(a.markdown))
+    rank_table(_spec(a.spec), a.evals, Path(a.paper), Path(a.csv), Path(a.markdown))
 
 
 def cmd_figure(a) -> None:
     from inilora.report.studies import draw
 
     inputs = {k: getattr(a, k) for k in ("evals", "meta", "initial", "logs", "sweep") if getattr(a, k)}
-    drawn = draw(json.loads(a.spec), inputs, Path(a.out))
+    drawn = draw(_spec(a.spec), inputs, Path(a.out))
     log.info("wrote %s: panels %s", a.out, drawn.panels)
 
 

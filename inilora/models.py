@@ -263,9 +263,7 @@ def read_target_weights(path: str, targets: list[str]) -> dict[str, torch.Tensor
     from safetensors import safe_open
 
     out = {}
-    for file in sorted({files[k] for k in keys.values()}):
-        with safe_open(str(file), "pt") as f:
-            for name, key in keys.items():
-                if files[key] == file:
-                    out[name] = f.get_tensor(key).float()
+    for name, key in keys.items():  # a handle per tensor: its mapped pages are released before the next is read
+        with safe_open(str(files[key]), "pt") as f:
+            out[name] = f.get_tensor(key).float()
     return out

@@ -27,3 +27,16 @@ def test_targets_are_q_and_v_linears(tiny_llama):
     assert len(found) == 4 and all(n.endswith(("q_proj", "v_proj")) for n in found)
     with pytest.raises(ModelError, match="match no nn.Linear"):
         target_linears(tiny_llama, ["query"])
+
+
+def test_a_job_spec_is_json_text_or_a_json_file_and_anything_else_names_the_flag(tmp_path):
+    from inilora.cli import _spec
+
+    spec = {"rank": 8, "iterations": 10}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    assert _spec(json.dumps(spec)) == spec and _spec(str(path)) == spec
+    with pytest.raises(ValueError, match=r"--spec 'no-such-file.json': neither JSON text nor a JSON file"):
+        _spec("no-such-file.json")
+    with pytest.raises(ValueError, match="a job spec is a JSON object, got list"):
+        _spec("[1, 2]")
