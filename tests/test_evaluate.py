@@ -64,7 +64,7 @@ def test_math_kind_uses_hendrycks_equivalence(tok_model, monkeypatch):
 
     tok, model = tok_model
     monkeypatch.setattr(ev, "generate", lambda *a, **k: [["... The answer is: \\frac{1}{2}.\n"]] * 2)
-    monkeypatch.setattr(ev, "heldout_loss", lambda *a, **k: 1.0)
+    monkeypatch.setattr(ev, "heldout_losses", lambda model, tok, examples, *a, **k: [(1.0, 1)] * len(examples))
     examples = [Example("q1", "r", "0.5"), Example("q2", "r", "\\frac{1}{3}")]
     out = ev.evaluate(model, tok, examples, "", 8, 64, kind="math")
     assert [r["correct"] for r in out["records"]] == [True, False]
@@ -97,3 +97,18 @@ def test_run_benchmark_uses_the_given_backend(tok_model):
     out = run_benchmark(model, tok, spec, gen=fake)
     assert len(seen) == 3 and seen[0].startswith("Below is an instruction")
     assert all(r["output"] == "The answer is: 7" for r in out["records"])
+
+
+def test_each_items_heldout_loss_is_recorded_and_the_benchmarks_is_their_token_weighted_mean(tiny_llama, tiny_llama_dir):
+    from inilora.data import Example
+    from inilora.evaluate.generate import heldout_loss, heldout_losses
+    from inilora.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_llama_dir))
+    examples = [Example(f"What is {i} + 2?", f"The answer is: {i + 2}" + " and more" * i, str(i + 2)) for i in range(5)]
+    per_item = heldout_losses(tiny_llama, tok, examples, 64, batch_size=2)
+    assert len(per_item) == 5 and len({n for _, n in per_item}) > 1  # items of different lengths
+    overall = heldout_loss(tiny_llama, tok, examples, 64, batch_size=5)  # another batching, the same number
+    assert abs(overall - sum(s for s, _ in per_item) / sum(n for _, n in per_item)) < 1e-5
+    alone = heldout_losses(tiny_llama, tok, examples[3:4], 64, batch_size=1)[0]  # padding changes no item's loss
+    assert abs(alone[0] - per_item[3][0]) < 1e-4 and alone[1] == per_item[3][1]

@@ -190,3 +190,18 @@ def test_a_rank_table_shows_each_cells_interval_over_items_and_seeds(tmp_path):
     assert row["r8:ci_low"] < row["r8"] < row["r8:ci_high"] and row["r8:ci_high"] - row["r8:ci_low"] < 30
     md = (tmp_path / "t.md").read_text()
     assert f"{row['r8']:.1f} [{row['r8:ci_low']:.1f}, {row['r8:ci_high']:.1f}]" in md and "minimum detectable" in md
+
+
+def test_every_metric_with_per_item_scores_gets_them_and_the_heldout_loss_mean_is_token_weighted():
+    numeric = {"kind": "numeric", "records": [{"correct": True, "heldout_loss": 2.0, "heldout_tokens": 1},
+                                              {"correct": False, "heldout_loss": 0.5, "heldout_tokens": 3}]}
+    scores = stats.metric_scores(numeric)
+    assert list(scores) == ["accuracy", "heldout_loss"]
+    assert scores["heldout_loss"].mean() == pytest.approx((2.0 * 1 + 0.5 * 3) / 4)  # the benchmark's own number
+    code = {"kind": "humaneval", "metrics": {"pass@1": 0.1, "pass@10": 0.2},
+            "records": [{"n": 20, "correct": 5}, {"n": 20, "correct": 0}]}
+    scores = stats.metric_scores(code)
+    assert list(scores) == ["pass@1", "pass@10"]
+    from inilora.evaluate.humaneval import pass_at_k
+
+    assert scores["pass@10"].tolist() == [pass_at_k(20, 5, 10), 0.0]

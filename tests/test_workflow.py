@@ -126,6 +126,9 @@ def test_tiny_config_runs_to_table2(tiny_run):
     assert (table["chain:heldout_loss"] > 0).all()
     for column in ("champ:accuracy", "champ:heldout_loss", "mc:accuracy", "code:pass@1", "code:pass@2"):
         assert table[column].notna().all(), column  # every benchmark kind is a workflow target
+    for column in ("chain:accuracy", "chain:heldout_loss", "code:pass@1", "code:pass@2"):  # each with its interval
+        assert (table[f"{column}:ci_low"] <= table[column] + 1e-9).all() and table[f"{column}:ci_high"].notna().all()
+    assert table["chain:heldout_loss:p"].notna().sum() == len(table) - 1  # every row but the reference is tested
     for it in (20, 60):  # one decomposition run wrote both counts
         assert (work / f"results/decompose/tiny/r4_lr0.01/it{it}.safetensors").exists()
     assert "decomposition of 60 Adam iterations" in (work / "results/table2.md").read_text()

@@ -73,23 +73,29 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
 
 
 @torch.no_grad()
-def heldout_loss(model, tok, examples: list[Example], max_length: int, suffix: str = "", batch_size: int = 16) -> float:
-    """Token-weighted mean cross-entropy of the reference responses (prompt masked)."""
+def heldout_losses(model, tok, examples: list[Example], max_length: int, suffix: str = "",
+                   batch_size: int = 16) -> list[tuple[float, int]]:
+    """(summed cross-entropy, scored tokens) of each example's reference response (prompt masked)."""
     model.eval()
     device = next(model.parameters()).device
     collate = Collator(tok.pad_token_id)
-    total, count = 0.0, 0
+    out: list[tuple[float, int]] = []
     data = [encode(tok, ex, max_length, suffix) for ex in examples]
     for i in range(0, len(data), batch_size):
         batch = {k: v.to(device) for k, v in collate(data[i : i + batch_size]).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"][:, 1:]
         loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-        )
-        total += float(loss)
-        count += int((labels != IGNORE).sum())
-    return total / max(count, 1)
+            logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+        )  # batch x positions; 0 where ignored
+        out.extend(zip(loss.sum(dim=1).tolist(), (labels != IGNORE).sum(dim=1).tolist()))
+    return out
+
+
+def heldout_loss(model, tok, examples: list[Example], max_length: int, suffix: str = "", batch_size: int = 16) -> float:
+    """Token-weighted mean cross-entropy of the reference responses (prompt masked)."""
+    per_item = heldout_losses(model, tok, examples, max_length, suffix, batch_size)
+    return sum(s for s, _ in per_item) / max(sum(n for _, n in per_item), 1)
 
 
 def vllm_generator(model_dir: str, seed: int = 0):

@@ -10,7 +10,9 @@ One ``kind`` per protocol of the IniLoRA evaluation (docs/init-methods.md sec. 1
   each check run in the sandbox; unbiased pass@k.
 - ``mmlu``: 0-shot, next-token probabilities over " A".." D".
 
-``numeric`` and ``math`` also report the held-out loss of the reference answers.
+``numeric`` and ``math`` also report the held-out loss of the reference answers: token-weighted
+over the benchmark in ``metrics``, and each item's own (``heldout_loss``, ``heldout_tokens``) in
+its record.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 
 from inilora.data import Example, prompt
 from inilora.evaluate.extract import extract_answer, numeric_correct
-from inilora.evaluate.generate import generate, heldout_loss
+from inilora.evaluate.generate import generate, heldout_losses
 
 
 def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: int, max_length: int,
@@ -45,7 +47,10 @@ def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: i
         records.append({"question": ex.question, "gold": ex.answer, "output": out, "extracted": answer,
                         "correct": correct})
     gen_seconds = time.time() - start
-    loss = heldout_loss(model, tok, examples, max_length, suffix)
+    per_item = heldout_losses(model, tok, examples, max_length, suffix)
+    for record, (summed, tokens) in zip(records, per_item):  # each item's own loss, for intervals over items
+        record["heldout_loss"], record["heldout_tokens"] = summed / max(tokens, 1), tokens
+    loss = sum(s for s, _ in per_item) / max(sum(n for _, n in per_item), 1)
     accuracy = sum(r["correct"] for r in records) / len(records)
     return {
         "n": len(records),

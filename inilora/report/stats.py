@@ -38,6 +38,33 @@ def item_scores(result: dict) -> tuple[str, np.ndarray]:
     return "accuracy", np.array([float(bool(r["correct"])) for r in result["records"]])
 
 
+def metric_scores(result: dict) -> dict[str, np.ndarray]:
+    """Every metric of an evaluation JSON that has per-item scores, the headline first:
+
+    - numeric and math: ``accuracy`` (0/1) and ``heldout_loss``, each item's summed cross-entropy
+      times n / (all scored tokens), so that the item mean is exactly the benchmark's token-weighted
+      loss (a bootstrap then resamples items with the token total held fixed);
+    - humaneval: ``pass@k`` for every k the result reports, each problem's unbiased pass@k;
+    - mmlu: ``accuracy``.
+    """
+    headline, scores = item_scores(result)
+    out = {headline: scores}
+    records = result["records"]
+    if result.get("kind") == "humaneval":
+        from inilora.evaluate.humaneval import pass_at_k
+
+        for name in result.get("metrics", {}):
+            k = int(name.split("@")[1]) if name.startswith("pass@") else None
+            if k and k > 1 and all(r["n"] >= k for r in records):
+                out[name] = np.array([pass_at_k(r["n"], r["correct"], k) for r in records], dtype=float)
+    elif records and all("heldout_loss" in r for r in records):
+        summed = np.array([r["heldout_loss"] * r["heldout_tokens"] for r in records], dtype=float)
+        total = sum(r["heldout_tokens"] for r in records)
+        if total:
+            out["heldout_loss"] = summed * len(records) / total
+    return out
+
+
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
@@ -145,7 +172,7 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
     from inilora.io import read_result
 
     runs: dict[tuple, dict[int, np.ndarray]] = {}
-    metric_of: dict[str, str] = {}
+    metrics_of: dict[str, list[str]] = {}
     for p in eval_paths:
         data = read_result(str(p))
         if "records" not in data:
@@ -154,31 +181,35 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
             ident = artifact.parse(artifact.EVAL, p)
         except ValueError:
             ident = {**artifact.parse(artifact.BASE_EVAL, p), "method": "base", "rank": 0, "lr": 0.0, "seed": 0}
-        metric, scores = item_scores(data)
-        metric_of[ident["bench"]] = metric
-        runs.setdefault((ident["model"], ident["method"], ident["rank"], ident["lr"], ident["bench"]), {})[ident["seed"]] = scores
+        for metric, scores in metric_scores(data).items():
+            known = metrics_of.setdefault(ident["bench"], [])
+            if metric not in known:
+                known.append(metric)
+            key = (ident["model"], ident["method"], ident["rank"], ident["lr"], ident["bench"], metric)
+            runs.setdefault(key, {})[ident["seed"]] = scores
     columns: dict[tuple, dict[str, float]] = {}
     notes = []
-    for (model, method, rank, lr, bench), by_seed in runs.items():
-        col = f"{bench}:{metric_of[bench]}"
+    for (model, method, rank, lr, bench, metric), by_seed in runs.items():
+        col = f"{bench}:{metric}"
         _, low, high = mean_ci([by_seed[s] for s in sorted(by_seed)])
         columns.setdefault((model, method, rank, lr), {}).update({f"{col}:ci_low": low, f"{col}:ci_high": high})
     groups: dict[tuple, list[tuple]] = {}
-    for (model, method, rank, lr, bench) in runs:
-        groups.setdefault((model, bench), []).append((method, rank, lr))
-    for (model, bench), members in groups.items():
-        col = f"{bench}:{metric_of[bench]}"
+    for (model, method, rank, lr, bench, metric) in runs:
+        groups.setdefault((model, bench, metric), []).append((method, rank, lr))
+    for (model, bench, metric), members in groups.items():
+        col = f"{bench}:{metric}"
+        headline = metric == metrics_of[bench][0]
         cells = sorted({(r, lr if same_lr else None) for _, r, lr in members if r})
         for rank, at_lr in cells:
             ref = [m for m in members if m[0] == reference and m[1] == rank and at_lr in (None, m[2])]
             if not ref:
                 continue
-            ref_runs = runs[(model, *ref[0], bench)]
+            ref_runs = runs[(model, *ref[0], bench, metric)]
             compared = []
             for method, r, lr in members:
                 if (method, r, lr) == ref[0] or (r != rank and method != "base") or at_lr not in (None, lr):
                     continue
-                other = runs[(model, method, r, lr, bench)]
+                other = runs[(model, method, r, lr, bench, metric)]
                 if method == "base":  # one base evaluation stands for every seed of the reference
                     other = {s: other[0] for s in ref_runs}
                 seeds = sorted(set(other) & set(ref_runs))
@@ -191,8 +222,14 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
                     f"{col}:diff_ci_high": result.high, f"{col}:p": result.p, f"{col}:p_holm": p_holm})
             tests = sorted({c[1].test for c in compared})
             n_items = len(next(iter(ref_runs.values())))
-            base_rate = float(np.mean([x.mean() for x in ref_runs.values()]))
             where = f"rank {rank}" + (f", lr {at_lr:g}" if at_lr is not None else "")
+            if not headline:
+                notes.append(f"{bench} {metric} ({where}): the same {n_items} items, intervals and tests "
+                             f"({', '.join(tests) or 'none'}, Holm over {len(compared)})"
+                             + ("; per item, its summed cross-entropy over the benchmark's mean token count"
+                                if metric == "heldout_loss" else ""))
+                continue
+            base_rate = float(np.mean([x.mean() for x in ref_runs.values()]))
             notes.append(f"{bench} ({where}): {n_items} items x {len(ref_runs)} seed(s); intervals: 95% bootstrap "
                          f"over items{' and seeds' if len(ref_runs) > 1 else ''}; differences against {reference}: "
                          f"{', '.join(tests) or 'none'}, Holm-adjusted over {len(compared)} comparison(s); a difference "
