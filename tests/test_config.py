@@ -26,6 +26,8 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c.update(methods=["lora", "dora"]), "config key 'methods': unknown method 'dora'; valid: ["),
     (lambda c: c.update(method_options={"pissa": {"niter": 4}}),
      "config key 'method_options.pissa': method 'pissa' got unknown option(s) ['niter']; valid: ['svd_niter']"),
+    (lambda c: c.update(methods=["lora", "orthogonal"], ranks=[8, 5]),
+     "config key 'ranks': method 'orthogonal' needs even ranks; got [5] in [8, 5]"),
     (lambda c: c.update(method_options={"corda": {"corda_method": "xpm"}}),
      "config key 'method_options.corda': method 'corda' option corda_method='xpm': allowed is one of ['ipm', 'kpm']"),
     (lambda c: c.update(method_options={"lora_one": {"gamma": "big"}}),

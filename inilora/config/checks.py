@@ -56,6 +56,10 @@ def check_methods(config: dict) -> None:
                 check_options(base, opts, workflow_options(base))
             except InitError as e:
                 raise ConfigError(f"config key '{key}': {m}: {e}") from None
+    listed = {resolve(config, m, key)[0] for key, names in method_lists(config).items() for m in names}
+    odd = sorted(r for r in config["ranks"] if int(r) % 2)
+    if "orthogonal" in listed and odd:  # PEFT's orthogonal init splits an r x r orthogonal matrix in halves
+        raise ConfigError(f"config key 'ranks': method 'orthogonal' needs even ranks; got {odd} in {config['ranks']}")
     for m in config.get("method_train", {}):
         if m not in methods:
             raise ConfigError(f"config key 'method_train.{m}': '{m}' is not in 'methods' {methods}")
