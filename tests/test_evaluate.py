@@ -110,5 +110,16 @@ def test_each_items_heldout_loss_is_recorded_and_the_benchmarks_is_their_token_w
     assert len(per_item) == 5 and len({n for _, n in per_item}) > 1  # items of different lengths
     overall = heldout_loss(tiny_llama, tok, examples, 64, batch_size=5)  # another batching, the same number
     assert abs(overall - sum(s for s, _ in per_item) / sum(n for _, n in per_item)) < 1e-5
+    import torch
+
+    from inilora.evaluate.generate import IGNORE, Collator, encode
+
+    batch = Collator(tok.pad_token_id)([encode(tok, ex, 64) for ex in examples])
+    with torch.no_grad():  # the one-number form every earlier table used: the same value to float precision
+        logits = tiny_llama(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    labels = batch["labels"][:, 1:]
+    summed = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                               ignore_index=IGNORE, reduction="sum")
+    assert abs(float(summed) / int((labels != IGNORE).sum()) - overall) < 1e-6
     alone = heldout_losses(tiny_llama, tok, examples[3:4], 64, batch_size=1)[0]  # padding changes no item's loss
     assert abs(alone[0] - per_item[3][0]) < 1e-4 and alone[1] == per_item[3][1]
