@@ -68,9 +68,10 @@ def read_only_dirs(prefix: str) -> list[str]:
     return dirs
 
 
-def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:  # noqa: ARG001 (unshare needs root_dir)
+def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
     """The ``bwrap`` argv prefix. As root there is no user namespace (so the inner privilege drop to
-    ``nobody`` is a real uid), and only CAP_SETUID/CAP_SETGID survive, for that drop."""
+    ``nobody`` is a real uid), and only CAP_SETUID/CAP_SETGID survive, for that drop. ``workdir`` and
+    ``root_dir`` are unused (the working directory is a tmpfs); the signature is the builders' own."""
     prefix, _ = interpreter()
     cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session",
            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]

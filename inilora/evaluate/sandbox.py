@@ -87,7 +87,8 @@ class Result:
     elapsed: wall-clock seconds. containment: the namespace mode that ran ("bwrap", "unshare",
     "none"), "" when none started. isolation: every layer in force, e.g. "bwrap namespaces +
     uid 65534 + rlimits + audit hook"; a degraded run also says so in detail. pid: the child
-    the harness started. workdir: the host folder the program wrote in, removed on return.
+    the harness started. workdir: the run's host folder, removed on return (mode none: where the
+    program wrote; a contained program writes only to its own tmpfs ``/sandbox``).
     """
 
     passed: bool
