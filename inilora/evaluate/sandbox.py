@@ -45,6 +45,7 @@ Known gaps, found by red-teaming and not closed (no seccomp filter, no cgroup):
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -153,11 +154,11 @@ class _Deadline(BaseException):
 
 
 def _settings(args: dict) -> _Settings:
-    defaults = {"cpu_seconds": None, "max_procs": 16, "max_file_mb": 16, "max_open_files": 64,
-                "output_limit": 64 * 1024, "user": "nobody", "audit_hook": True, "containment": "auto"}
-    unknown = sorted(set(args) - set(defaults) - {"program", "timeout", "memory_mb"})
+    """Checked options over run_untrusted's own defaults (run_check shares them)."""
+    defaults = {k: p.default for k, p in inspect.signature(run_untrusted).parameters.items() if k != "program"}
+    unknown = sorted(set(args) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown sandbox option(s) {unknown}; allowed: timeout, memory_mb, {', '.join(defaults)}")
+        raise ValueError(f"unknown sandbox option(s) {unknown}; allowed: {', '.join(defaults)}")
     a = {**defaults, **args}
     timeout = a["timeout"]
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -216,7 +217,7 @@ class _Child:
         self.total = {"stdout": 0, "stderr": 0}
         self.channel = bytearray()
         self.frames: list[tuple[bytes, bytes]] = []
-        self.isolation, self.timed_out, self.closed = "", False, False
+        self.isolation, self.timed_out, self.closed, self.stopped = "", False, False, False
         self.sel = selectors.DefaultSelector()
         self.names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr", result_fd: "result"}
         for fd in self.names:
@@ -415,7 +416,7 @@ class _Child:
 
     def stop(self, grace: float = 2.0) -> None:
         """Kill everything the run started and wait until none of it executes; idempotent."""
-        if getattr(self, "stopped", False):
+        if self.stopped:
             return
         self.stopped = True
         self.close_stdin()
@@ -427,7 +428,7 @@ class _Child:
             pass
         give_up = time.monotonic() + grace
         # a namespace's first process exits only after the kernel has killed all the others
-        while (alive := _alive(inits) + _session_members(self.proc.pid)) and time.monotonic() < give_up:
+        while (alive := _alive(inits, self.proc.pid)) and time.monotonic() < give_up:
             _signal_all([(os.kill, pid) for pid in alive])
             time.sleep(0.005)
         self.sel.close()
@@ -441,8 +442,9 @@ def _children(pid: int) -> list[int]:
     return [p for p, fields in _stats() if int(fields[1]) == pid]
 
 
-def _alive(pids: list[int]) -> list[int]:
-    return [p for p, fields in _stats() if p in pids and fields[0] != "Z"]
+def _alive(pids: list[int], sid: int) -> list[int]:
+    """Live pids among ``pids`` or in session ``sid``, from one pass over /proc."""
+    return [p for p, fields in _stats() if fields[0] != "Z" and (p in pids or int(fields[3]) == sid)]
 
 
 def _stats():

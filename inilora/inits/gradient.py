@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from inilora.inits.lora import init_lora
-from inilora.inits.registry import InitError, register
+from inilora.inits.registry import InitError, check_positive, register
 from inilora.inits.residual import Factors, lora_layers, set_residual, subtract_adapter
 
 
@@ -181,8 +181,7 @@ def init_lora_one(model, rank, alpha, target_modules, task_type=None, data=None,
     """
     if data is None:
         raise InitError("method 'lora_one' needs training batches (option data)")
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
-        raise InitError(f"method 'lora_one' option gamma={gamma!r}: allowed is a number > 0")
+    check_positive("lora_one", "gamma", gamma)
     grads = estimate_gradients(model, target_modules, data, batches, method="lora_one")
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)
     with torch.no_grad():

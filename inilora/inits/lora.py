@@ -8,7 +8,7 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from inilora.decompose.solver import module_seed
-from inilora.inits.registry import InitError, register
+from inilora.inits.registry import check_positive, register
 from inilora.inits.residual import lora_config, lora_layers, subtract_adapter
 
 
@@ -56,9 +56,8 @@ def init_nonzero(model, rank, alpha, target_modules, task_type=None, scale_a: fl
     model's; ``subtract=True`` makes the base W - s B A instead (a residual init). Deviation: the
     defaults scale_a = scale_b = 1 are ours; the official code was not available to check its defaults.
     """
-    for name, value in (("scale_a", scale_a), ("scale_b", scale_b)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise InitError(f"method 'nonzero' option {name}={value!r}: allowed is a number > 0")
+    check_positive("nonzero", "scale_a", scale_a)
+    check_positive("nonzero", "scale_b", scale_b)
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)
     with torch.no_grad():
         for name, layer in lora_layers(peft_model).items():

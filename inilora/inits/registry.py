@@ -51,6 +51,8 @@ class Method:
     changes_output: bool | Callable[[dict], bool] = False
 
     def __call__(self, *args, **kwargs) -> PeftModel:
+        """Run the init; its option names and annotated values are checked first, on every path."""
+        check_options(self.name, {k: v for k, v in kwargs.items() if k != "task_type"})
         return self.init(*args, **kwargs)
 
     def is_residual(self, options: dict | None = None) -> bool:
@@ -135,6 +137,13 @@ def check_options(method: str, options: dict, extra: set[str] = frozenset()) -> 
             raise InitError(f"method '{method}' option {name}={value!r}: allowed is {_describe(hints[name])}")
 
 
+def check_positive(method: str, option: str, value, integer: bool = False) -> None:
+    """A value range the annotations cannot say: ``value`` > 0 (an int if ``integer``)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+        raise InitError(f"method '{method}' option {option}={value!r}: allowed is {'an int' if integer else 'a number'} > 0")
+
+
 def _arms(hint) -> tuple:
     return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
@@ -186,7 +195,6 @@ def apply_init(
     A model whose base weights an earlier residual init changed is warned about (once): an adapter
     trained for the pretrained weights does not fit them (peft#2184).
     """
-    check_options(method, options)
     record = get(method)
     changed_by = getattr(model, CHANGED_BASE, None)
     if changed_by:

@@ -17,26 +17,15 @@ from typing import Literal
 import torch
 from peft import PeftModel, get_peft_model
 
-from inilora.inits.registry import InitError, register
+from inilora.inits.registry import InitError, check_positive, register
 from inilora.inits.residual import lora_config
-
-
-def _choice(method: str, option: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise InitError(f"method '{method}' option {option}={value!r}: allowed are {list(allowed)}")
-
-
-def _positive(method: str, option: str, value, integer: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        raise InitError(f"method '{method}' option {option}={value!r}: allowed is {'an int' if integer else 'a number'} > 0")
 
 
 def _batches(model, data, batches: int, method: str) -> list[dict]:
     """Up to ``batches`` training batches, on the model's device; InitError when there are none."""
     if data is None:
         raise InitError(f"method '{method}' needs training batches (option data)")
-    _positive(method, "batches", batches, integer=True)
+    check_positive(method, "batches", batches, integer=True)
     device = next(model.parameters()).device
     out = []
     for batch in data:
@@ -79,7 +68,6 @@ def init_eva(model, rank, alpha, target_modules, task_type=None, data=None, batc
     ``batch_size`` for eva, or turn ``use_label_mask`` off."""
     from peft import EvaConfig, initialize_lora_eva_weights
 
-    _positive("eva", "rho", rho)
     if rho < 1:
         raise InitError(f"method 'eva' option rho={rho!r}: allowed is a number >= 1")
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 <= tau <= 1:
@@ -105,7 +93,6 @@ def init_corda(model, rank, alpha, target_modules, task_type=None, data=None, ba
     from peft.tuners.lora.config import CordaConfig
     from peft.tuners.lora.corda import preprocess_corda
 
-    _choice("corda", "corda_method", corda_method, ("ipm", "kpm"))
     feed = _batches(model, data, batches, "corda")
     cfg = lora_config(rank, alpha, target_modules, "corda", task_type)
     cfg.corda_config = CordaConfig(corda_method=corda_method, use_float16_for_covariance=bool(use_float16_for_covariance))
@@ -135,9 +122,7 @@ def init_loraga_peft(model, rank, alpha, target_modules, task_type=None, data=No
     sec. 3.2). The base becomes W - s B A."""
     from peft import LoraGAConfig, preprocess_loraga
 
-    _choice("loraga_peft", "direction", direction, ("ArBr", "A2rBr", "ArB2r", "random"))
-    _choice("loraga_peft", "scale", scale, ("stable", "weight_svd", "gd_scale", "unit"))
-    _positive("loraga_peft", "stable_gamma", stable_gamma)
+    check_positive("loraga_peft", "stable_gamma", stable_gamma)
     feed = _batches(model, data, batches, "loraga_peft")
     cfg = lora_config(rank, alpha, target_modules, "lora_ga", task_type)
     cfg.lora_ga_config = LoraGAConfig(direction=direction, scale=scale, stable_gamma=stable_gamma)
