@@ -111,8 +111,25 @@ def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():
     assert sum("/lora/r8/lr0.002/seed11/" in p for p in inputs) == 5  # the table's own lora runs, reused
     config = checked(lambda c: c.update(lr_sweep={"values": [1e-4, 2e-3], "benchmarks": ["chain_sum"]}))
     assert len(cfg.lr_sweep_inputs(config)) == len(config["methods"]) * 2
-    with pytest.raises(cfg.ConfigError, match="config key 'lr_sweep.benchmarks': 'gsm8k' is not a benchmark of task"):
+    with pytest.raises(cfg.ConfigError, match="config key 'lr_sweep.benchmarks': unknown benchmark 'gsm8k'"):
         checked(lambda c: c.update(lr_sweep={"values": [1e-4], "benchmarks": ["gsm8k"]}))
+    with pytest.raises(cfg.ConfigError, match=r"config key 'lr_sweep.seeds': \[5\] are not all among 'seeds'"):
+        checked(lambda c: c.update(lr_sweep={"values": [1e-4], "seeds": [5]}))
+
+
+def test_a_sweep_can_tune_on_its_own_seeds_and_items_and_still_drops_the_training_items():
+    """The powered preset's protocol: tune on one seed and on items apart from the test set."""
+    def tuning(c):
+        c["seeds"] = [11, 12]
+        c["benchmarks"]["tune"] = {**c["benchmarks"]["chain_sum"], "data": {**c["benchmarks"]["chain_sum"]["data"],
+                                                                           "seed": 2002}}
+        c.update(lr_sweep={"values": [1e-3], "benchmarks": ["tune"], "seeds": [11]})
+
+    config = checked(tuning)
+    inputs = cfg.lr_sweep_inputs(config)
+    assert len(inputs) == len(config["methods"]) and all(p.endswith("/seed11/tune.json") for p in inputs)
+    spec = cfg.evaluate_spec(config, "tune", "arithmetic")  # no task lists "tune": its own task's items go
+    assert spec["exclude"] == config["tasks"]["arithmetic"]["train"]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])

@@ -14,7 +14,6 @@ import yaml
 from inilora.config.methods import figure2_iterations, fmt_lr, iteration_counts, method_lists, resolve, workflow_options
 from inilora.config.schema import ConfigError, validate_schema
 from inilora.config.specs import glue_models
-from inilora.config.targets import table2_tasks
 from inilora.inits import REGISTRY, InitError, check_options, needing, option_names
 
 
@@ -152,13 +151,15 @@ def check_lr_sweep(config: dict) -> None:
     sw = config["lr_sweep"]
     if sw["task"] is not None and sw["task"] not in config["tasks"]:
         raise ConfigError(f"config key 'lr_sweep.task': unknown task '{sw['task']}'; defined: {sorted(config['tasks'])}")
-    for b in sw["benchmarks"]:
-        task = sw["task"] or table2_tasks(config)[0]
-        if b not in config["tasks"][task]["benchmarks"]:
-            raise ConfigError(f"config key 'lr_sweep.benchmarks': '{b}' is not a benchmark of task '{task}' "
-                              f"{config['tasks'][task]['benchmarks']}")
+    for b in sw["benchmarks"]:  # any benchmark: a tuning set apart from the table's test items is the point
+        if b not in config["benchmarks"]:
+            raise ConfigError(f"config key 'lr_sweep.benchmarks': unknown benchmark '{b}'; defined: "
+                              f"{sorted(config['benchmarks'])}")
     if sw["rank"] is not None and sw["rank"] not in config["ranks"]:
         raise ConfigError(f"config key 'lr_sweep.rank': {sw['rank']} is not one of 'ranks' {config['ranks']}")
+    if sw["seeds"] and not set(sw["seeds"]) <= set(config["seeds"]):
+        raise ConfigError(f"config key 'lr_sweep.seeds': {sw['seeds']} are not all among 'seeds' {config['seeds']}; "
+                          "a sweep tunes on seeds that the table then compares")
 
 
 def check_decompose(config: dict) -> None:

@@ -54,7 +54,7 @@ def table2_spec(config: dict) -> dict:
 def lr_sweep_spec(config: dict) -> dict:
     sw = config["lr_sweep"]
     task = sweep_task(config)
-    notes = [f"task {task}, rank {sw['rank'] or config['ranks'][0]}, seeds {config['seeds']}; every other training "
+    notes = [f"task {task}, rank {sw['rank'] or config['ranks'][0]}, seeds {sw['seeds'] or config['seeds']}; every other training "
              f"setting as in 'train' ({training_budget(config['train'])})",
              "best: the lr with the highest mean accuracy per method and benchmark (ties: the smaller lr)"]
     for b in sweep_benchmarks(config):

@@ -80,11 +80,12 @@ def task_entry(config: dict, name: str) -> dict:
 
 def evaluate_spec(config: dict, bench: str, task: str | None = None) -> dict:
     """Items that also occur in the training set of any task evaluated on ``bench`` are dropped,
-    the same for every row of a table (the base model's too); a Table 4 run (``task`` =
-    ``<task>-n<size>``) also drops the items of its own, possibly larger, training set."""
+    the same for every row of a table (the base model's too). A run's own task's training items
+    are always dropped: a Table 4 run (``task`` = ``<task>-n<size>``) has a larger training set, and
+    an lr sweep may score on a tuning benchmark that its task does not list."""
     b = config["benchmarks"][bench]
     exclude = [d for t in config["tasks"].values() if bench in t["benchmarks"] for d in t["train"]]
-    if task is not None and task not in config["tasks"]:
+    if task is not None:
         exclude += [d for d in task_entry(config, task)["train"] if d not in exclude]
     if b["kind"] in ("humaneval", "mmlu"):  # not question/answer examples; nothing to match against
         exclude = []

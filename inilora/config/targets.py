@@ -62,7 +62,7 @@ def lr_sweep_inputs(config: dict) -> list[str]:
     return [paths.EVAL.format(model=model, task=task, method=method, rank=sw["rank"] or config["ranks"][0],
                               lr=fmt_lr(lr), seed=seed, bench=bench)
             for model in study_models(config) for method in (sw["methods"] or config["methods"])
-            for lr in sw["values"] for seed in config["seeds"] for bench in sweep_benchmarks(config)]
+            for lr in sw["values"] for seed in (sw["seeds"] or config["seeds"]) for bench in sweep_benchmarks(config)]
 
 
 def sweep_benchmarks(config: dict) -> list[str]:
