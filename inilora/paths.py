@@ -33,18 +33,22 @@ BASE_EVAL = f"{RESULTS}/eval/{{model}}/base/{{bench}}.json"
 GLUE_RUN = f"{RESULTS}/glue/{{model}}/{{task}}/{{method}}/r{{rank}}/seed{{seed}}.json"
 TABLE1 = f"{RESULTS}/table1.csv"
 TABLE1_MD = f"{RESULTS}/table1.md"
+TABLE1_HTML = f"{RESULTS}/table1.html"  # the table as the report shows it
 
 TABLE5 = f"{RESULTS}/table5.csv"
 TABLE5_MD = f"{RESULTS}/table5.md"
 
 TABLE2 = f"{RESULTS}/table2.csv"
 TABLE2_MD = f"{RESULTS}/table2.md"
+TABLE2_HTML = f"{RESULTS}/table2.html"  # the table as the report shows it
 LR_SWEEP = f"{RESULTS}/lr_sweep.csv"
 LR_SWEEP_MD = f"{RESULTS}/lr_sweep.md"
+LR_SWEEP_HTML = f"{RESULTS}/lr_sweep.html"  # the table as the report shows it
 
 # the paper's analyses: accuracy by rank (Tables 3, 4, 6, 7) and Figures 2-6
 STUDY_TABLE = f"{RESULTS}/{{table}}.csv"
 STUDY_TABLE_MD = f"{RESULTS}/{{table}}.md"
+STUDY_TABLE_HTML = f"{RESULTS}/{{table}}.html"  # the table as the report shows it
 FIGURE = f"{RESULTS}/{{figure}}.png"
 
 # the paper's own numbers, shipped with the workflow (relative to its base directory)

@@ -56,7 +56,24 @@ def test_pearson_and_spearman_by_hand():
     assert spearman([1, 2, 3, 4], [1, 4, 9, 100]) == pytest.approx(1.0)
     # ties: x ranks (1.5, 1.5, 3, 4), y ranks (1, 2, 3, 4); r of the ranks = 4.5 / sqrt(4.5 * 5)
     assert spearman([10, 10, 20, 30], [1, 2, 3, 4]) == pytest.approx(4.5 / math.sqrt(4.5 * 5))
-    assert glue._ranks(torch.tensor([3.0, 1.0, 3.0, 3.0]).numpy()).tolist() == [3.0, 1.0, 3.0, 3.0]
+    assert spearman([3.0, 1.0, 3.0, 3.0], [3.0, 1.0, 3.0, 3.0]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("metric", [accuracy, f1, matthews_corr, pearson, spearman])
+def test_every_metric_on_a_stack_of_resamples_equals_it_on_each(metric):
+    """The statistics resample items and score every resample at once (the last axis is the items)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    p, y = rng.integers(0, 3, size=(7, 40)), rng.integers(0, 3, size=40)
+    p[0] = 1  # a constant predictor among them
+    if metric is f1:
+        p, y = p % 2, y % 2
+    stacked = metric(p, y)
+    each = [metric(row, y) for row in p]
+    assert np.asarray(stacked).shape == (7,)
+    np.testing.assert_allclose(stacked, each, equal_nan=True)
+    np.testing.assert_allclose(metric(p, np.broadcast_to(y, p.shape)), each, equal_nan=True)  # labels resampled too
 
 
 def test_compute_metrics_per_task():
@@ -231,6 +248,11 @@ def test_finetune_learns_a_trivial_task_and_reports_best_and_last(tiny_bert_dir)
     assert res["last"] == res["per_epoch"][-1] and res["main_metric"] == "accuracy"
     assert any(n.startswith("base_model.model.classifier") for n in res["head_parameters"])  # modules_to_save
     assert res["train_examples"] == 256 and res["eval_examples"] == 64
+    # each validation example's label and its predictions at the reported epochs, in the split's order
+    pred = res["predictions"]
+    assert pred["labels"] == [r["label"] for r in apple_rows(64, 1)]
+    assert accuracy(pred["best"], pred["labels"]) == pytest.approx(res["best"]["accuracy"])
+    assert accuracy(pred["last"], pred["labels"]) == pytest.approx(res["last"]["accuracy"])
 
 
 def test_finetune_regression_reports_pearson_and_spearman(tiny_bert_dir):
@@ -241,6 +263,8 @@ def test_finetune_regression_reports_pearson_and_spearman(tiny_bert_dir):
         assert set(e) == {"epoch", "pearson", "spearman", "train_loss"}
         assert -1 <= e["pearson"] <= 1 and -1 <= e["spearman"] <= 1
     assert res["best"]["pearson"] >= res["last"]["pearson"]
+    assert pearson(res["predictions"]["best"], res["predictions"]["labels"]) == pytest.approx(res["best"]["pearson"])
+    assert all(isinstance(v, float) for v in res["predictions"]["last"])  # scores, not class ids
 
 
 @pytest.mark.parametrize("method,options", [("pissa", {}), ("loraga", {"batches": 2})])

@@ -295,10 +295,15 @@ def test_every_table_and_figure_of_the_paper_builds_and_shares_runs(tiny_run):
     for n in range(2, 7):
         assert (work / f"results/figure{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    snakemake(work, cfg_all, "--report", "report.html", *targets)
+    snakemake(work, cfg_all, "--report", "report.html", *targets, "results/table2.csv")
     html = (work / "report.html").read_text()
-    for name in [Path(t).name for t in targets]:
+    for name in [Path(t).name for t in targets] + ["table2.html", "table3.html"]:
         assert name in html
+    # the report's table page: values with their intervals, the paired differences and their notes
+    page = (work / "results/table2.html").read_text()
+    t2 = pd.read_csv(work / "results/table2.csv").set_index("method")
+    assert f"{t2.loc['lora', 'chain:accuracy']:.4f} [{t2.loc['lora', 'chain:accuracy:ci_low']:.3f}," in page
+    assert "Paired differences against lora" in page and "minimum detectable" in page
 
 
 def test_a_fine_tune_runs_data_parallel_in_one_job_under_torchrun(tmp_path, tiny_llama_dir):

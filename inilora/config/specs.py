@@ -100,5 +100,8 @@ def glue_spec(config: dict, model: str, task: str, method: str, rank: int | str,
     return {"model": model, "task": task, "method": method, "method_options": opts, "rank": int(rank),
             "alpha": alpha(config, int(rank)), "seed": int(seed), "device": config["device"],
             "target_modules": model_entry(config, model)["target_modules"],
-            "data": g["data"].get(task), **{k: g[k] for k in ("epochs", "learning_rate", "batch_size", "max_length",
+            "data": g["data"].get(task),
+            # what the run records per validation example; a run from before it recorded them is rerun
+            "per_example": ["labels", "best", "last"],
+            **{k: g[k] for k in ("epochs", "learning_rate", "batch_size", "max_length",
                                                              "warmup_ratio", "weight_decay")}}

@@ -8,6 +8,8 @@ marked ``*``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 STAT_SUFFIXES = (":ci_low", ":ci_high", ":diff_ci_low", ":diff_ci_high", ":p", ":p_holm")
@@ -21,45 +23,95 @@ def _num(v) -> bool:
     return isinstance(v, float) and v == v
 
 
-def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
+def cells(df: pd.DataFrame, digits: int = 4) -> tuple[list[str], list[list[str]]]:
+    """(column names, rows of cell strings): the one cell format every table's Markdown and HTML share."""
     cols = [c for c in df.columns if not c.endswith(("_std", ":seeds")) and not _is_stat(c)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for _, row in df.iterrows():
-        cells = []
+        out = []
         for c in cols:
             v = row[c]
             std = row.get(f"{c}_std")
             low, high = row.get(f"{c}:ci_low"), row.get(f"{c}:ci_high")
             if c == "lr":
-                cells.append(f"{v:g}" if v else "-")
+                out.append(f"{v:g}" if v else "-")
             elif isinstance(v, float) and _num(low) and _num(high):
-                cells.append(f"{v:.{digits}f} [{low:.{min(digits, 3)}f}, {high:.{min(digits, 3)}f}]")
+                out.append(f"{v:.{digits}f} [{low:.{min(digits, 3)}f}, {high:.{min(digits, 3)}f}]")
             elif isinstance(v, float):
-                cells.append(f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if _num(std) else ""))
+                out.append(f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if _num(std) else ""))
             else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+                out.append(str(v))
+        rows.append(out)
+    return cols, rows
 
 
-def differences_table(df: pd.DataFrame, reference: str, labels: tuple[str, ...] = ("model", "method", "rank")) -> str:
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
+    return _markdown(*cells(df, digits))
+
+
+def difference_cells(df: pd.DataFrame, reference: str, labels: tuple[str, ...] = ("model", "method", "rank")
+                     ) -> tuple[list[str], list[list[str]]]:
     """``diff [low, high], p (Holm p)`` per row and metric against ``reference``; ``*``: Holm p < 0.05."""
     metrics = [c.rsplit(":", 1)[0] for c in df.columns if c.endswith(f":diff_vs_{reference}")]
     if not metrics:
-        return ""
-    lines = ["| " + " | ".join([*labels, *(f"{m} − {reference}" for m in metrics)]) + " |",
-             "|" + "---|" * (len(labels) + len(metrics))]
+        return [], []
+    header = [*labels, *(f"{m} − {reference}" for m in metrics)]
+    rows = []
     for _, row in df.iterrows():
         if not any(_num(row.get(f"{m}:diff_vs_{reference}")) for m in metrics):
             continue
-        cells = [str(row[k]) for k in labels]
+        out = [str(row[k]) for k in labels]
         for m in metrics:
             d = row.get(f"{m}:diff_vs_{reference}")
             if not _num(d):
-                cells.append("-")
+                out.append("-")
                 continue
             mark = " *" if row[f"{m}:p_holm"] < 0.05 else ""
-            cells.append(f"{d:+.3f} [{row[f'{m}:diff_ci_low']:+.3f}, {row[f'{m}:diff_ci_high']:+.3f}], "
-                         f"p {row[f'{m}:p']:.3f} (Holm {row[f'{m}:p_holm']:.3f}){mark}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            out.append(f"{d:+.3f} [{row[f'{m}:diff_ci_low']:+.3f}, {row[f'{m}:diff_ci_high']:+.3f}], "
+                       f"p {row[f'{m}:p']:.3f} (Holm {row[f'{m}:p_holm']:.3f}){mark}")
+        rows.append(out)
+    return header, rows
+
+
+def differences_table(df: pd.DataFrame, reference: str, labels: tuple[str, ...] = ("model", "method", "rank")) -> str:
+    header, rows = difference_cells(df, reference, labels)
+    return _markdown(header, rows) if header else ""
+
+
+DIFFERENCES_INTRO = ("Each method minus {reference} on the same items (and seeds), with its 95% bootstrap interval, "
+                     "the test's p and the Holm-adjusted p over the methods of a benchmark; * marks Holm p < 0.05. "
+                     "A difference without a * is not distinguishable from noise at this size.")
+
+
+def html_path(markdown: Path | str) -> Path:
+    """The HTML page beside a table's Markdown (the Snakemake report shows it)."""
+    return Path(markdown).with_suffix(".html")
+
+
+def html_page(title: str, notes: list[str], table: tuple[list[str], list[list[str]]],
+              differences: tuple[list[str], list[list[str]]] | None = None, reference: str | None = None) -> str:
+    """A self-contained HTML page of a table (the Snakemake report shows it): its notes, the values
+    with their intervals, and the paired differences with the significant ones in bold."""
+    from html import escape
+
+    def table_html(header, rows, bold=lambda cell: False):
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td><b>{escape(c)}</b></td>" if bold(c) else f"<td>{escape(c)}</td>"
+                                        for c in r) + "</tr>" for r in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    parts = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">', f"<title>{escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}</style></head><body>",
+             f"<h1>{escape(title)}</h1>", "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>",
+             table_html(*table)]
+    if differences and differences[0]:
+        parts += [f"<h2>Paired differences against {escape(reference)}</h2>",
+                  f"<p>{escape(DIFFERENCES_INTRO.format(reference=reference))}</p>",
+                  table_html(*differences, bold=lambda c: c.endswith(" *"))]
+    return "\n".join([*parts, "</body></html>", ""])

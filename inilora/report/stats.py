@@ -69,30 +69,70 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+BATCH_ELEMENTS = 1 << 24  # resampled items held at once (x 8 bytes per column), so 40k-item GLUE sets fit
+
+
+def _mean(values, axis=-1):
+    return np.mean(values, axis=axis)
+
+
+def _batch(n: int, resamples: int) -> int | None:
+    """scipy's ``batch``: None (all resamples at once, the draws unchanged) unless that is too large."""
+    return None if n * resamples <= BATCH_ELEMENTS else max(1, BATCH_ELEMENTS // n)
+
+
+def statistic_ci(samples: list[tuple[np.ndarray, ...]], statistic=_mean, seed: int = 0,
+                 resamples: int = RESAMPLES) -> tuple[float, float, float]:
+    """(value, low, high): the mean over seeds of ``statistic(*columns, axis=-1)`` and its 95% interval.
+
+    Each seed's sample is a tuple of per-item columns of one length: (scores,) for item scores with
+    the mean, (predictions, labels) for a metric such as F1 or a Matthews correlation. The statistic
+    is vectorised along the last axis. One seed: ``scipy.stats.bootstrap`` over items, the columns
+    resampled together; several: resample the seeds, then the items within each."""
+    value = float(np.mean([statistic(*cols) for cols in samples]))
+    if len(samples) == 1:
+        cols = samples[0]
+        if len(cols) == 1 and np.all(cols[0] == cols[0][0]):  # no spread to resample (all right or all wrong)
+            return value, value, value
+        res = stats.bootstrap(cols, statistic, confidence_level=CONFIDENCE, n_resamples=resamples,
+                              method="percentile", random_state=_rng(seed), vectorized=True, paired=len(cols) > 1,
+                              batch=_batch(len(cols[0]), resamples))
+        return value, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    draws = _two_level(samples, statistic, _rng(seed), resamples)
+    low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return value, float(low), float(high)
+
+
+def _two_level(samples: list[tuple[np.ndarray, ...]], statistic, rng: np.random.Generator,
+               resamples: int) -> np.ndarray:
+    """Bootstrap draws of the seed mean: seeds drawn with replacement, then items within each (a
+    two-level resample scipy does not offer)."""
+    S = len(samples)
+    sizes = {len(cols[0]) for cols in samples}
+    draws = np.empty(resamples)
+    if len(sizes) == 1:  # the same items under every seed: vectorised, in batches
+        n = sizes.pop()
+        stacked = [np.stack(column) for column in zip(*samples)]  # each (seeds, items)
+        step = max(1, BATCH_ELEMENTS // (S * n))
+        for start in range(0, resamples, step):
+            b = min(step, resamples - start)
+            picked = rng.integers(S, size=(b, S))[..., None]
+            items = rng.integers(n, size=(b, S, n))
+            draws[start:start + b] = statistic(*(c[picked, items] for c in stacked)).mean(axis=-1)
+        return draws
+    for i in range(resamples):
+        values = []
+        for s in rng.integers(S, size=S):
+            cols = samples[s]
+            idx = rng.integers(len(cols[0]), size=len(cols[0]))
+            values.append(statistic(*(c[idx] for c in cols)))
+        draws[i] = np.mean(values)
+    return draws
+
+
 def mean_ci(by_seed: list[np.ndarray], seed: int = 0, resamples: int = RESAMPLES) -> tuple[float, float, float]:
     """(mean, low, high): the mean over seeds of the per-seed item means, and its 95% interval."""
-    means = [float(np.mean(x)) for x in by_seed]
-    mean = float(np.mean(means))
-    if len(by_seed) == 1:
-        x = by_seed[0]
-        if np.all(x == x[0]):  # no spread to resample (all right or all wrong)
-            return mean, mean, mean
-        res = stats.bootstrap((x,), np.mean, confidence_level=CONFIDENCE, n_resamples=resamples,
-                              method="percentile", random_state=_rng(seed), vectorized=True)
-        return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
-    rng = _rng(seed)
-    if len({len(x) for x in by_seed}) == 1:  # the same items under every seed: one vectorised draw
-        X = np.stack(by_seed)
-        picked = rng.integers(len(by_seed), size=(resamples, len(by_seed)))  # seeds, then items within each
-        items = rng.integers(X.shape[1], size=(resamples, len(by_seed), X.shape[1]))
-        draws = X[picked[..., None], items].mean(axis=(1, 2))
-    else:
-        draws = np.empty(resamples)
-        for i in range(resamples):
-            picked = rng.integers(len(by_seed), size=len(by_seed))
-            draws[i] = np.mean([by_seed[s][rng.integers(len(by_seed[s]), size=len(by_seed[s]))].mean() for s in picked])
-    low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    return mean, float(low), float(high)
+    return statistic_ci([(np.asarray(x, dtype=float),) for x in by_seed], _mean, seed, resamples)
 
 
 @dataclass
@@ -113,21 +153,49 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def paired(a_by_seed: list[np.ndarray], b_by_seed: list[np.ndarray], seed: int = 0,
-           resamples: int = RESAMPLES) -> Paired:
-    """The difference a - b (item by item, seeds aligned), its 95% interval and a paired p-value."""
+           resamples: int = RESAMPLES, labels_by_seed: list[np.ndarray] | None = None, metric=None,
+           correct=None) -> Paired:
+    """metric(a) - metric(b) on the same items under the same seeds, its 95% interval and a paired p-value.
+
+    Without labels, ``a`` and ``b`` are item scores and the metric is their mean: the interval
+    bootstraps the per-item differences. With labels (GLUE predictions), ``metric(predictions,
+    labels, axis)`` is recomputed on every resample of items, both methods' predictions and the
+    labels drawn together. The p-value is the exact McNemar test for one seed and 0/1 outcomes
+    (0/1 item scores, or ``correct(predictions, labels)`` for an accuracy); else a paired
+    permutation test that swaps the two methods' results on each (seed, item), with the mean over
+    seeds of the per-seed difference as its statistic."""
     if [len(x) for x in a_by_seed] != [len(x) for x in b_by_seed]:
         raise ValueError("paired comparison needs the same items under the same seeds for both methods")
+    a_by_seed = [np.asarray(x, dtype=float) for x in a_by_seed]
+    b_by_seed = [np.asarray(x, dtype=float) for x in b_by_seed]
     a, b = np.concatenate(a_by_seed), np.concatenate(b_by_seed)
-    d = a - b
-    diff = float(np.mean([x.mean() - y.mean() for x, y in zip(a_by_seed, b_by_seed)]))
-    if np.all(d == 0):
-        return Paired(diff, diff, diff, 1.0, "identical on every item")
-    _, low, high = mean_ci([x - y for x, y in zip(a_by_seed, b_by_seed)], seed, resamples)
-    binary = set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0}
-    if len(a_by_seed) == 1 and binary:
-        return Paired(diff, low, high, mcnemar_exact(a, b), "exact McNemar")
-    res = stats.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), permutation_type="samples",
-                                 n_resamples=resamples, vectorized=True, random_state=_rng(seed))
+    if np.all(a == b):
+        return Paired(0.0, 0.0, 0.0, 1.0, "identical on every item")
+    bounds = np.cumsum([0, *(len(x) for x in a_by_seed)])
+    if labels_by_seed is None:
+        diff, low, high = mean_ci([x - y for x, y in zip(a_by_seed, b_by_seed)], seed, resamples)
+        outcomes = (a, b) if set(np.unique(np.concatenate([a, b]))) <= {0.0, 1.0} else None
+
+        def one(x, lo, hi, axis):
+            return np.mean(x[..., lo:hi], axis=axis)
+    else:
+        labels = np.concatenate([np.asarray(y) for y in labels_by_seed])
+        diff, low, high = statistic_ci(
+            [(x, y, np.asarray(lab)) for x, y, lab in zip(a_by_seed, b_by_seed, labels_by_seed)],
+            lambda x, y, lab, axis=-1: metric(x, lab, axis=axis) - metric(y, lab, axis=axis), seed, resamples)
+        outcomes = None if correct is None else (correct(a, labels).astype(float), correct(b, labels).astype(float))
+
+        def one(x, lo, hi, axis):
+            return metric(x[..., lo:hi], labels[lo:hi], axis=axis)
+    if len(a_by_seed) == 1 and outcomes is not None:
+        return Paired(diff, low, high, mcnemar_exact(*outcomes), "exact McNemar")
+
+    def seed_mean_difference(x, y, axis=-1):
+        return np.mean([one(x, lo, hi, axis) - one(y, lo, hi, axis) for lo, hi in zip(bounds[:-1], bounds[1:])],
+                       axis=0)
+
+    res = stats.permutation_test((a, b), seed_mean_difference, permutation_type="samples", n_resamples=resamples,
+                                 vectorized=True, random_state=_rng(seed), batch=_batch(len(a), resamples))
     return Paired(diff, low, high, float(res.pvalue), "paired permutation (sign flips within seeds)")
 
 
@@ -222,7 +290,7 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
                     f"{col}:diff_ci_high": result.high, f"{col}:p": result.p, f"{col}:p_holm": p_holm})
             tests = sorted({c[1].test for c in compared})
             n_items = len(next(iter(ref_runs.values())))
-            where = f"rank {rank}" + (f", lr {at_lr:g}" if at_lr is not None else "")
+            where = f"{model}, rank {rank}" + (f", lr {at_lr:g}" if at_lr is not None else "")
             if not headline:
                 notes.append(f"{bench} {metric} ({where}): the same {n_items} items, intervals and tests "
                              f"({', '.join(tests) or 'none'}, Holm over {len(compared)})"
@@ -233,6 +301,76 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
             notes.append(f"{bench} ({where}): {n_items} items x {len(ref_runs)} seed(s); intervals: 95% bootstrap "
                          f"over items{' and seeds' if len(ref_runs) > 1 else ''}; differences against {reference}: "
                          f"{', '.join(tests) or 'none'}, Holm-adjusted over {len(compared)} comparison(s); a difference "
-                         f"smaller than {min_detectable_difference(n_items, base_rate):.3f} (the minimum detectable "
-                         f"at 80% power from {reference}'s {base_rate:.3f}) is unlikely to be found")
+                         f"smaller than {min_detectable_difference(n_items * len(ref_runs), base_rate):.3f} (the minimum "
+                         f"detectable at 80% power from {reference}'s {base_rate:.3f}"
+                         + (f", with {n_items} x {len(ref_runs)} pairs and no spread between seeds"
+                            if len(ref_runs) > 1 else "") + ") is unlikely to be found")
+    return columns, notes
+
+
+def prediction_columns(runs: list[dict], reference: str) -> tuple[dict, list[str]]:
+    """Table 1's intervals and paired tests from the GLUE runs' per-example predictions.
+
+    Per (model, method, rank) and column ``<task>:<main metric>`` (the best epoch's predictions) and
+    ``<task>:<main metric>@last`` (the last epoch's): the metric's 95% interval, bootstrapped over
+    the validation examples (and seeds), and its paired difference against ``reference`` at the same
+    model and rank, with the exact McNemar test for an accuracy on one seed, else the paired
+    permutation test; Holm over the methods of a column. Returns (columns, notes) as
+    ``comparison_columns``. Runs without ``predictions`` (older runs) get no columns, and a note says so.
+    """
+    from inilora.train import glue
+
+    samples: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    metric_of, missing = {}, []
+    for run in runs:
+        if "predictions" not in run:
+            missing.append(f"{run['task']} {run['method']} seed {run['seed']}")
+            continue
+        labels = np.asarray(run["predictions"]["labels"])
+        main = run["main_metric"]
+        for column, key in ((f"{run['task']}:{main}", "best"), (f"{run['task']}:{main}@last", "last")):
+            metric_of[column] = main
+            samples.setdefault((run["model"], run["method"], run["rank"], column), {})[run["seed"]] = (
+                np.asarray(run["predictions"][key], dtype=float), labels)
+    columns: dict[tuple, dict[str, float]] = {}
+    notes = [f"no per-example predictions in the runs of {', '.join(missing)} (run before they were recorded): "
+             "no intervals for them"] if missing else []
+    for (model, method, rank, column), by_seed in samples.items():
+        metric = glue.METRICS[metric_of[column]]
+        _, low, high = statistic_ci([by_seed[s] for s in sorted(by_seed)], metric)
+        columns.setdefault((model, method, rank), {}).update({f"{column}:ci_low": low, f"{column}:ci_high": high})
+    for (model, method, rank, column), by_seed in samples.items():
+        if method != reference:
+            continue
+        main = metric_of[column]
+        compared = []
+        for (m2, other_method, r2, c2), other in samples.items():
+            if (m2, r2, c2) != (model, rank, column) or other_method == reference:
+                continue
+            seeds = sorted(set(other) & set(by_seed))
+            if any(not np.array_equal(other[s][1], by_seed[s][1]) for s in seeds):
+                raise ValueError(f"{column}: {other_method} and {reference} were scored on different validation "
+                                 "examples; a paired comparison needs the same ones")
+            result = paired([other[s][0] for s in seeds], [by_seed[s][0] for s in seeds],
+                            labels_by_seed=[by_seed[s][1] for s in seeds], metric=glue.METRICS[main],
+                            correct=(lambda p, y: p == y) if main == "accuracy" else None)
+            compared.append(((model, other_method, rank), result))
+        for (key, result), p_holm in zip(compared, holm([c[1].p for c in compared]) if compared else []):
+            columns.setdefault(key, {}).update({
+                f"{column}:diff_vs_{reference}": result.diff, f"{column}:diff_ci_low": result.low,
+                f"{column}:diff_ci_high": result.high, f"{column}:p": result.p, f"{column}:p_holm": p_holm})
+        if column.endswith("@last"):
+            continue
+        n, seeds = len(next(iter(by_seed.values()))[1]), len(by_seed)
+        tests = sorted({c[1].test for c in compared})
+        base = float(np.mean([glue.METRICS[main](*by_seed[s]) for s in by_seed]))
+        mde = (f"; a difference smaller than {min_detectable_difference(n * seeds, base):.3f} (the minimum "
+               f"detectable at 80% power from {reference}'s {base:.3f}) is unlikely to be found" if main == "accuracy"
+               else f"; {main} has no closed-form minimum detectable difference: the interval widths say how "
+                    "precise it is")
+        notes.append(f"{column.split(':')[0]} ({model}, rank {rank}): {n} validation examples x {seeds} seed(s); intervals: 95% "
+                     f"bootstrap over examples{' and seeds' if seeds > 1 else ''}, the metric recomputed on each "
+                     f"resample; differences against {reference}: {', '.join(tests) or 'none'}, Holm-adjusted over "
+                     f"{len(compared)} comparison(s), for the best epoch and @last alike{mde}. The best epoch is "
+                     "chosen on these same examples, so it and its interval lean high; @last has no such choice")
     return columns, notes

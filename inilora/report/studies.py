@@ -18,7 +18,7 @@ from inilora import paths
 from inilora.config.methods import parse_variant
 from inilora.io import atomic_write_text
 from inilora.report import figures
-from inilora.report.markdown import markdown_table
+from inilora.report.markdown import cells, html_page, html_path, markdown_table
 from inilora.report.paper import study_rows
 from inilora.report.tables import read_evals
 
@@ -121,6 +121,7 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
                      f"(the minimum detectable at 80% power with {k} items from {100 * ref:.1f}%) before one seed can tell them apart")
     md = [f"# {TITLES[spec['table']]}", "", *[f"- {x}" for x in notes], "", markdown_table(table, digits=1), ""]
     atomic_write_text(markdown, "\n".join(md))
+    atomic_write_text(html_path(markdown), html_page(TITLES[spec["table"]], notes, cells(table, digits=1)))
     return table
 
 

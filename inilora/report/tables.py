@@ -8,7 +8,15 @@ from pathlib import Path
 import pandas as pd
 
 from inilora.io import atomic_write_text, read_result
-from inilora.report.markdown import differences_table, markdown_table
+from inilora.report.markdown import (
+    DIFFERENCES_INTRO,
+    cells,
+    difference_cells,
+    differences_table,
+    html_page,
+    html_path,
+    markdown_table,
+)
 from inilora.report.paper import beside_table1, beside_table2
 
 
@@ -62,17 +70,31 @@ def with_uncertainty(wide: pd.DataFrame, eval_paths: list[str], spec: dict,
 
     reference = spec.get("reference", "lora")
     columns, notes = comparison_columns(eval_paths, reference, same_lr)
-    keys = list(zip(wide["model"], wide["method"], wide["rank"], wide["lr"]))
+    wide = _place(wide, columns, ["model", "method", "rank", "lr"])
+    return wide, {**spec, "notes": [*spec.get("notes", []), *notes], "reference": reference}
+
+
+def _with_prediction_uncertainty(wide: pd.DataFrame, runs: list[dict], spec: dict) -> tuple[pd.DataFrame, dict]:
+    """Table 1's intervals and paired tests (inilora.report.stats.prediction_columns), each after its metric."""
+    from inilora.report.stats import prediction_columns
+
+    reference = spec.get("reference", "lora")
+    columns, notes = prediction_columns(runs, reference)
+    return _place(wide, columns, ["model", "method", "rank"]), {**spec, "notes": [*spec.get("notes", []), *notes],
+                                                              "reference": reference}
+
+
+def _place(wide: pd.DataFrame, columns: dict, keys: list[str]) -> pd.DataFrame:
+    """Add the statistics ``columns[(row key)][name]``, each right after the metric it belongs to."""
+    rows = list(zip(*(wide[k] for k in keys)))
     names = list(dict.fromkeys(c for values in columns.values() for c in values))
     for name in names:
-        wide[name] = [columns.get(k, {}).get(name) for k in keys]
-    # each metric's interval and test right after it
+        wide[name] = [columns.get(k, {}).get(name) for k in rows]
     order = []
     for c in wide.columns:
         if c not in names:
             order += [c, *(n for n in names if n.rsplit(":", 1)[0] == c)]
-    wide = wide[order + [n for n in names if n not in order]]
-    return wide, {**spec, "notes": [*spec.get("notes", []), *notes], "reference": reference}
+    return wide[order + [n for n in names if n not in order]]
 
 
 def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None) -> pd.DataFrame:
@@ -81,9 +103,10 @@ def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_cs
 
     With ``paper_csv`` (workflow/reference/paper_table1.csv) and encoders the config names as the
     paper's (``spec["paper"]``), ``<task>:<metric>:paper`` and ``:ours_minus_paper`` (fractions)."""
-    rows = []
+    rows, runs = [], []
     for p in run_paths:
         run = json.loads(Path(p).read_text())
+        runs.append(run)
         ident = {"model": run["model"], "method": run["method"], "rank": run["rank"], "seed": run["seed"]}
         main = run["main_metric"]
         rows.append({**ident, "benchmark": run["task"], "metric": main, "value": run["best"][main],
@@ -98,6 +121,7 @@ def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_cs
     wide = _method_order(wide, spec["methods"], ["model", "rank", "method"])
     if paper_csv is not None and spec.get("paper"):
         wide = beside_table1(wide, df, spec, paper_csv)
+    wide, spec = _with_prediction_uncertainty(wide, runs, spec)
     _write(wide, df, "Table 1: GLUE-style tasks x methods (encoder)", spec, csv, markdown)
     return wide
 
@@ -175,10 +199,12 @@ def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Pa
     reference = spec.get("reference")
     diffs = differences_table(wide, reference) if reference else ""
     if diffs:
-        md += [f"## Paired differences against {reference}", "",
-               f"Each method minus {reference} on the same items (and seeds), with its 95% bootstrap interval, "
-               "the test's p and the Holm-adjusted p over the methods of a benchmark; * marks Holm p < 0.05. "
-               "A difference without a * is not distinguishable from noise at this size.", "", diffs, ""]
+        md += [f"## Paired differences against {reference}", "", DIFFERENCES_INTRO.format(reference=reference), "",
+               diffs, ""]
     atomic_write_text(markdown, "\n".join(md))
+    notes = [line[2:] for line in md if line.startswith("- ")]
+    atomic_write_text(html_path(markdown), html_page(title, notes, cells(wide),
+                                                     difference_cells(wide, reference) if reference else None,
+                                                     reference))
 
 

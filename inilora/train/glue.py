@@ -45,28 +45,51 @@ Columns = dict[str, list]  # {"sentence1": [...], "sentence2": [...], "label": [
 
 
 def _arrays(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
-    p, y = np.asarray(predictions).reshape(-1), np.asarray(labels).reshape(-1)
-    if p.shape != y.shape:
-        raise ValueError(f"{p.size} predictions for {y.size} labels")
-    if p.size == 0:
+    """Predictions and labels as arrays whose last axis is the items: 1-D for one evaluation, or a
+    stack of resamples (..., n) for the statistics (inilora.report.stats), labels (n) or (..., n)."""
+    p, y = np.asarray(predictions), np.asarray(labels)
+    if p.ndim <= 1 or y.ndim <= 1 and p.shape[-1] != y.size:
+        p, y = (p.reshape(-1), y.reshape(-1)) if p.ndim <= 1 else (p, y.reshape(-1))
+    if p.shape[-1] != y.shape[-1]:
+        raise ValueError(f"{p.shape[-1]} predictions for {y.shape[-1]} labels")
+    if p.shape[-1] == 0:
         raise ValueError("no predictions to score")
     return p, y
 
 
+def _value(x):
+    """A float for one evaluation, an array for a stack of resamples."""
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def _items_last(metric: Callable) -> Callable:
+    """``axis`` as scipy.stats passes it to a vectorised statistic; the items must be the last axis."""
+    @functools.wraps(metric)
+    def wrapped(predictions, labels, axis=-1):
+        if axis not in (-1, np.ndim(predictions) - 1):
+            raise ValueError(f"{metric.__name__}: the items must be the last axis, not axis {axis}")
+        return metric(predictions, labels)
+    return wrapped
+
+
+@_items_last
 def accuracy(predictions, labels) -> float:
     p, y = _arrays(predictions, labels)
-    return float((p == y).mean())
+    return _value((p == y).mean(axis=-1))
 
 
+@_items_last
 def f1(predictions, labels) -> float:
     """Binary F1 of the positive class 1: 2 TP / (2 TP + FP + FN); 0.0 when there is no
     positive in either (sklearn's ``zero_division`` default)."""
     p, y = _arrays(predictions, labels)
-    tp = int(((p == 1) & (y == 1)).sum())
-    wrong = int((p != y).sum())  # FP + FN for 0/1 labels
-    return 2 * tp / (2 * tp + wrong) if tp + wrong else 0.0
+    tp = ((p == 1) & (y == 1)).sum(axis=-1)
+    wrong = (p != y).sum(axis=-1)  # FP + FN for 0/1 labels
+    denom = 2 * tp + wrong
+    return _value(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
 
 
+@_items_last
 def matthews_corr(predictions, labels) -> float:
     """Matthews correlation, the K-class form (Gorodkin 2004) that sklearn uses; binary MCC for K = 2.
 
@@ -75,40 +98,30 @@ def matthews_corr(predictions, labels) -> float:
     """
     p, y = _arrays(predictions, labels)
     classes = np.union1d(p, y)
-    pk = np.array([(p == k).sum() for k in classes], dtype=np.float64)
-    tk = np.array([(y == k).sum() for k in classes], dtype=np.float64)
-    s, c = float(p.size), float((p == y).sum())
-    denom = math.sqrt((s * s - pk @ pk) * (s * s - tk @ tk))
-    return float((c * s - pk @ tk) / denom) if denom else 0.0
+    pk = (p[..., None] == classes).sum(axis=-2).astype(np.float64)
+    tk = (y[..., None] == classes).sum(axis=-2).astype(np.float64)
+    s, c = float(p.shape[-1]), (p == y).sum(axis=-1).astype(np.float64)
+    denom = np.sqrt((s * s - (pk * pk).sum(axis=-1)) * (s * s - (tk * tk).sum(axis=-1)))
+    return _value(np.where(denom > 0, (c * s - (pk * tk).sum(axis=-1)) / np.where(denom > 0, denom, 1.0), 0.0))
 
 
+@_items_last
 def pearson(predictions, labels) -> float:
     """Pearson's r; NaN when either side is constant (as scipy)."""
     p, y = _arrays(predictions, labels)
-    p, y = p.astype(np.float64) - p.mean(), y.astype(np.float64) - y.mean()
-    denom = math.sqrt(float(p @ p) * float(y @ y))
-    return float(p @ y / denom) if denom else float("nan")
+    p = p.astype(np.float64) - p.mean(axis=-1, keepdims=True)
+    y = y.astype(np.float64) - y.mean(axis=-1, keepdims=True)
+    denom = np.sqrt((p * p).sum(axis=-1) * (y * y).sum(axis=-1))
+    return _value(np.where(denom > 0, (p * y).sum(axis=-1) / np.where(denom > 0, denom, 1.0), np.nan))
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the mean of the ranks they span."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(x.size, dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < x.size:
-        j = i
-        while j + 1 < x.size and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
+@_items_last
 def spearman(predictions, labels) -> float:
-    """Spearman's rho: Pearson's r of the ranks, ties getting average ranks (as scipy)."""
+    """Spearman's rho: Pearson's r of the ranks, ties getting average ranks (``scipy.stats.rankdata``)."""
+    from scipy.stats import rankdata
+
     p, y = _arrays(predictions, labels)
-    return pearson(_ranks(p.astype(np.float64)), _ranks(y.astype(np.float64)))
+    return pearson(rankdata(p, axis=-1), rankdata(y, axis=-1))
 
 
 METRICS: dict[str, Callable[..., float]] = {
@@ -179,13 +192,16 @@ def get_task(task: str) -> Task:
 def compute_metrics(task: str, predictions, labels) -> dict[str, float]:
     """Every metric of ``task``. ``predictions``: class ids (N), logits (N x K) or, for a
     regression task, scores (N or N x 1)."""
-    t = get_task(task)
+    p = predicted(task, predictions)
+    return {m: METRICS[m](p, labels) for m in get_task(task).metrics}
+
+
+def predicted(task: str, predictions) -> np.ndarray:
+    """Class ids (argmax of the logits) or, for a regression task, scores: what the metrics score."""
     p = np.asarray(predictions)
-    if t.regression:
-        p = p.reshape(-1).astype(np.float64)
-    elif p.ndim == 2:
-        p = p.argmax(axis=-1)
-    return {m: METRICS[m](p, labels) for m in t.metrics}
+    if get_task(task).regression:
+        return p.reshape(-1).astype(np.float64)
+    return p.argmax(axis=-1) if p.ndim == 2 else p
 
 
 # ----------------------------------------------------------------------------- data
@@ -420,13 +436,18 @@ def _logits(predictions):
     return predictions[0] if isinstance(predictions, tuple) else predictions  # extra model outputs ride along
 
 
-def best_epoch(per_epoch: list[dict], metric: str) -> dict:
-    """The epoch record with the highest ``metric`` (the first on ties; NaN counts as lowest)."""
+def best_index(per_epoch: list[dict], metric: str) -> int:
+    """The position of the epoch with the highest ``metric`` (the first on ties; NaN counts as lowest)."""
     def key(i):
         v = per_epoch[i][metric]
         return (-math.inf if v is None or math.isnan(v) else v, -i)
 
-    return dict(per_epoch[max(range(len(per_epoch)), key=key)])
+    return max(range(len(per_epoch)), key=key)
+
+
+def best_epoch(per_epoch: list[dict], metric: str) -> dict:
+    """The epoch record with the highest ``metric`` (the first on ties; NaN counts as lowest)."""
+    return dict(per_epoch[best_index(per_epoch, metric)])
 
 
 def finetune_classifier(
@@ -456,8 +477,9 @@ def finetune_classifier(
     Rows default to the hub's GLUE splits (train / the task's validation split) or, for a
     stand-in, to ``standin(task)``. Returns {"task", "label", "method", "main_metric",
     "per_epoch": [{"epoch", metrics..., "train_loss"}], "best" (epoch record with the highest
-    main metric: the paper's number), "last", "trainable_parameters", "head_parameters",
-    "train_examples", "eval_examples", "seconds"}.
+    main metric: the paper's number), "last", "predictions" ({"labels", "best", "last"}: one entry
+    per validation example), "trainable_parameters", "head_parameters", "train_examples",
+    "eval_examples", "seconds"}.
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
@@ -506,23 +528,37 @@ def finetune_classifier(
             save_strategy="no",
             disable_tqdm=not progress,
         )
+        epochs_seen = []  # each evaluation's predictions, for the per-example record of the reported epochs
+
+        def scored(ev):
+            p = predicted(task, _logits(ev.predictions))
+            epochs_seen.append((p, np.asarray(ev.label_ids).reshape(-1)))
+            return compute_metrics(task, p, ev.label_ids)
+
         trainer = Trainer(
             model=peft_model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collate,
-            compute_metrics=lambda ev: compute_metrics(task, _logits(ev.predictions), ev.label_ids),
-            callbacks=[StopOnNonFinite()], optimizers=(optimizer, None),
+            compute_metrics=scored, callbacks=[StopOnNonFinite()], optimizers=(optimizer, None),
         )
         start = time.time()
         trainer.train()
         seconds = time.time() - start
     per_epoch = _epoch_records(trainer.state.log_history, t)
+    best = best_index(per_epoch, t.main_metric)
+    if len(epochs_seen) != len(per_epoch):
+        raise RuntimeError(f"{len(epochs_seen)} evaluations scored but {len(per_epoch)} epoch records logged")
+    labels = epochs_seen[0][1]
     return {
         "task": task,
         "label": t.label,
         "method": method,
         "main_metric": t.main_metric,
         "per_epoch": per_epoch,
-        "best": best_epoch(per_epoch, t.main_metric),
+        "best": dict(per_epoch[best]),
         "last": dict(per_epoch[-1]),
+        # per validation example, in the split's order: the label and each reported epoch's prediction
+        # (a class id, or a score for regression), so that tables can give intervals and paired tests
+        "predictions": {"labels": labels.tolist(), "best": epochs_seen[best][0].tolist(),
+                        "last": epochs_seen[-1][0].tolist()},
         "trainable_parameters": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
         "head_parameters": head,
         "train_examples": len(train_data),

@@ -4,8 +4,9 @@ rule table1:
         runs=lambda w: cfg.glue_inputs(config) or cfg.require("glue.tasks", "list GLUE tasks or stand-ins, e.g. [champ_topic]"),
         paper=shipped(paths.PAPER_TABLE, table="table1"),
     output:
-        csv=report(paths.TABLE1, caption="../report/table.rst", category="Tables"),
+        csv=report(paths.TABLE1, caption="../report/table.rst", category="Table data (CSV)"),
         md=paths.TABLE1_MD,
+        html=report(paths.TABLE1_HTML, caption="../report/table.rst", category="Tables"),
     params:
         spec=spec_json(cfg.table1_spec(config) if config["glue"]["tasks"] else {}),
     log:
@@ -44,8 +45,9 @@ rule table2:
         evals=cfg.table2_inputs(config),
         paper=shipped(paths.PAPER_TABLE, table="table2"),
     output:
-        csv=report(paths.TABLE2, caption="../report/table.rst", category="Tables"),
+        csv=report(paths.TABLE2, caption="../report/table.rst", category="Table data (CSV)"),
         md=paths.TABLE2_MD,
+        html=report(paths.TABLE2_HTML, caption="../report/table.rst", category="Tables"),
     params:
         spec=spec_json(cfg.table2_spec(config)),
     log:
@@ -62,8 +64,9 @@ rule lr_sweep:
     input:
         lambda w: cfg.lr_sweep_inputs(config),  # an empty sweep fails here, naming the key
     output:
-        csv=report(paths.LR_SWEEP, caption="../report/table.rst", category="Tables"),
+        csv=report(paths.LR_SWEEP, caption="../report/table.rst", category="Table data (CSV)"),
         md=paths.LR_SWEEP_MD,
+        html=report(paths.LR_SWEEP_HTML, caption="../report/table.rst", category="Tables"),
     params:
         spec=spec_json(cfg.lr_sweep_spec(config)),
     log:
@@ -81,8 +84,9 @@ rule study_table:
         evals=lambda w: cfg.table_inputs(config, w.table),
         paper=lambda w: shipped(paths.PAPER_TABLE, table=w.table),
     output:
-        csv=report(paths.STUDY_TABLE, caption="../report/table.rst", category="Tables"),
+        csv=report(paths.STUDY_TABLE, caption="../report/table.rst", category="Table data (CSV)"),
         md=paths.STUDY_TABLE_MD,
+        html=report(paths.STUDY_TABLE_HTML, caption="../report/table.rst", category="Tables"),
     params:
         spec=lambda w: spec_json(cfg.study_spec(config, w.table)),
     log:
