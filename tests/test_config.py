@@ -117,6 +117,15 @@ def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():
         checked(lambda c: c.update(lr_sweep={"values": [1e-4], "seeds": [5]}))
 
 
+def test_two_table2_tasks_sharing_a_benchmark_are_refused_before_their_runs_mix():
+    def shared(c):
+        c["tasks"]["second"] = {**c["tasks"]["arithmetic"], "benchmarks": ["chain_sum"]}
+
+    with pytest.raises(cfg.ConfigError, match="'chain_sum' is also a benchmark of task 'arithmetic'"):
+        checked(shared)
+    checked(lambda c: (shared(c), c.update(table2={"tasks": ["arithmetic"]})))  # one of them in the table: fine
+
+
 def test_a_sweep_can_tune_on_its_own_seeds_and_items_and_still_drops_the_training_items():
     """The powered preset's protocol: tune on one seed and on items apart from the test set."""
     def tuning(c):

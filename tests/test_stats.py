@@ -190,6 +190,12 @@ def test_a_rank_table_shows_each_cells_interval_over_items_and_seeds(tmp_path):
     assert row["r8:ci_low"] < row["r8"] < row["r8:ci_high"] and row["r8:ci_high"] - row["r8:ci_low"] < 30
     md = (tmp_path / "t.md").read_text()
     assert f"{row['r8']:.1f} [{row['r8:ci_low']:.1f}, {row['r8:ci_high']:.1f}]" in md and "minimum detectable" in md
+    # the paired difference against lora at the same rank, in points, over both seeds' items
+    lora = table.set_index("method").loc["lora"]
+    assert row["r8:diff_vs_lora"] == pytest.approx(row["r8"] - lora["r8"])
+    assert row["r8:diff_ci_low"] < row["r8:diff_vs_lora"] < row["r8:diff_ci_high"] and 0 <= row["r8:p_holm"] <= 1
+    assert np.isnan(lora["r8:diff_vs_lora"]) and "Paired differences against lora" in md
+    assert "paired permutation" in md and "in points" in md
 
 
 def test_every_metric_with_per_item_scores_gets_them_and_the_heldout_loss_mean_is_token_weighted():

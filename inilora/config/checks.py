@@ -101,6 +101,16 @@ def check_benchmarks(config: dict) -> None:
                     f"config key 'tasks.{name}.benchmarks': unknown benchmark '{b}'; "
                     f"defined: {sorted(config['benchmarks'])}"
                 )
+    from inilora.config.targets import table2_tasks
+
+    owner = {}
+    for name in table2_tasks(config):  # a table row is model x method x rank x lr: one task per benchmark
+        for b in config["tasks"].get(name, {}).get("benchmarks", []):  # an unknown task: check_tables names it
+            if b in owner:
+                raise ConfigError(f"config key 'tasks.{name}.benchmarks': '{b}' is also a benchmark of task "
+                                  f"'{owner[b]}', and Table 2 has one column per benchmark; give each task its own "
+                                  "benchmark entries (a copy under another name) or list one task in 'table2.tasks'")
+            owner[b] = name
     from inilora.evaluate.kinds import KIND_LOADERS
 
     for b, bench in config["benchmarks"].items():

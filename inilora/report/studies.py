@@ -18,7 +18,15 @@ from inilora import paths
 from inilora.config.methods import parse_variant
 from inilora.io import atomic_write_text
 from inilora.report import figures
-from inilora.report.markdown import cells, html_page, html_path, markdown_table
+from inilora.report.markdown import (
+    DIFFERENCES_INTRO,
+    cells,
+    difference_cells,
+    differences_table,
+    html_page,
+    html_path,
+    markdown_table,
+)
 from inilora.report.paper import study_rows
 from inilora.report.tables import read_evals
 
@@ -62,6 +70,54 @@ def over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out
 
 
+def _paired_columns(df: pd.DataFrame, keys: list[str], ranks: list[int], reference: str) -> tuple[dict, list[str]]:
+    """Each method against ``reference`` at the same rank (and model, and size for Table 4), on the same
+    items and seeds: ``r<rank>:diff_vs_<reference>`` with its interval, ``:p`` and ``:p_holm`` (Holm over
+    the methods of a column), in points. Runs whose JSONs lack per-item records are left out."""
+    from inilora.io import read_result
+    from inilora.report.stats import holm, item_scores, paired
+
+    def scores(rows: pd.DataFrame) -> dict[int, np.ndarray]:
+        out = {}
+        for seed, path in zip(rows["seed"], rows["path"]):
+            result = read_result(str(path))
+            if "records" not in result:
+                return {}
+            out[int(seed)] = item_scores(result)[1]
+        return out
+
+    columns: dict[tuple, dict[str, float]] = {}
+    tests, compared_any = set(), False
+    group_keys = [k for k in keys if k != "method"]
+    for rank in ranks:
+        at_rank = df[df["rank"] == rank]
+        for group, rows in (at_rank.groupby(group_keys, sort=False) if group_keys else [((), at_rank)]):
+            group = group if isinstance(group, tuple) else (group,)
+            ref = scores(rows[rows["method"] == reference])
+            if not ref:
+                continue
+            compared = []
+            for method, mrows in rows[rows["method"] != reference].groupby("method", sort=False):
+                other = scores(mrows)
+                seeds = sorted(set(other) & set(ref))
+                if not seeds or any(len(other[s]) != len(ref[s]) for s in seeds):
+                    continue
+                compared.append((method, paired([other[s] for s in seeds], [ref[s] for s in seeds])))
+            for (method, r), p_holm in zip(compared, holm([c[1].p for c in compared]) if compared else []):
+                key = dict(zip(group_keys, group)) | {"method": method}
+                col = f"r{rank}"
+                columns.setdefault(tuple(key[k] for k in keys), {}).update({
+                    f"{col}:diff_vs_{reference}": 100 * r.diff, f"{col}:diff_ci_low": 100 * r.low,
+                    f"{col}:diff_ci_high": 100 * r.high, f"{col}:p": r.p, f"{col}:p_holm": p_holm})
+                tests.add(r.test)
+                compared_any = True
+    notes = ([f"r<rank>:diff_vs_{reference}: each method minus {reference} at the same rank on the same items and "
+              f"seeds, in points, with its 95% bootstrap interval; p: {', '.join(sorted(tests))}; p_holm: Holm over "
+              "the methods of a column"] if compared_any else
+             [f"no paired differences: no {reference} row with per-item results at the same rank"])
+    return columns, notes
+
+
 def _interval(eval_paths: list[str]) -> tuple[float, float]:
     """95% bootstrap interval (percent) of the headline metric over the items of these runs' seeds;
     NaN when a JSON has no per-item records."""
@@ -94,7 +150,11 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
         cols[f"r{r}:ci_low"] = wide[("ci_low", r)]
         cols[f"r{r}:ci_high"] = wide[("ci_high", r)]
     table = pd.DataFrame(cols).reset_index()
-    notes = list(spec["notes"])
+    reference = spec.get("reference", "lora")
+    paired_cols, paired_notes = _paired_columns(df, keys, spec["ranks"], reference)
+    for name in dict.fromkeys(c for v in paired_cols.values() for c in v):
+        table[name] = [paired_cols.get(k, {}).get(name) for k in zip(*(table[c] for c in keys))]
+    notes = [*spec["notes"], *paired_notes]
     paper = study_rows(spec, paper_csv)
     if paper is not None:
         table = table.merge(paper, how="left", on=[k for k in keys if k in paper.columns])
@@ -116,12 +176,17 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     from inilora.report.stats import min_detectable_difference
 
     for b, k in n.items():
-        ref = df[df["method"] == "lora"]["value"].mean() / 100 if (df["method"] == "lora").any() else df["value"].mean() / 100
+        ref = (df[df["method"] == reference] if (df["method"] == reference).any() else df)["value"].mean() / 100
         notes.append(f"{b}: two methods must differ by about {100 * min_detectable_difference(int(k), ref):.1f} points "
                      f"(the minimum detectable at 80% power with {k} items from {100 * ref:.1f}%) before one seed can tell them apart")
     md = [f"# {TITLES[spec['table']]}", "", *[f"- {x}" for x in notes], "", markdown_table(table, digits=1), ""]
+    diffs = differences_table(table, reference, tuple(keys))
+    if diffs:
+        md += [f"## Paired differences against {reference}", "", DIFFERENCES_INTRO.format(reference=reference)
+               + " Differences are in points.", "", diffs, ""]
     atomic_write_text(markdown, "\n".join(md))
-    atomic_write_text(html_path(markdown), html_page(TITLES[spec["table"]], notes, cells(table, digits=1)))
+    atomic_write_text(html_path(markdown), html_page(TITLES[spec["table"]], notes, cells(table, digits=1),
+                                                     difference_cells(table, reference, tuple(keys)), reference))
     return table
 
 
