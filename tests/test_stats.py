@@ -174,6 +174,8 @@ def test_the_lr_sweep_compares_each_rate_with_lora_at_the_same_rate_and_figure6_
     assert ini.loc[4e-3, "chain:accuracy:p_holm"] < 0.01 and ini.loc[1e-3, "chain:accuracy:p_holm"] > 0.05
     assert ini.loc[4e-3, "chain:accuracy:diff_vs_lora"] == pytest.approx(
         ini.loc[4e-3, "chain:accuracy"] - wide[(wide["method"] == "lora") & (wide["lr"] == 4e-3)]["chain:accuracy"].item())
+    diffs = (tmp_path / "s.md").read_text().split("## Paired differences")[1]
+    assert "| inilora | 8 | 0.004 |" in diffs and "| inilora | 8 | 0.001 |" in diffs  # each rate's row says its rate
     fig = studies.figure6_data(tmp_path / "s.csv")
     assert (fig["ci_low"] <= fig["accuracy"]).all() and (fig["accuracy"] <= fig["ci_high"]).all()
 

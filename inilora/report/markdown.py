@@ -65,7 +65,7 @@ def difference_cells(df: pd.DataFrame, reference: str, labels: tuple[str, ...] =
     for _, row in df.iterrows():
         if not any(_num(row.get(f"{m}:diff_vs_{reference}")) for m in metrics):
             continue
-        out = [str(row[k]) for k in labels]
+        out = [(f"{row[k]:g}" if row[k] else "-") if k == "lr" else str(row[k]) for k in labels]
         for m in metrics:
             d = row.get(f"{m}:diff_vs_{reference}")
             if not _num(d):

@@ -197,14 +197,15 @@ def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Pa
         md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy (or pass@k)")
     md += ["", markdown_table(wide), ""]
     reference = spec.get("reference")
-    diffs = differences_table(wide, reference) if reference else ""
+    labels = ("model", "method", "rank", "lr") if "lr" in wide else ("model", "method", "rank")
+    diffs = differences_table(wide, reference, labels) if reference else ""
     if diffs:
         md += [f"## Paired differences against {reference}", "", DIFFERENCES_INTRO.format(reference=reference), "",
                diffs, ""]
     atomic_write_text(markdown, "\n".join(md))
     notes = [line[2:] for line in md if line.startswith("- ")]
     atomic_write_text(html_path(markdown), html_page(title, notes, cells(wide),
-                                                     difference_cells(wide, reference) if reference else None,
+                                                     difference_cells(wide, reference, labels) if reference else None,
                                                      reference))
 
 
