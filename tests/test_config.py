@@ -8,7 +8,8 @@ import yaml
 
 from inilora import config as cfg
 
-DEFAULT = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 
 
 def checked(mutate):
@@ -173,3 +174,19 @@ def test_variant_names_resolve_to_a_method_with_options_and_a_point_equal_to_a_r
     assert spec["method"] == "inilora_alpha" and spec["variant"] == "inilora_alpha-std0.01"
     assert spec["method_options"] == {"std": 0.01} and spec["train_data"][0]["n"] == 80
     assert spec["train"]["max_steps"] == -1 and spec["train"]["epochs"] == 1  # Table 4: one epoch per size
+
+
+def test_the_powered_preset_tunes_apart_from_its_test_items_and_has_the_pairs_its_size_needs():
+    """workflow/presets/powered.yaml: the sweep (one seed, tuning items) and the comparison (4 seeds, at
+    the chosen rates) are the plan its header states, and 4 x 396 pairs exceed the formula's 1026."""
+    from inilora.report.stats import items_for, min_detectable_difference
+
+    config = cfg.check(cfg.validate_schema(yaml.safe_load((REPO / "workflow/presets/powered.yaml").read_text())))
+    sweep = cfg.lr_sweep_inputs(config)
+    assert len(sweep) == 2 * 5 and all(p.endswith("/seed11/chain_sum_tune.json") for p in sweep)
+    table = [p for p in cfg.table2_inputs(config) if "/base/" not in p]
+    assert sorted({p.split("/")[6] for p in table}) == ["lr0.0005", "lr0.001"] and len(table) == 2 * 4
+    assert all(p.endswith("/chain_sum.json") for p in table)
+    assert cfg.evaluate_spec(config, "chain_sum_tune", "arithmetic")["exclude"] == config["tasks"]["arithmetic"]["train"]
+    n = items_for(0.03, 16 / 255)  # lora at its chosen rate on the tuning items
+    assert n == 1026 and len(config["seeds"]) * 396 >= n and min_detectable_difference(4 * 396, 16 / 255) < 0.025
