@@ -148,6 +148,7 @@ def test_table2_carries_intervals_and_paired_tests_against_lora(tmp_path):
     md = (tmp_path / "t.md").read_text()
     assert f"{ini['chain:accuracy']:.4f} [{ini['chain:accuracy:ci_low']:.3f}, {ini['chain:accuracy:ci_high']:.3f}]" in md
     assert "## Paired differences against lora" in md and "(Holm " in md and " *" in md
+    assert "p < 0.001" in md and "p 0.000" not in md  # a permutation p below 0.001: "< 0.001", not a rounded 0
     assert "120 items x 2 seed(s)" in md and "paired permutation" in md and "minimum detectable" in md
 
 

@@ -54,6 +54,12 @@ def markdown_table(df: pd.DataFrame, digits: int = 4) -> str:
     return _markdown(*cells(df, digits))
 
 
+def _p(p: float) -> str:
+    """A p-value as read: three decimals, and "< 0.001" below that (a permutation test's floor is
+    1 / (resamples + 1), so smaller digits would only show the resample count)."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def difference_cells(df: pd.DataFrame, reference: str, labels: tuple[str, ...] = ("model", "method", "rank")
                      ) -> tuple[list[str], list[list[str]]]:
     """``diff [low, high], p (Holm p)`` per row and metric against ``reference``; ``*``: Holm p < 0.05."""
@@ -73,7 +79,7 @@ def difference_cells(df: pd.DataFrame, reference: str, labels: tuple[str, ...] =
                 continue
             mark = " *" if row[f"{m}:p_holm"] < 0.05 else ""
             out.append(f"{d:+.3f} [{row[f'{m}:diff_ci_low']:+.3f}, {row[f'{m}:diff_ci_high']:+.3f}], "
-                       f"p {row[f'{m}:p']:.3f} (Holm {row[f'{m}:p_holm']:.3f}){mark}")
+                       f"p {_p(row[f'{m}:p'])} (Holm {_p(row[f'{m}:p_holm'])}){mark}")
         rows.append(out)
     return header, rows
 

@@ -1,6 +1,7 @@
 """Uncertainty of every comparison: intervals over items (and seeds) and paired tests, on scipy.stats.
 
-Per benchmark and method, from the per-item results in the evaluation JSONs:
+Per benchmark and method, from the per-item results in the evaluation JSONs (and, for Table 1, the
+per-example predictions of the GLUE runs, whose metrics are recomputed on every resample):
 
 - the mean with a 95% interval, bootstrapped over items (``scipy.stats.bootstrap``, percentile);
   with several seeds, over seeds and then items (a two-level resample scipy does not offer, so it
