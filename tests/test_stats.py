@@ -290,3 +290,32 @@ def test_a_metric_interval_recomputes_the_metric_and_covers_its_truth():
         covered += lo <= 0.5 <= hi
     lo, hi = binomial_bounds(0.95, trials)
     assert lo - 0.03 <= covered / trials <= hi, covered
+
+
+def test_an_undefined_metric_gets_no_p_value_and_holm_leaves_it_out():
+    """Pearson of constant predictions is NaN: its comparison has no test (not the smallest p)."""
+    from inilora.train.glue import pearson
+
+    rng = np.random.default_rng(8)
+    y = rng.normal(size=100)
+    r = stats.paired([y + rng.normal(size=100)], [np.full(100, 2.5)], labels_by_seed=[y], metric=pearson,
+                     resamples=199)
+    assert np.isnan(r.p) and r.test.startswith("undefined")
+    adjusted = stats.holm([0.01, float("nan"), 0.04])
+    assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+
+
+def test_table1_skips_a_pair_of_methods_with_no_seed_in_common():
+    """Runs without predictions drop out seed by seed; two methods left with disjoint seeds are
+    not compared (and a note says so), rather than failing the table."""
+    labels = [0, 1] * 20
+    runs = [glue_run("lora", 0, labels, labels, labels), glue_run("pissa", 1, labels, labels[::-1], labels)]
+    columns, notes = stats.prediction_columns(runs, "lora")
+    assert ("enc", "pissa", 8) in columns and "champ_topic:accuracy:diff_vs_lora" not in columns[("enc", "pissa", 8)]
+    assert any("pissa shares no seed" in n for n in notes)
+
+
+def test_a_regression_heads_column_of_scores_is_scored_as_one_evaluation():
+    from inilora.train.glue import pearson
+
+    assert pearson(np.array([[0.5], [1.5], [4.0]]), [0.0, 2.0, 5.0]) == pytest.approx(pearson([0.5, 1.5, 4.0], [0, 2, 5]))

@@ -195,18 +195,22 @@ def paired(a_by_seed: list[np.ndarray], b_by_seed: list[np.ndarray], seed: int =
         return np.mean([one(x, lo, hi, axis) - one(y, lo, hi, axis) for lo, hi in zip(bounds[:-1], bounds[1:])],
                        axis=0)
 
+    if not np.isfinite(diff):  # e.g. Pearson of constant predictions: no statistic, so no test
+        return Paired(diff, float("nan"), float("nan"), float("nan"), "undefined (the metric is NaN)")
     res = stats.permutation_test((a, b), seed_mean_difference, permutation_type="samples", n_resamples=resamples,
                                  vectorized=True, random_state=_rng(seed), batch=_batch(len(a), resamples))
     return Paired(diff, low, high, float(res.pvalue), "paired permutation (sign flips within seeds)")
 
 
 def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment: p_(i) * (m - i + 1), made monotone, capped at 1."""
-    order = np.argsort(pvalues)
-    adjusted = np.empty(len(pvalues))
+    """Holm's step-down adjustment: p_(i) * (m - i + 1), made monotone, capped at 1. An undefined
+    (NaN) p stays NaN and is not counted among the m tests."""
+    defined = [i for i, p in enumerate(pvalues) if p == p]
+    order = sorted(defined, key=lambda i: pvalues[i])
+    adjusted = np.full(len(pvalues), np.nan)
     running = 0.0
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, pvalues[i] * (len(pvalues) - rank)))
+        running = max(running, min(1.0, pvalues[i] * (len(defined) - rank)))
         adjusted[i] = running
     return adjusted.tolist()
 
@@ -282,6 +286,9 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
                 if method == "base":  # one base evaluation stands for every seed of the reference
                     other = {s: other[0] for s in ref_runs}
                 seeds = sorted(set(other) & set(ref_runs))
+                if not seeds:  # no seed in common: nothing to pair
+                    notes.append(f"{bench} {metric}: {method} shares no seed with {reference}; not compared")
+                    continue
                 result = paired([other[s] for s in seeds], [ref_runs[s] for s in seeds])
                 compared.append(((model, method, r if method != "base" else 0, lr), result))
             adjusted = holm([c[1].p for c in compared]) if compared else []
@@ -349,6 +356,10 @@ def prediction_columns(runs: list[dict], reference: str) -> tuple[dict, list[str
             if (m2, r2, c2) != (model, rank, column) or other_method == reference:
                 continue
             seeds = sorted(set(other) & set(by_seed))
+            if not seeds:  # e.g. each one's runs with predictions are of different seeds
+                notes.append(f"{column}: {other_method} shares no seed with per-example predictions with "
+                             f"{reference}; not compared")
+                continue
             if any(not np.array_equal(other[s][1], by_seed[s][1]) for s in seeds):
                 raise ValueError(f"{column}: {other_method} and {reference} were scored on different validation "
                                  "examples; a paired comparison needs the same ones")
@@ -366,7 +377,9 @@ def prediction_columns(runs: list[dict], reference: str) -> tuple[dict, list[str
         tests = sorted({c[1].test for c in compared})
         base = float(np.mean([glue.METRICS[main](*by_seed[s]) for s in by_seed]))
         mde = (f"; a difference smaller than {min_detectable_difference(n * seeds, base):.3f} (the minimum "
-               f"detectable at 80% power from {reference}'s {base:.3f}) is unlikely to be found" if main == "accuracy"
+               f"detectable at 80% power from {reference}'s {base:.3f}"
+               + (f", with {n} x {seeds} pairs and no spread between seeds" if seeds > 1 else "")
+               + ") is unlikely to be found" if main == "accuracy"
                else f"; {main} has no closed-form minimum detectable difference: the interval widths say how "
                     "precise it is")
         notes.append(f"{column.split(':')[0]} ({model}, rank {rank}): {n} validation examples x {seeds} seed(s); intervals: 95% "

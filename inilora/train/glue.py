@@ -48,6 +48,8 @@ def _arrays(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and labels as arrays whose last axis is the items: 1-D for one evaluation, or a
     stack of resamples (..., n) for the statistics (inilora.report.stats), labels (n) or (..., n)."""
     p, y = np.asarray(predictions), np.asarray(labels)
+    if p.ndim == 2 and p.shape[1] == 1 and y.ndim <= 1 and y.size == p.shape[0] != 1:
+        p = p.reshape(-1)  # a regression head's (n, 1) scores, not a stack of one-item resamples
     if p.ndim <= 1 or y.ndim <= 1 and p.shape[-1] != y.size:
         p, y = (p.reshape(-1), y.reshape(-1)) if p.ndim <= 1 else (p, y.reshape(-1))
     if p.shape[-1] != y.shape[-1]:
