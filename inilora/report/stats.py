@@ -215,6 +215,35 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def against_reference(reference_runs: dict, others: list[tuple], compare, where: str, reference: str,
+                      notes: list[str]) -> list[tuple]:
+    """Each ``(key, name, runs by seed)`` of ``others`` paired with ``reference_runs`` on the seeds
+    they share, by ``compare(other's runs, reference's runs)`` (lists in seed order), with Holm over
+    all of them: [(key, Paired, Holm p)]. One that shares no seed is left out, with a note."""
+    compared = []
+    for key, name, runs in others:
+        seeds = sorted(set(runs) & set(reference_runs))
+        if not seeds:
+            notes.append(f"{where}: {name} shares no seed with {reference}; not compared")
+            continue
+        compared.append((key, compare([runs[s] for s in seeds], [reference_runs[s] for s in seeds])))
+    return [(key, r, p) for (key, r), p in zip(compared, holm([r.p for _, r in compared]))]
+
+
+def difference_columns(column: str, reference: str, r: Paired, p_holm: float, scale: float = 1.0) -> dict:
+    """A table's paired-test columns for ``column``: ``diff_vs_<reference>``, its interval, p and Holm p."""
+    return {f"{column}:diff_vs_{reference}": scale * r.diff, f"{column}:diff_ci_low": scale * r.low,
+            f"{column}:diff_ci_high": scale * r.high, f"{column}:p": r.p, f"{column}:p_holm": p_holm}
+
+
+def detectable_note(n: int, seeds: int, base: float, reference: str) -> str:
+    """The notes' sentence on the minimum detectable difference for ``n`` items x ``seeds``."""
+    return (f"a difference smaller than {min_detectable_difference(n * seeds, base):.3f} (the minimum detectable "
+            f"at 80% power from {reference}'s {base:.3f}"
+            + (f", with {n} x {seeds} pairs and no spread between seeds" if seeds > 1 else "")
+            + ") is unlikely to be found")
+
+
 def min_detectable_difference(n: int, baseline: float, alpha: float = ALPHA, power: float = 0.8) -> float:
     """The difference in proportion a two-sided test at ``alpha`` detects with ``power`` on ``n``
     items per method when the reference scores ``baseline`` (normal approximation, unpaired)."""
@@ -278,27 +307,20 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
             if not ref:
                 continue
             ref_runs = runs[(model, *ref[0], bench, metric)]
-            compared = []
+            where = f"{model}, rank {rank}" + (f", lr {at_lr:g}" if at_lr is not None else "")
+            others = []
             for method, r, lr in members:
                 if (method, r, lr) == ref[0] or (r != rank and method != "base") or at_lr not in (None, lr):
                     continue
                 other = runs[(model, method, r, lr, bench, metric)]
                 if method == "base":  # one base evaluation stands for every seed of the reference
                     other = {s: other[0] for s in ref_runs}
-                seeds = sorted(set(other) & set(ref_runs))
-                if not seeds:  # no seed in common: nothing to pair
-                    notes.append(f"{bench} {metric}: {method} shares no seed with {reference}; not compared")
-                    continue
-                result = paired([other[s] for s in seeds], [ref_runs[s] for s in seeds])
-                compared.append(((model, method, r if method != "base" else 0, lr), result))
-            adjusted = holm([c[1].p for c in compared]) if compared else []
-            for (key, result), p_holm in zip(compared, adjusted):
-                columns.setdefault(key, {}).update({
-                    f"{col}:diff_vs_{reference}": result.diff, f"{col}:diff_ci_low": result.low,
-                    f"{col}:diff_ci_high": result.high, f"{col}:p": result.p, f"{col}:p_holm": p_holm})
+                others.append(((model, method, r if method != "base" else 0, lr), method, other))
+            compared = against_reference(ref_runs, others, paired, f"{bench} {metric} ({where})", reference, notes)
+            for key, result, p_holm in compared:
+                columns.setdefault(key, {}).update(difference_columns(col, reference, result, p_holm))
             tests = sorted({c[1].test for c in compared})
             n_items = len(next(iter(ref_runs.values())))
-            where = f"{model}, rank {rank}" + (f", lr {at_lr:g}" if at_lr is not None else "")
             if not headline:
                 notes.append(f"{bench} {metric} ({where}): the same {n_items} items, intervals and tests "
                              f"({', '.join(tests) or 'none'}, Holm over {len(compared)})"
@@ -308,11 +330,8 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
             base_rate = float(np.mean([x.mean() for x in ref_runs.values()]))
             notes.append(f"{bench} ({where}): {n_items} items x {len(ref_runs)} seed(s); intervals: 95% bootstrap "
                          f"over items{' and seeds' if len(ref_runs) > 1 else ''}; differences against {reference}: "
-                         f"{', '.join(tests) or 'none'}, Holm-adjusted over {len(compared)} comparison(s); a difference "
-                         f"smaller than {min_detectable_difference(n_items * len(ref_runs), base_rate):.3f} (the minimum "
-                         f"detectable at 80% power from {reference}'s {base_rate:.3f}"
-                         + (f", with {n_items} x {len(ref_runs)} pairs and no spread between seeds"
-                            if len(ref_runs) > 1 else "") + ") is unlikely to be found")
+                         f"{', '.join(tests) or 'none'}, Holm-adjusted over {len(compared)} comparison(s); "
+                         + detectable_note(n_items, len(ref_runs), base_rate, reference))
     return columns, notes
 
 
@@ -351,35 +370,25 @@ def prediction_columns(runs: list[dict], reference: str) -> tuple[dict, list[str
         if method != reference:
             continue
         main = metric_of[column]
-        compared = []
-        for (m2, other_method, r2, c2), other in samples.items():
-            if (m2, r2, c2) != (model, rank, column) or other_method == reference:
-                continue
-            seeds = sorted(set(other) & set(by_seed))
-            if not seeds:  # e.g. each one's runs with predictions are of different seeds
-                notes.append(f"{column}: {other_method} shares no seed with per-example predictions with "
-                             f"{reference}; not compared")
-                continue
-            if any(not np.array_equal(other[s][1], by_seed[s][1]) for s in seeds):
-                raise ValueError(f"{column}: {other_method} and {reference} were scored on different validation "
+
+        def compare(other, ref, main=main, column=column):
+            if any(not np.array_equal(o[1], r[1]) for o, r in zip(other, ref)):
+                raise ValueError(f"{column}: a method and {reference} were scored on different validation "
                                  "examples; a paired comparison needs the same ones")
-            result = paired([other[s][0] for s in seeds], [by_seed[s][0] for s in seeds],
-                            labels_by_seed=[by_seed[s][1] for s in seeds], metric=glue.METRICS[main],
-                            correct=(lambda p, y: p == y) if main == "accuracy" else None)
-            compared.append(((model, other_method, rank), result))
-        for (key, result), p_holm in zip(compared, holm([c[1].p for c in compared]) if compared else []):
-            columns.setdefault(key, {}).update({
-                f"{column}:diff_vs_{reference}": result.diff, f"{column}:diff_ci_low": result.low,
-                f"{column}:diff_ci_high": result.high, f"{column}:p": result.p, f"{column}:p_holm": p_holm})
+            return paired([o[0] for o in other], [r[0] for r in ref], labels_by_seed=[r[1] for r in ref],
+                          metric=glue.METRICS[main], correct=(lambda p, y: p == y) if main == "accuracy" else None)
+
+        others = [((model, m, rank), m, other) for (m2, m, r2, c2), other in samples.items()
+                  if (m2, r2, c2) == (model, rank, column) and m != reference]
+        compared = against_reference(by_seed, others, compare, column, reference, notes)
+        for key, result, p_holm in compared:
+            columns.setdefault(key, {}).update(difference_columns(column, reference, result, p_holm))
         if column.endswith("@last"):
             continue
         n, seeds = len(next(iter(by_seed.values()))[1]), len(by_seed)
         tests = sorted({c[1].test for c in compared})
         base = float(np.mean([glue.METRICS[main](*by_seed[s]) for s in by_seed]))
-        mde = (f"; a difference smaller than {min_detectable_difference(n * seeds, base):.3f} (the minimum "
-               f"detectable at 80% power from {reference}'s {base:.3f}"
-               + (f", with {n} x {seeds} pairs and no spread between seeds" if seeds > 1 else "")
-               + ") is unlikely to be found" if main == "accuracy"
+        mde = ("; " + detectable_note(n, seeds, base, reference) if main == "accuracy"
                else f"; {main} has no closed-form minimum detectable difference: the interval widths say how "
                     "precise it is")
         notes.append(f"{column.split(':')[0]} ({model}, rank {rank}): {n} validation examples x {seeds} seed(s); intervals: 95% "

@@ -49,78 +49,79 @@ def accuracy(eval_paths: list[str]) -> pd.DataFrame:
     return df
 
 
-def over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """accuracy (mean), accuracy_std (ddof 1, NaN for one seed) and seeds per ``keys``."""
+def over_seeds(df: pd.DataFrame, keys: list[str], scores: dict | None = None) -> pd.DataFrame:
+    """accuracy (mean), accuracy_std (ddof 1, NaN for one seed) and seeds per ``keys``; ``scores``:
+    ``item_scores_of`` the rows' paths, when the caller has read them already."""
     g = df.groupby(keys, sort=False)["value"]
     out = pd.DataFrame({"accuracy": g.mean(), "accuracy_std": g.std(ddof=1), "seeds": g.size()}).reset_index()
     out["metric"] = df["metric"].iloc[0]
     if "path" in df:  # the 95% interval over items (and seeds), in percent, where the JSONs carry items
-        intervals = {k: _interval(list(g_df["path"])) for k, g_df in df.groupby(keys, sort=False)}
+        scores = scores if scores is not None else item_scores_of(df["path"])
+        intervals = {k: _interval([scores[str(p)] for p in g_df["path"]]) for k, g_df in df.groupby(keys, sort=False)}
         key_of = list(zip(*[out[k] for k in keys])) if len(keys) > 1 else list(out[keys[0]])
         out["ci_low"] = [intervals[k][0] for k in key_of]
         out["ci_high"] = [intervals[k][1] for k in key_of]
     return out
 
 
-def _paired_columns(df: pd.DataFrame, keys: list[str], ranks: list[int], reference: str) -> tuple[dict, list[str]]:
+def item_scores_of(paths) -> dict[str, np.ndarray | None]:
+    """Each evaluation's headline score per item (None where its JSON has no per-item records),
+    every JSON read once."""
+    from inilora.io import read_result
+    from inilora.report.stats import item_scores
+
+    out = {}
+    for p in dict.fromkeys(str(p) for p in paths):
+        result = read_result(p)
+        out[p] = item_scores(result)[1] if "records" in result else None
+    return out
+
+
+def _paired_columns(df: pd.DataFrame, keys: list[str], ranks: list[int], reference: str,
+                    scores: dict[str, np.ndarray | None]) -> tuple[dict, list[str]]:
     """Each method against ``reference`` at the same rank (and model, and size for Table 4), on the same
     items and seeds: ``r<rank>:diff_vs_<reference>`` with its interval, ``:p`` and ``:p_holm`` (Holm over
     the methods of a column), in points. Runs whose JSONs lack per-item records are left out."""
-    from inilora.io import read_result
-    from inilora.report.stats import holm, item_scores, paired
+    from inilora.report.stats import against_reference, difference_columns, paired
 
-    def scores(rows: pd.DataFrame) -> dict[int, np.ndarray]:
-        out = {}
-        for seed, path in zip(rows["seed"], rows["path"]):
-            result = read_result(str(path))
-            if "records" not in result:
-                return {}
-            out[int(seed)] = item_scores(result)[1]
-        return out
+    def by_seed(rows: pd.DataFrame) -> dict[int, np.ndarray]:
+        out = {int(seed): scores[str(path)] for seed, path in zip(rows["seed"], rows["path"])}
+        return {} if any(v is None for v in out.values()) else out
 
     columns: dict[tuple, dict[str, float]] = {}
-    tests, compared_any = set(), False
+    tests, notes = set(), []
     group_keys = [k for k in keys if k != "method"]
     for rank in ranks:
         at_rank = df[df["rank"] == rank]
         for group, rows in (at_rank.groupby(group_keys, sort=False) if group_keys else [((), at_rank)]):
             group = group if isinstance(group, tuple) else (group,)
-            ref = scores(rows[rows["method"] == reference])
+            ref = by_seed(rows[rows["method"] == reference])
             if not ref:
                 continue
-            compared = []
+            others = []
             for method, mrows in rows[rows["method"] != reference].groupby("method", sort=False):
-                other = scores(mrows)
-                seeds = sorted(set(other) & set(ref))
-                if not seeds or any(len(other[s]) != len(ref[s]) for s in seeds):
-                    continue
-                compared.append((method, paired([other[s] for s in seeds], [ref[s] for s in seeds])))
-            for (method, r), p_holm in zip(compared, holm([c[1].p for c in compared]) if compared else []):
-                key = dict(zip(group_keys, group)) | {"method": method}
-                col = f"r{rank}"
-                columns.setdefault(tuple(key[k] for k in keys), {}).update({
-                    f"{col}:diff_vs_{reference}": 100 * r.diff, f"{col}:diff_ci_low": 100 * r.low,
-                    f"{col}:diff_ci_high": 100 * r.high, f"{col}:p": r.p, f"{col}:p_holm": p_holm})
+                other = by_seed(mrows)
+                if other and all(len(other[s]) == len(ref[s]) for s in set(other) & set(ref)):
+                    key = dict(zip(group_keys, group)) | {"method": method}
+                    others.append((tuple(key[k] for k in keys), method, other))
+            for key, r, p_holm in against_reference(ref, others, paired, f"r{rank}", reference, notes):
+                columns.setdefault(key, {}).update(difference_columns(f"r{rank}", reference, r, p_holm, scale=100))
                 tests.add(r.test)
-                compared_any = True
-    notes = ([f"r<rank>:diff_vs_{reference}: each method minus {reference} at the same rank on the same items and "
-              f"seeds, in points, with its 95% bootstrap interval; p: {', '.join(sorted(tests))}; p_holm: Holm over "
-              "the methods of a column"] if compared_any else
-             [f"no paired differences: no {reference} row with per-item results at the same rank"])
+    notes += ([f"r<rank>:diff_vs_{reference}: each method minus {reference} at the same rank on the same items and "
+               f"seeds, in points, with its 95% bootstrap interval; p: {', '.join(sorted(tests))}; p_holm: Holm over "
+               "the methods of a column"] if tests else
+              [f"no paired differences: no {reference} row with per-item results at the same rank"])
     return columns, notes
 
 
-def _interval(eval_paths: list[str]) -> tuple[float, float]:
+def _interval(scores: list[np.ndarray | None]) -> tuple[float, float]:
     """95% bootstrap interval (percent) of the headline metric over the items of these runs' seeds;
     NaN when a JSON has no per-item records."""
-    from inilora.report.stats import item_scores, mean_ci
+    from inilora.report.stats import mean_ci
 
-    from inilora.io import read_result
-
-    results = [read_result(str(p)) for p in eval_paths]
-    if not all("records" in r for r in results):
+    if any(s is None for s in scores):
         return float("nan"), float("nan")
-    _, low, high = mean_ci([item_scores(r)[1] for r in results])
+    _, low, high = mean_ci(scores)
     return 100 * low, 100 * high
 
 
@@ -132,7 +133,8 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     if spec["table"] == "table4":
         df["size"] = df["task"].str.rpartition("-n")[2].astype(int)
         keys = ["model", "size", "method"]
-    stats = over_seeds(df, [*keys, "rank"])
+    scores = item_scores_of(df["path"])  # each evaluation JSON read once for intervals and tests
+    stats = over_seeds(df, [*keys, "rank"], scores)
     wide = stats.pivot(index=keys, columns="rank", values=["accuracy", "accuracy_std", "seeds", "ci_low", "ci_high"])
     cols = {}
     for r in spec["ranks"]:
@@ -143,7 +145,7 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
         cols[f"r{r}:ci_high"] = wide[("ci_high", r)]
     table = pd.DataFrame(cols).reset_index()
     reference = spec.get("reference", "lora")
-    paired_cols, paired_notes = _paired_columns(df, keys, spec["ranks"], reference)
+    paired_cols, paired_notes = _paired_columns(df, keys, spec["ranks"], reference, scores)
     for name in dict.fromkeys(c for v in paired_cols.values() for c in v):
         table[name] = [paired_cols.get(k, {}).get(name) for k in zip(*(table[c] for c in keys))]
     notes = [*spec["notes"], *paired_notes]
