@@ -319,3 +319,15 @@ def test_a_regression_heads_column_of_scores_is_scored_as_one_evaluation():
     from inilora.train.glue import pearson
 
     assert pearson(np.array([[0.5], [1.5], [4.0]]), [0.0, 2.0, 5.0]) == pytest.approx(pearson([0.5, 1.5, 4.0], [0, 2, 5]))
+
+
+def test_a_rank_table_says_when_two_methods_were_scored_on_different_items(tmp_path):
+    from inilora.report import studies
+
+    rng = np.random.default_rng(9)
+    paths = [write_items(tmp_path, "lora", 1e-3, 1, 0.2, rng), write_items(tmp_path, "inilora", 1e-3, 1, 0.3, rng, n=90)]
+    spec = {"table": "table6", "methods": ["lora", "inilora"], "ranks": [8], "benchmark": "chain", "notes": [],
+            "paper": {}, "labels": {}}
+    table = studies.rank_table(spec, paths, tmp_path / "none.csv", tmp_path / "t.csv", tmp_path / "t.md")
+    assert "r8:diff_vs_lora" not in table
+    assert "inilora and lora were scored on different items; not compared" in (tmp_path / "t.md").read_text()

@@ -101,9 +101,13 @@ def _paired_columns(df: pd.DataFrame, keys: list[str], ranks: list[int], referen
             others = []
             for method, mrows in rows[rows["method"] != reference].groupby("method", sort=False):
                 other = by_seed(mrows)
-                if other and all(len(other[s]) == len(ref[s]) for s in set(other) & set(ref)):
-                    key = dict(zip(group_keys, group)) | {"method": method}
-                    others.append((tuple(key[k] for k in keys), method, other))
+                if not other:
+                    continue
+                if any(len(other[s]) != len(ref[s]) for s in set(other) & set(ref)):
+                    notes.append(f"r{rank}: {method} and {reference} were scored on different items; not compared")
+                    continue
+                key = dict(zip(group_keys, group)) | {"method": method}
+                others.append((tuple(key[k] for k in keys), method, other))
             for key, r, p_holm in against_reference(ref, others, paired, f"r{rank}", reference, notes):
                 columns.setdefault(key, {}).update(difference_columns(f"r{rank}", reference, r, p_holm, scale=100))
                 tests.add(r.test)
