@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 CORES  ?= 2
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup system-deps table2 test test-fast lint config-docs clean-venv
+.PHONY: setup system-deps table2 test test-fast lint config-docs clean-venv slurm-up slurm-down
 
 setup: system-deps $(STAMP)
 
@@ -45,3 +45,11 @@ lint: $(STAMP)
 # config/README.md is generated from the schema's descriptions (a test checks it is current).
 config-docs: $(STAMP)
 	$(BIN)/python -m inilora.config.docs > config/README.md
+
+# A one-machine SLURM 22.05 cluster on loopback (controller, node, accounting on MariaDB, 2 placeholder
+# GPUs) that the cluster tests submit the workflow to; needs root, installs its packages with apt-get.
+slurm-up:
+	bash scripts/slurm.sh up
+
+slurm-down:
+	bash scripts/slurm.sh down
