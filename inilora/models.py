@@ -16,11 +16,15 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from inilora.io import atomic_write_json
+
+# torch is imported inside the functions: the workflow's input functions read BUILTIN and
+# builtin_file while Snakemake parses the workflow (in every cluster job too), which must stay light.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 BUILTIN = {
     "smollm2-135m": {
@@ -75,6 +79,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     ``gguf_file=``; such a model refuses ``save_pretrained`` and PEFT treats it as quantized,
     so the architecture is rebuilt from its config and the state dict copied in.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -142,10 +147,12 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_causal_lm(path: str, dtype: torch.dtype = torch.float32):
+def load_causal_lm(path: str, dtype: torch.dtype | None = None):
+    """The causal LM at ``path`` in ``dtype`` (float32 when None)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
 
 
 def is_causal_config(cfg) -> bool:
@@ -170,7 +177,7 @@ def load_for_targets(path: str) -> nn.Module:
     return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
 
 
-def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.dtype = torch.float32,
+def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.dtype | None = None,
                   device: str = "auto") -> None:
     """A standalone model folder: the portable adapter loaded on the original base, merged in (on the
     job's device), with ``merge.json`` recording where and at what cost.
@@ -178,6 +185,7 @@ def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.
     For a residual init this is W + (the rank-2r converted adapter) = W_res + s B A after
     fine-tuning, i.e. exactly the fine-tuned model, loadable without PEFT.
     """
+    import torch
     from peft import PeftModel
 
     from inilora import device as devices
@@ -185,6 +193,7 @@ def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.
 
     from inilora.train.sft import check_adapter
 
+    dtype = dtype or torch.float32
     where = devices.resolve(device)
     check_adapter(adapter_dir)
     with devices.JobStats(where, dtype) as stats:
@@ -208,6 +217,8 @@ def default_targets(model: nn.Module) -> list[str]:
 
 def target_linears(model: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
     """Every nn.Linear whose last name component is one of ``targets``, by full module name."""
+    from torch import nn
+
     found = {
         name: mod
         for name, mod in model.named_modules()

@@ -119,6 +119,16 @@ def test_the_code_is_ruff_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_the_config_layer_imports_without_torch_peft_or_transformers():
+    """The Snakefile imports inilora.config and is parsed again in every cluster job, so it must stay light."""
+    code = ("import sys, inilora.config; "
+            "print(','.join(m for m in ('torch', 'peft', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    heavy = out.stdout.strip()
+    assert not heavy, f"import inilora.config imported {heavy}"
+
+
 def test_every_citation_of_the_method_notes_names_a_section_they_have():
     notes = (REPO / "docs/init-methods.md").read_text()
     sections = set(re.findall(r"^#{2,3} (\d+[a-z]?(?:\.\d+)?)\.? ", notes, flags=re.M))

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from inilora.config import ConfigError, glue_models
 from inilora.models import BUILTIN, ModelError, builtin_file, default_targets, looks_local
+
+# torch is imported inside the functions: the Snakefile imports check_models while it parses the
+# workflow (in every cluster job too), which must not import torch.
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ BUILTIN_ARCH = {
 
 def linear_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     """(out, in) of every nn.Linear by the last component of its name; the narrowest where names repeat."""
+    from torch import nn
+
     shapes: dict[str, tuple[int, int]] = {}
     for full, mod in model.named_modules():
         if isinstance(mod, nn.Linear):
@@ -116,6 +121,8 @@ def skeleton(cfg) -> nn.Module:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from inilora.models import is_causal_config
+
+    import torch
 
     with torch.device("meta"):
         return (AutoModelForCausalLM if is_causal_config(cfg) else AutoModelForSequenceClassification).from_config(cfg)

@@ -22,7 +22,23 @@ import time
 
 from inilora.data import Example, prompt
 from inilora.evaluate.extract import extract_answer, numeric_correct
-from inilora.evaluate.generate import generate, heldout_losses
+
+
+
+# inilora.evaluate.generate (torch) is imported on first use: the config checks read KIND_LOADERS
+# while Snakemake parses the workflow, in every cluster job too.
+def generate(model, tok, *args, **kwargs):
+    """inilora.evaluate.generate.generate."""
+    from inilora.evaluate.generate import generate as hf_generate
+
+    return hf_generate(model, tok, *args, **kwargs)
+
+
+def heldout_losses(model, tok, *args, **kwargs):
+    """inilora.evaluate.generate.heldout_losses."""
+    from inilora.evaluate.generate import heldout_losses as losses
+
+    return losses(model, tok, *args, **kwargs)
 
 
 def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: int, max_length: int,

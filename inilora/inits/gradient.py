@@ -1,17 +1,20 @@
 """Inits that read the training data: LoRA-GA (gradient) and High-Rank Preheating (a short LoRA run)."""
 
+# torch and peft are imported inside the functions: the config layer reads the @register records while
+# Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
 import math
-from typing import Literal
-
-import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from torch import nn
+from typing import TYPE_CHECKING, Literal
 
 from inilora.inits.lora import init_lora
 from inilora.inits.registry import InitError, check_positive, register
 from inilora.inits.residual import Factors, lora_layers, set_residual, subtract_adapter
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from torch import nn
 
 
 def estimate_gradients(model: nn.Module, target_modules: list[str], data, batches: int,
@@ -22,6 +25,8 @@ def estimate_gradients(model: nn.Module, target_modules: list[str], data, batche
     batch's gradient is summed (on the weights' device; the official code moves each to the CPU), the sum
     is divided by the number of batches.
     """
+    import torch
+
     from inilora.models import target_linears
 
     linears = target_linears(model, target_modules)
@@ -62,6 +67,8 @@ def loraga_factors(G: torch.Tensor, rank: int, gamma: float = 16.0, svd_niter: i
     Singular values are not used. PEFT's port differs: it multiplies B by diag(S[r:2r]) and
     scales only B (docs/init-methods.md sec. 3.2).
     """
+    import torch
+
     out_f, in_f = G.shape
     q = min(4 * rank, out_f, in_f)
     if q < 2 * rank:
@@ -79,6 +86,8 @@ def init_loraga(model, rank, alpha, target_modules, task_type=None, data=None, b
     ``data`` is an iterable of training batches (``input_ids``, ``attention_mask``, ``labels``);
     the official default is 64 batches of 2 examples. Residual base: W - scaling * B A.
     """
+    import torch
+
     if data is None:
         raise InitError("method 'loraga' needs training batches (option data)")
     grads = estimate_gradients(model, target_modules, data, batches)
@@ -95,6 +104,9 @@ def preheat_updates(model: nn.Module, target_modules: list[str], data, preheat_r
 
     The preheated LoRA is removed again (``unload``), so ``model`` leaves with its weights untouched.
     """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
     torch.manual_seed(seed)
     cfg = LoraConfig(r=preheat_rank, lora_alpha=preheat_rank, lora_dropout=0.0, target_modules=list(target_modules))
     hot = get_peft_model(model, cfg)
@@ -136,6 +148,8 @@ def init_hrp(model, rank, alpha, target_modules, task_type=None, data=None, preh
        A = sqrt(S_r/s) V_r^T, and the base becomes W - s B A.
     The preheated update itself is discarded; the run restarts from the pretrained weights.
     """
+    import torch
+
     if data is None:
         raise InitError("method 'hrp' needs training batches (option data)")
     if form not in ("direction", "residual"):
@@ -179,6 +193,8 @@ def init_lora_one(model, rank, alpha, target_modules, task_type=None, data=None,
     optimizer (LoRA-One with preconditioners), only the initialisation (LoRA-One (-) in its README).
     Its runs use rsLoRA's scaling alpha / sqrt(r); ours is the config's alpha / r unless set otherwise.
     """
+    import torch
+
     if data is None:
         raise InitError("method 'lora_one' needs training batches (option data)")
     check_positive("lora_one", "gamma", gamma)

@@ -1,16 +1,19 @@
 """IniLoRA (paper Sec. 3) and its random variants IniLoRA-alpha and -beta: residual base W - s B A."""
 
+# torch and peft are imported inside the functions: the config layer reads the @register records while
+# Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from peft import PeftModel
-
-from inilora.decompose.solver import module_seed
 from inilora.inits.lora import init_lora
 from inilora.inits.registry import InitError, register
 from inilora.inits.residual import lora_layers, set_residual
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
 
 
 @register("inilora", residual=True, needs=("factors",), paper="IniLoRA, Sec. 3")
@@ -66,6 +69,8 @@ def draw(shape: tuple[int, int], distribution: str, std: float | None, g: torch.
     normal / uniform take ``std`` (uniform on +-sqrt(3) std, so the std matches); the Kaiming
     and Xavier draws use PyTorch's default gains (kaiming: a = 0, fan_in, leaky_relu; xavier: 1).
     """
+    import torch
+
     rows, cols = shape
     if distribution == "normal":
         return torch.randn(shape, generator=g) * std
@@ -92,7 +97,9 @@ def init_random_residual(model, rank, alpha, target_modules, task_type=None, dis
     ``std=None`` a normal / uniform draw uses IniLoRA's global sigma: the mean over layers of
     each weight's std, rounded to 3 decimals, one per module type (the paper's Eq. 2).
     """
-    from inilora.decompose import global_sigma, module_type
+    import torch
+
+    from inilora.decompose import global_sigma, module_seed, module_type
 
     if distribution not in DISTRIBUTIONS:
         raise InitError(f"option distribution '{distribution}' unknown; valid: {list(DISTRIBUTIONS)}")

@@ -1,26 +1,32 @@
 """LoRA and the inits that draw random factors: the base weight is untouched (unless asked)."""
 
+# torch and peft are imported inside the functions: the config layer reads the @register records while
+# Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from peft import PeftModel, get_peft_model
-
-from inilora.decompose.solver import module_seed
 from inilora.inits.registry import check_positive, register
 from inilora.inits.residual import lora_config, lora_layers, subtract_adapter
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 @register("lora", paper="Hu et al. 2021, arXiv:2106.09685")
 def init_lora(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
     """LoRA (Hu et al. 2021) as PEFT does it: A Kaiming-uniform(a=sqrt 5), B = 0, so BA = 0."""
+    from peft import get_peft_model
+
     return get_peft_model(model, lora_config(rank, alpha, target_modules, True, task_type))
 
 
 @register("gaussian", paper="PEFT init_lora_weights='gaussian'")
 def init_gaussian(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
     """PEFT's ``gaussian``: A ~ N(0, (1/r)^2), B = 0."""
+    from peft import get_peft_model
+
     return get_peft_model(model, lora_config(rank, alpha, target_modules, "gaussian", task_type))
 
 
@@ -31,6 +37,10 @@ def init_lora_reversed(model, rank, alpha, target_modules, task_type=None, seed:
     Kaiming-uniform with a = sqrt(5), here with fan_in = r: U(-1/sqrt(r), 1/sqrt(r)).
     BA = 0, so nothing is subtracted from the base.
     """
+    import torch
+
+    from inilora.decompose.solver import module_seed
+
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)
     with torch.no_grad():
         for name, layer in lora_layers(peft_model).items():
@@ -56,6 +66,10 @@ def init_nonzero(model, rank, alpha, target_modules, task_type=None, scale_a: fl
     model's; ``subtract=True`` makes the base W - s B A instead (a residual init). Deviation: the
     defaults scale_a = scale_b = 1 are ours; the official code was not available to check its defaults.
     """
+    import torch
+
+    from inilora.decompose.solver import module_seed
+
     check_positive("nonzero", "scale_a", scale_a)
     check_positive("nonzero", "scale_b", scale_b)
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)

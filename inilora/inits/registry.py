@@ -15,6 +15,8 @@ hands the init besides the model: ``"factors"`` (a decomposition artifact, ``fac
 method list are checked against this record by tests/test_inits.py.
 """
 
+# torch and peft are imported inside the functions: the config layer reads the @register records while
+# Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
 import inspect
@@ -23,13 +25,13 @@ import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
-from peft import PeftModel
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from inilora.inits.residual import lora_layers
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from torch import nn
 
 NEEDS = ("factors", "data")
 FIXED_ARGS = ("model", "rank", "alpha", "target_modules", "task_type")
@@ -131,7 +133,7 @@ def check_options(method: str, options: dict, extra: set[str] = frozenset()) -> 
     unknown = set(options) - allowed
     if unknown:
         raise InitError(f"method '{method}' got unknown option(s) {sorted(unknown)}; valid: {sorted(allowed) or 'none'}")
-    hints = typing.get_type_hints(get(method).init)
+    hints = _option_hints(get(method).init)
     for name, value in options.items():
         if name in hints and not _fits(value, hints[name]):
             raise InitError(f"method '{method}' option {name}={value!r}: allowed is {_describe(hints[name])}")
@@ -142,6 +144,23 @@ def check_positive(method: str, option: str, value, integer: bool = False) -> No
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
         raise InitError(f"method '{method}' option {option}={value!r}: allowed is {'an int' if integer else 'a number'} > 0")
+
+
+def _option_hints(init: Callable) -> dict:
+    """The init's parameter annotations, evaluated one at a time rather than as ``get_type_hints(init)``:
+    ``-> PeftModel`` or a tensor names a type imported only for type checking. A parameter whose
+    annotation names one is left out; ``_fits`` passes such a type anyway.
+    """
+    hints, globalns = {}, getattr(inspect.unwrap(init), "__globals__", {})
+    for name, annotation in getattr(init, "__annotations__", {}).items():
+        if name == "return":
+            continue
+        try:
+            hints.update(typing.get_type_hints(types.SimpleNamespace(__annotations__={name: annotation}),
+                                               globalns=globalns))
+        except NameError:
+            pass
+    return hints
 
 
 def _arms(hint) -> tuple:
@@ -257,6 +276,8 @@ def warn_changed_base(model: nn.Module, method: str, what: str) -> None:
 
 def check_finite(peft_model: PeftModel, method: str) -> None:
     """Stop on NaN/inf in any adapter or changed base weight, naming the tensor."""
+    import torch
+
     for name, layer in lora_layers(peft_model).items():
         for label, t in (("lora_A", layer.lora_A["default"].weight), ("lora_B", layer.lora_B["default"].weight),
                          ("base weight", layer.get_base_layer().weight)):

@@ -1,13 +1,17 @@
 """Inits from a decomposition of W itself (PiSSA, MiLoRA, OLoRA): residual base W - s B A."""
 
+# torch and peft are imported inside the functions: the config layer reads the @register records while
+# Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
-import torch
-from peft import PeftModel, get_peft_model
+from typing import TYPE_CHECKING
 
 from inilora.inits.lora import init_lora
 from inilora.inits.registry import register
 from inilora.inits.residual import lora_config, set_residual
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 
 @register("pissa", residual=True, paper="Meng et al. 2024, arXiv:2404.02948")
@@ -16,6 +20,8 @@ def init_pissa(model, rank, alpha, target_modules, task_type=None, svd_niter: in
 
     ``svd_niter`` selects PEFT's fast randomized SVD (``pissa_niter_K``).
     """
+    from peft import get_peft_model
+
     init = "pissa" if svd_niter is None else f"pissa_niter_{int(svd_niter)}"
     return get_peft_model(model, lora_config(rank, alpha, target_modules, init, task_type))
 
@@ -27,6 +33,8 @@ def init_milora(model, rank, alpha, target_modules, task_type=None) -> PeftModel
     As sufenlp/MiLoRA:svd_init.py: full fp32 SVD, S_sel / scaling, B = U diag(sqrt S),
     A = diag(sqrt S) V^T, so scaling * B A is exactly the minor rank-r part of W.
     """
+    import torch
+
     peft_model = init_lora(model, rank, alpha, target_modules, task_type)
 
     def minor(name, W, scaling):
@@ -41,4 +49,6 @@ def init_milora(model, rank, alpha, target_modules, task_type=None) -> PeftModel
 @register("olora", residual=True, paper="Buyukakyuz 2024, arXiv:2406.01775")
 def init_olora(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
     """OLoRA (Buyukakyuz 2024) as PEFT does it: QR of W, B = Q[:, :r], A = R[:r], residual base."""
+    from peft import get_peft_model
+
     return get_peft_model(model, lora_config(rank, alpha, target_modules, "olora", task_type))

@@ -10,19 +10,23 @@ XPU device only (``compute_device = "xpu" if is_xpu_available() else "cuda"``), 
 tested on the CPU machines this project's tests run on.
 """
 
+# torch and peft are imported inside the functions: the config layer reads the @register records while
+# Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
-from typing import Literal
-
-import torch
-from peft import PeftModel, get_peft_model
+from typing import TYPE_CHECKING, Literal
 
 from inilora.inits.registry import InitError, check_positive, register
 from inilora.inits.residual import lora_config
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+
 
 def _batches(model, data, batches: int, method: str) -> list[dict]:
     """Up to ``batches`` training batches, on the model's device; InitError when there are none."""
+    import torch
+
     if data is None:
         raise InitError(f"method '{method}' needs training batches (option data)")
     check_positive(method, "batches", batches, integer=True)
@@ -42,6 +46,8 @@ def init_orthogonal(model, rank, alpha, target_modules, task_type=None) -> PeftM
     """PEFT's ``orthogonal``: a random r x r orthogonal Q split into its even and odd rows;
     A = (randn(in, r/2) Q_odd)^T / 10, B = randn(out, r/2) Q_even / 10. Both are non-zero, yet B A = 0
     because the two row sets are orthogonal, so the base is untouched. Needs an even rank."""
+    from peft import get_peft_model
+
     if rank % 2:
         raise InitError(f"method 'orthogonal' needs an even rank; got rank {rank}")
     return get_peft_model(model, lora_config(rank, alpha, target_modules, "orthogonal", task_type))
@@ -52,6 +58,8 @@ def init_mica(model, rank, alpha, target_modules, task_type=None) -> PeftModel:
     """PEFT's MiCA: B = the r left singular vectors of W with the smallest singular values (no S),
     A = 0, and B stays frozen (only A trains). B A = 0, so the base is untouched. Not MiLoRA, which
     trains both factors and moves the minor part out of the base."""
+    from peft import get_peft_model
+
     return get_peft_model(model, lora_config(rank, alpha, target_modules, "mica", task_type))
 
 
@@ -66,7 +74,7 @@ def init_eva(model, rank, alpha, target_modules, task_type=None, data=None, batc
     ``use_label_mask`` leaves out positions whose label is -100 (the prompt, here). PEFT skips a
     batch with fewer than r * rho such positions: with short answers raise the workflow's
     ``batch_size`` for eva, or turn ``use_label_mask`` off."""
-    from peft import EvaConfig, initialize_lora_eva_weights
+    from peft import EvaConfig, get_peft_model, initialize_lora_eva_weights
 
     if rho < 1:
         raise InitError(f"method 'eva' option rho={rho!r}: allowed is a number >= 1")
@@ -90,6 +98,8 @@ def init_corda(model, rank, alpha, target_modules, task_type=None, data=None, ba
     each target layer's inputs over the batches, the SVD of W C, and the adapter from its top r
     (``ipm``, instruction-previewed) or bottom r (``kpm``, knowledge-preserved) components, split as
     PiSSA splits: B = U sqrt(S / s), A = sqrt(S / s) V^T C^-1. The base becomes W - s B A."""
+    import torch
+    from peft import get_peft_model
     from peft.tuners.lora.config import CordaConfig
     from peft.tuners.lora.corda import preprocess_corda
 
@@ -120,7 +130,8 @@ def init_loraga_peft(model, rank, alpha, target_modules, task_type=None, data=No
     follows the official code. PEFT sums the gradients of the batches (ours averages, as the
     official code does), multiplies B by diag(S[r:2r]) and scales only B (docs/init-methods.md
     sec. 3.2). The base becomes W - s B A."""
-    from peft import LoraGAConfig, preprocess_loraga
+    import torch
+    from peft import LoraGAConfig, get_peft_model, preprocess_loraga
 
     check_positive("loraga_peft", "stable_gamma", stable_gamma)
     feed = _batches(model, data, batches, "loraga_peft")
