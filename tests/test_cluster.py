@@ -1,4 +1,5 @@
-"""The SLURM profile: what the workflow would submit, against stub SLURM commands on PATH."""
+"""The cluster profiles' submit lines, against stub scheduler commands on PATH: PBS's qsub (no PBS
+server is packaged here), and SLURM's sbatch beside the live-cluster tests of test_slurm_live.py."""
 
 import json
 import os
@@ -69,7 +70,8 @@ def test_slurm_profile_requests_gpus_time_and_memory_per_rule(tmp_path, tiny_lla
 
     full = cfg.validate_schema(yaml.safe_load((tmp_path / "c.yaml").read_text()))
     minutes, mb = cfg.runtime_min(full, "decompose", "tiny"), cfg.mem_mb(full, "decompose", "tiny")  # the rule's own
-    for expected in ("-p gpu", "-A lab", f"-t {minutes}", f"--mem {mb}", "--gpus=1", "--cpus-per-task=8"):
+    cpus = full["threads"]  # a job's CPUs are its rule's threads, the config key `threads`
+    for expected in ("-p gpu", "-A lab", f"-t {minutes}", f"--mem {mb}", "--gpus=1", f"--cpus-per-task={cpus}"):
         assert expected in sbatch, (expected, sbatch)
     assert "slurm_extra" not in sbatch
 
@@ -99,5 +101,5 @@ def test_pbs_profile_submits_with_the_rules_memory_time_cpus_and_gpus(tmp_path, 
     assert len(calls) == 1, log.read_text()
     full = cfg.validate_schema(yaml.safe_load((tmp_path / "c.yaml").read_text()))
     minutes, mb = cfg.runtime_min(full, "decompose", "tiny"), cfg.mem_mb(full, "decompose", "tiny")
-    for expected in ("-N smk-decompose", f"select=1:ncpus=8:mem={mb}mb:ngpus=1", f"walltime=00:{minutes}:00"):
+    for expected in ("-N smk-decompose", f"select=1:ncpus={full['threads']}:mem={mb}mb:ngpus=1", f"walltime=00:{minutes}:00"):
         assert expected in calls[0], (expected, calls[0])

@@ -40,3 +40,27 @@ def test_memory_and_time_scale_with_the_model_and_the_work_and_memory_with_the_a
 def test_a_model_not_readable_offline_counts_as_7b():
     c = config(hub="some-org/not-in-any-cache")
     assert resources.sizes(c, "hub")[0] == resources.FALLBACK_PARAMS
+
+
+def test_a_local_folders_sizes_come_from_its_safetensors_headers_and_equal_the_skeletons(tiny_llama_dir):
+    """No torch or transformers for a folder with safetensors: Snakemake evaluates the resources
+    again in every cluster job. The headers give what the skeleton gives."""
+    from inilora.config.precheck import model_config, skeleton
+    from inilora.models import target_linears
+
+    c = config(tiny=str(tiny_llama_dir))
+    model = skeleton(model_config("resources", str(tiny_llama_dir), "models"))
+    linears = target_linears(model, ["q_proj", "v_proj"]).values()
+    assert resources._header_sizes(tiny_llama_dir, ("q_proj", "v_proj")) == (
+        sum(p.numel() for p in model.parameters()), sum(m.weight.numel() for m in linears))
+    assert resources.sizes(c, "tiny")[1] > 0
+
+
+def test_a_test_only_first_attempt_memory_replaces_attempt_one_of_the_rules_it_names():
+    c = config(l7="rehearsal:llama2-7b")
+    small = {**c, "test_first_attempt_mem_mb": {"finetune": 300}}
+    assert resources.mem_mb(small, "finetune", "l7") == 300
+    assert resources.mem_mb(small, "finetune", "l7", attempt=2) == resources.mem_mb(c, "finetune", "l7", attempt=2)
+    assert resources.mem_mb(small, "evaluate", "l7") == resources.mem_mb(c, "evaluate", "l7")
+    with pytest.raises(cfg.ConfigError, match="test_first_attempt_mem_mb"):
+        cfg.validate_schema({**BASE, "models": {"l7": {"path": "x"}}, "test_first_attempt_mem_mb": {"tables": 1}})

@@ -1,8 +1,8 @@
 """Cluster resources of each job, from its model's size and its work (docs/paper-scale.md derives them).
 
 Every rule that computes asks for ``mem_mb`` (host RAM) and ``runtime`` (minutes) through these
-functions. The model's size comes from its meta-device skeleton (no weights read); a model whose
-config is not readable offline counts as 7B. Memory grows with Snakemake's ``attempt``, so a job
+functions. The model's size comes from the safetensors headers of a local folder, else from its
+meta-device skeleton (no weights read); a model whose config is not readable offline counts as 7B. Memory grows with Snakemake's ``attempt``, so a job
 killed for memory is retried with more (the SLURM profile retries once). Constants are stated
 where they are used; the throughput ones are H100 figures (bf16 989 TFLOPS dense, HBM 3.35 TB/s).
 """
@@ -11,19 +11,42 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 from inilora.config.specs import model_entry
 
 TRAIN_FLOPS = 989e12 * 0.35  # what a fine-tune sustains
 ENCODER_FLOPS = 989e12 * 0.15  # small encoders use a GPU less well
 DECODE_BYTES = 3.35e12 * 0.4  # generation, bandwidth bound
+HUB_BYTES = 50e6  # a download from the hub, bytes per second
 SAFETY = 2.0  # runtime asked for = estimate x SAFETY + a fixed start-up allowance
 FALLBACK_PARAMS = 7e9
 
 
+def _header_sizes(folder: Path, targets: tuple[str, ...]) -> tuple[float, float] | None:
+    """The sizes from the safetensors headers of a local model folder (no torch, no transformers:
+    Snakemake evaluates the resources again inside every cluster job), or None without such files."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    params = linears = 0
+    for file in files:
+        with safe_open(str(file), framework="numpy") as f:
+            for name in f.keys():
+                shape = f.get_slice(name).get_shape()
+                params += math.prod(shape)
+                if len(shape) == 2 and name.endswith(".weight") and name.rsplit(".", 2)[-2] in targets:
+                    linears += math.prod(shape)
+    return (float(params), float(linears)) if files else None
+
+
 @functools.lru_cache(maxsize=None)
 def _sizes(path: str, section: str, targets: tuple[str, ...]) -> tuple[float, float]:
-    """(all parameters, parameters of the ``targets`` linears) of the model at ``path``, from its skeleton."""
+    """(all parameters, parameters of the ``targets`` linears) of the model at ``path``: from the
+    safetensors headers of a local folder, else from the model's skeleton."""
+    headers = _header_sizes(Path(path).expanduser(), targets)
+    if headers:
+        return headers
     from inilora.config.precheck import model_config, skeleton
     from inilora.models import target_linears
 
@@ -46,8 +69,12 @@ def _examples(train_specs: list[dict], default: int = 10000) -> int:
 
 
 def mem_mb(config: dict, rule: str, model: str, attempt: int = 1) -> int:
-    """Host RAM in MB: the fp32 weights the job holds (the decomposition: only its q/v), 25% for
-    the allocator and the data, 4 GB for the interpreter and libraries; times ``attempt``."""
+    """Host RAM in MB: the fp32 weights the job holds (the decomposition: only its q/v; prepare_model
+    and merge one and two copies of the model), 25% for the allocator and the data, 4 GB for the
+    interpreter and libraries; times ``attempt``. ``test_first_attempt_mem_mb`` replaces attempt 1's
+    amount for a rule it names (a cluster test's job that must be killed for memory)."""
+    if attempt == 1 and rule in config.get("test_first_attempt_mem_mb", {}):
+        return int(config["test_first_attempt_mem_mb"][rule])
     params, targets = sizes(config, model)
     held = targets * 4 * 1.3 if rule == "decompose" else params * 4 * (2 if rule == "merge" else 1)
     return int(math.ceil((held * 1.25 / 2**20 + 4096) * attempt))
@@ -73,6 +100,8 @@ def runtime_min(config: dict, rule: str, model: str, attempt: int = 1, task: str
         items = int(b["data"].get("n") or 5000)
         steps = math.ceil(items * b.get("samples", 1) / b["batch_size"]) * b["max_new_tokens"]
         seconds = steps * 2 * params / DECODE_BYTES if b.get("kind") != "mmlu" else items * 600 * params / TRAIN_FLOPS
+    elif rule == "prepare_model":
+        seconds = params * 2 / HUB_BYTES + 60  # a hub download of the bf16 weights, or a GGUF conversion
     elif rule == "glue":
         g = config["glue"]
         seconds = g["epochs"] * 100000 * 64 * 6 * params / ENCODER_FLOPS  # QNLI's 105k examples bound it

@@ -13,7 +13,11 @@ from inilora.models import ModelError, builtin_file
 
 try:
     cfg.check(cfg.validate_schema(config))
-    check_models(config)  # ranks and target modules against each model's shapes (no weights read)
+    # Ranks and target modules against each model's shapes (no weights read, but transformers'
+    # model classes: seconds to import). Once, in the main process; a cluster job parses the
+    # workflow again only to run its rule.
+    if workflow.is_main_process:
+        check_models(config)
 except cfg.ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}")
 
@@ -31,6 +35,21 @@ if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
 else:
     INILORA = f"{shlex.quote(sys.executable)} -m inilora"
 THREADS = config["threads"]
+
+
+def computed_resources(rule, **wildcard_args):
+    """``mem_mb`` and ``runtime`` of a rule's jobs from inilora/config/resources.py: functions of the
+    model's size and the job's work, memory times the attempt. ``wildcard_args`` name the wildcards
+    the runtime reads (``task="task"``)."""
+
+    def mem(wildcards, attempt):
+        return cfg.mem_mb(config, rule, wildcards.model, attempt)
+
+    def minutes(wildcards, attempt):
+        work = {arg: getattr(wildcards, name) for arg, name in wildcard_args.items()}
+        return cfg.runtime_min(config, rule, wildcards.model, attempt, **work)
+
+    return {"mem_mb": mem, "runtime": minutes}
 
 
 def spec_json(spec):

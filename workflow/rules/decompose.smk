@@ -18,8 +18,7 @@ rule decompose:
         out_dir=lambda w: paths.DECOMP_DIR.format(model=w.model, rank=w.rank, dlr=w.dlr),
     threads: THREADS
     resources:
-        mem_mb=lambda w, attempt: cfg.mem_mb(config, "decompose", w.model, attempt),
-        runtime=lambda w, attempt: cfg.runtime_min(config, "decompose", w.model, attempt),
+        **computed_resources("decompose"),
     log:
         paths.LOG["decompose"],
     cache: "omit-software"

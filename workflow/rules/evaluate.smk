@@ -10,8 +10,7 @@ rule evaluate:
         adapter_dir=lambda w, input: str(Path(input.adapter).parent),
     threads: THREADS
     resources:
-        mem_mb=lambda w, attempt: cfg.mem_mb(config, "evaluate", w.model, attempt),
-        runtime=lambda w, attempt: cfg.runtime_min(config, "evaluate", w.model, attempt, bench=w.bench),
+        **computed_resources("evaluate", bench="bench"),
     log:
         paths.LOG["evaluate"],
     conda:
@@ -31,8 +30,7 @@ rule evaluate_base:
         spec=lambda w: spec_json(cfg.evaluate_spec(config, w.bench)),
     threads: THREADS
     resources:
-        mem_mb=lambda w, attempt: cfg.mem_mb(config, "evaluate_base", w.model, attempt),
-        runtime=lambda w, attempt: cfg.runtime_min(config, "evaluate_base", w.model, attempt, bench=w.bench),
+        **computed_resources("evaluate_base", bench="bench"),
     log:
         paths.LOG["evaluate_base"],
     conda:

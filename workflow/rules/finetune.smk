@@ -14,8 +14,7 @@ rule finetune:
         launch=launcher(config["train"]["gpus"]),
     threads: THREADS
     resources:
-        mem_mb=lambda w, attempt: cfg.mem_mb(config, "finetune", w.model, attempt),
-        runtime=lambda w, attempt: cfg.runtime_min(config, "finetune", w.model, attempt, task=w.task),
+        **computed_resources("finetune", task="task"),
         gpu=config["train"]["gpus"],
     log:
         paths.LOG["finetune"],
@@ -38,8 +37,7 @@ rule merge:
         device=config["device"],
     threads: THREADS
     resources:
-        mem_mb=lambda w, attempt: cfg.mem_mb(config, "merge", w.model, attempt),
-        runtime=lambda w, attempt: cfg.runtime_min(config, "merge", w.model, attempt),
+        **computed_resources("merge"),
     log:
         paths.LOG["merge"],
     conda:

@@ -10,8 +10,7 @@ rule glue:
         factors=factors_flag,
     threads: THREADS
     resources:
-        mem_mb=lambda w, attempt: cfg.mem_mb(config, "glue", w.model, attempt),
-        runtime=lambda w, attempt: cfg.runtime_min(config, "glue", w.model, attempt),
+        **computed_resources("glue"),
     log:
         paths.LOG["glue"],
     conda:

@@ -5,6 +5,8 @@ rule prepare_model:
     params:
         path=lambda w: cfg.model_entry(config, w.model)["path"],
         out_dir=lambda w: paths.MODEL_DIR.format(model=w.model),
+    resources:
+        **computed_resources("prepare_model"),
     log:
         paths.LOG["prepare_model"],
     conda:
