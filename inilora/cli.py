@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from inilora.io import LockHeld
+
 log = logging.getLogger("inilora")
 
 
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     try:
         a.func(a)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # DeviceError, ConfigError ... are ValueErrors
+    except (ValueError, FileNotFoundError, FloatingPointError, LockHeld) as e:  # DeviceError, ConfigError ... are ValueErrors
         log.error("%s", e)
         return 2
     return 0

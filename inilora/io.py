@@ -1,15 +1,20 @@
-"""Writing artifacts so a killed job never leaves a file a later run would accept."""
+"""Writing artifacts so a killed job never leaves a file a later run would accept, and one writer
+per run folder."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -100,3 +105,46 @@ def check_recorded_hash(path: Path, record: Path, key: str, rerun: str) -> None:
     if here != stored:
         raise IntegrityError(f"{path} was altered after it was written: its sha256 is {here[:16]}..., {record.name} "
                              f"recorded {stored[:16]}...; delete {path} and {record} and rerun {rerun}")
+
+
+WRITER_LOCK = ".writer.lock"
+
+
+class LockHeld(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def writer_lock(folder: Path, job: str) -> Iterator[None]:
+    """Hold ``folder``'s one-writer lock (``.writer.lock`` in it) while the body runs; a second writer
+    stops at once with ``LockHeld`` naming the holder's pid and host.
+
+    A job whose shell was killed (``kill -9``, a lost node's Snakemake) can leave its Python process
+    running as an orphan, still writing; without the lock a rerun would write the same folder at the
+    same time. ``flock`` is released by the kernel when the holder dies however it dies, so a stale
+    lock file never blocks anyone; Linux maps it onto POSIX locks on NFS, so it holds across the
+    machines of a cluster's shared filesystem too.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WRITER_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        try:
+            holder = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"])) if "since" in holder else "?"
+        raise LockHeld(f"{folder} is being written by another {holder.get('job', 'job')}: pid {holder.get('pid', '?')} "
+                       f"on host {holder.get('host', '?')}, since {since}. Two writers would mix their files; stop "
+                       f"that process (or let it finish) and rerun") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"job": job, "pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": time.time()}).encode())
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock

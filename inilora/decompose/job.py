@@ -11,6 +11,7 @@ from pathlib import Path
 
 from inilora.decompose.artifact import fingerprint, save_artifact
 from inilora.decompose.solver import SolverSettings, decompose_weights
+from inilora.io import writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,14 @@ def run(spec: dict, manifest: Path, out_dir: Path, timing: Path | None = None) -
     """The decompose rule's job: 1) resolve the device (a missing GPU stops it before anything is
     read), 2) read the target weights, 3) solve once for every checkpoint on the device, 4) write
     factors + JSON per checkpoint, 5) the job's own timing file (it counts the model load, as
-    Snakemake's would)."""
+    Snakemake's would). Steps 2-5 hold ``out_dir``'s writer lock: a second writer stops at once."""
     job_start = time.time()
     from inilora import device as devices
     from inilora import models
 
     devices.resolve(spec.get("device", "auto"))
-    run_on(models.read_manifest(manifest), spec, out_dir, timing, job_start)
+    with writer_lock(out_dir, "decompose"):
+        run_on(models.read_manifest(manifest), spec, out_dir, timing, job_start)
 
 
 def spec_for(rank: int, iterations: int = 20000, lr: float = 5e-4, target_modules: list[str] | None = None,

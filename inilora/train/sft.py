@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from inilora.data import Example, prompt
+from inilora.io import writer_lock
 from inilora.train.resume import KEEP_CHECKPOINTS, checkpoint_marker, last_checkpoint, resume_key
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,23 @@ def write_curve(path: Path, info: dict) -> None:
 
 
 def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: str | None = None) -> None:
-    """The workflow's finetune stage: 1) resolve the device, 2) load the fp32 base onto it, 3) initialise
-    by method name there (SVDs, gradients and preheating run on the GPU when there is one), 4) round
-    the frozen base to ``train.base_dtype``, 5) train, 6) on rank 0 only, write the step-0 adapter, the
+    """The workflow's finetune stage (``run_unlocked``) under the run folder's writer lock, which rank 0 takes
+    before anything is read: a second writer of the same run (an orphan of a killed job still
+    training, a rerun beside it) stops at once, naming the holder's pid and host."""
+    from inilora import device as devices
+
+    device = devices.resolve(spec.get("device", "auto"))  # a missing GPU stops the job before the lock
+    if int(os.environ.get("RANK", "0")) != 0:
+        return run_unlocked(spec, manifest, adapter_dir, log_json, factors, device)
+    with writer_lock(Path(adapter_dir).parent, "finetune"):
+        run_unlocked(spec, manifest, adapter_dir, log_json, factors, device)
+
+
+def run_unlocked(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: str | None = None,
+                 device: str = "cpu") -> None:
+    """The finetune stage's work on ``device`` (resolved by ``run``): 1) load the fp32 base onto it,
+    2) initialise by method name there (SVDs, gradients and preheating run on the GPU when there is
+    one), 3) round the frozen base to ``train.base_dtype``, 4) train, 5) on rank 0 only, write the step-0 adapter, the
     portable adapter and ``train.json`` with the run's device, dtype, memory and throughput.
 
     Under torchrun (``train.gpus`` > 1) every rank runs the init itself, on its own GPU, from the same
@@ -174,7 +189,6 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     from inilora.io import atomic_write_dir, file_sha256
     from inilora.train.common import PROBE_EXAMPLES, RanksAgree, cast_frozen_base, init_digest, step0_probe, with_init_data
 
-    device = devices.resolve(spec.get("device", "auto"))
     here = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
     torch.manual_seed(spec["train"]["seed"])
     info = models.read_manifest(manifest)
