@@ -9,13 +9,18 @@ peak GPU memory and its throughput.
 
 from __future__ import annotations
 
+import logging
+import os
 import resource
 import sys
 import time
 
 import torch
 
+log = logging.getLogger(__name__)
+
 DEVICES = ("auto", "cpu", "cuda")
+_said_unusable: list[bool] = []
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -23,12 +28,32 @@ class DeviceError(ValueError):
     pass
 
 
+def granted_gpus() -> str | None:
+    """The GPUs a scheduler granted this job, as it names them (``CUDA_VISIBLE_DEVICES``, which SLURM
+    sets from the job's gres, else ``SLURM_STEP_GPUS`` / ``SLURM_JOB_GPUS``), or None."""
+    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        value = os.environ.get(var, "").strip()
+        if value and value not in ("-1", "NoDevFiles"):
+            return value
+    return None
+
+
 def resolve(choice: str, key: str = "device") -> str:
-    """``cpu`` or ``cuda`` for the config value ``choice`` of ``key``; refuses what this machine lacks."""
+    """``cpu`` or ``cuda`` for the config value ``choice`` of ``key``; refuses what this machine lacks.
+
+    ``auto`` where a scheduler granted GPUs that torch cannot use (a CPU build of torch, no driver)
+    runs on the CPU, says so in the log, and the job's JSON records it (``JobStats``)."""
     if choice not in DEVICES:
         raise DeviceError(f"config key '{key}': '{choice}' is not one of {list(DEVICES)}")
     if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            return "cuda"
+        if granted_gpus() and not _said_unusable:
+            _said_unusable.append(True)  # once per job, however often it asks
+            log.warning("the scheduler granted GPU(s) %s, but torch sees no CUDA device (torch %s, CUDA build: %s): "
+                        "running on the CPU (config key '%s': auto)", granted_gpus(), torch.__version__,
+                        torch.version.cuda or "none", key)
+        return "cpu"
     if choice == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"config key '{key}': 'cuda' asked for, but this machine has no CUDA GPU "
                           "(torch.cuda.is_available() is False); use 'auto' or 'cpu'")
@@ -82,6 +107,7 @@ class JobStats:
                "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if self.device == "cuda" else None}
         if self.device == "cuda":
             out["gpu"] = torch.cuda.get_device_name()
+        out["gpus_granted"] = granted_gpus()  # by the scheduler; with device "cpu", granted but unusable here
         for name, count in throughput.items():
             if count is None:
                 continue
