@@ -140,6 +140,8 @@ AccountingStorageHost=localhost
 AccountingStoragePort=6819
 AccountingStorageTRES=gres/gpu
 AccountingStorageEnforce=associations
+# The plugin puts each job's rule and wildcards in its --comment; keep it in accounting for sacct.
+AccountingStoreFlags=job_comment
 JobAcctGatherType=$gather
 JobAcctGatherFrequency=task=2
 $gather_params
@@ -271,7 +273,14 @@ up() {
   [ "$(id -u)" = 0 ] || die "run as root (the daemons, /etc/slurm and cgroups need it): sudo $0 up"
   install_packages
   check_loopback
+  local before
+  before=$(cat "$CONF"/{slurm,slurmdbd,cgroup,gres}.conf 2>/dev/null | md5sum)
   write_config
+  if [ -f "$RUN/started" ] && [ "$before" != "$(cat "$CONF"/{slurm,slurmdbd,cgroup,gres}.conf | md5sum)" ]; then
+    say "configuration changed: restarting the daemons"
+    down
+    install -d -m 0755 "$RUN"
+  fi
   touch "$RUN/started"
   start_munge
   start_mariadb

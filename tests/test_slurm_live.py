@@ -1,0 +1,315 @@
+"""The SLURM profile against a live scheduler: the one-machine cluster of ``make slurm-up``
+(slurmctld, slurmd, slurmdbd on MariaDB, 2 placeholder GPUs, cgroup memory enforcement).
+
+One fixture submits every workflow at once, as a cluster would run them side by side, and the tests
+read what SLURM's accounting and the artifacts say:
+
+- ``table``: a small table2 (prepare, decompose, finetune, evaluate, evaluate_base, table2), every job a
+  SLURM job, the decomposition written to the between-workflow cache; beside it the same config run
+  locally, whose table must be the same digit for digit;
+- ``oom``: a two-GPU (torchrun, gloo) fine-tune whose first attempt asks for 300 MB
+  (``test_first_attempt_mem_mb``): SLURM kills it, the retry asks for the doubled computed memory;
+- ``preempt``: a fine-tune cancelled with ``scancel`` once it has written a checkpoint; the retry
+  resumes, and its adapter equals an uninterrupted local run's;
+- ``second``: another working directory that takes the decomposition from the cache, and whose
+  fine-tune stops because another process holds its run folder's writer lock.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.workflow, pytest.mark.cluster]
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 900  # seconds for the whole set of workflows
+
+
+def cluster_problem() -> str | None:
+    """Why no live SLURM cluster answers here, or None."""
+    if not shutil.which("sbatch") or not shutil.which("sacct"):
+        return "SLURM's client commands are not installed"
+    try:
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+        acct = subprocess.run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], capture_output=True,
+                              text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo or sacctmgr did not answer within 20 s"
+    if state.returncode != 0 or not state.stdout.strip():
+        return f"sinfo: {state.stderr.strip() or 'no node'}"
+    if not any(s in state.stdout for s in ("idle", "mixed", "alloc")):
+        return f"no node is up (sinfo: {state.stdout.split()})"
+    if acct.returncode != 0 or not acct.stdout.strip():
+        return f"no accounting (sacctmgr: {acct.stderr.strip()})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def live_cluster():
+    problem = cluster_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the live SLURM cluster, and {problem}; .ci/run starts it with `make slurm-up`")
+        pytest.skip(f"no live SLURM cluster ({problem}); start one with `make slurm-up` (root)")
+
+
+def tiny_config(model_dir: Path, **over) -> dict:
+    config = {"models": {"tiny": {"path": str(model_dir)}}, "methods": ["lora", "inilora"], "ranks": [4], "seeds": [1],
+              "threads": 1,
+              "decompose": {"iterations": 30, "lr": [1e-2]},
+              "train": {"learning_rate": 1e-3, "batch_size": 2, "grad_accum": 1, "max_steps": 2, "max_length": 64},
+              "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
+                              "benchmarks": ["b"]}},
+              "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 4, "seed": 9},
+                                   "max_new_tokens": 4}}}
+    for key, value in over.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    return config
+
+
+def write_workdir(root: Path, name: str, config: dict, prepared: Path | None = None) -> tuple[Path, Path]:
+    """A working directory with its config; ``prepared``: the model manifest written as prepare_model
+    writes it for a local folder, so the scenario starts at the job it is about."""
+    work = root / name
+    work.mkdir()
+    configfile = work / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    if prepared:
+        manifest = work / "results/models/tiny/model.json"
+        manifest.parent.mkdir(parents=True)
+        manifest.write_text(json.dumps({"name": "tiny", "path": str(prepared), "source": str(prepared), "note": ""}))
+    return work, configfile
+
+
+def snakemake_cmd(work: Path, configfile: Path, *targets: str, slurm: bool = True, extra=()) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work)]
+    if slurm:
+        cmd += ["--workflow-profile", "none", "--profile", str(REPO / "workflow/profiles/slurm"),
+                "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs"]
+    else:
+        cmd += ["--cores", "2"]
+    return [*cmd, *targets, *extra, "--configfile", str(configfile)]  # --cache takes every word up to the next flag
+
+
+def start(cmd, log: Path, env=None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+RUN = "results/finetune/tiny/t/lora/r4/lr0.001/seed1"
+
+
+def sacct(workdirs: dict[str, Path]) -> dict[str, list[dict]]:
+    """Every allocation (not its steps) that ran in each of ``workdirs``, oldest first, by scenario."""
+    fields = ["JobID", "JobName", "State", "ReqMem", "Timelimit", "AllocTRES", "Elapsed", "WorkDir", "Comment"]
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-S", "now-2hours", "--format", ",".join(fields)],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
+    steps = subprocess.run(["sacct", "-n", "-P", "-S", "now-2hours", "--format", "JobID,State"],
+                           capture_output=True, text=True, check=True).stdout
+    for r in rows:  # the states of its steps: batch, and the srun step that ran the rule
+        r["steps"] = [line.split("|")[1] for line in steps.splitlines() if line.startswith(r["JobID"] + ".")]
+    return {name: [r for r in rows if Path(r["WorkDir"]).resolve() == work.resolve()] for name, work in workdirs.items()}
+
+
+def rule_of(row: dict) -> str:
+    """The rule a job ran, from the comment the plugin submits: ``rule_<name>_wildcards_<...>``."""
+    return row["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+
+
+@pytest.fixture(scope="module")
+def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
+    root = tmp_path_factory.mktemp("slurm")
+    cache = root / "cache"
+    cache.mkdir()
+    env = {**os.environ, "SNAKEMAKE_OUTPUT_CACHE": str(cache)}
+    table_cfg = tiny_config(tiny_llama_dir)
+    table, table_c = write_workdir(root, "table", table_cfg)
+    local, local_c = write_workdir(root, "local", table_cfg)
+    oom, oom_c = write_workdir(root, "oom", tiny_config(tiny_llama_dir, methods=["lora"], train={"gpus": 2},
+                                                        test_first_attempt_mem_mb={"finetune": 300}), tiny_llama_dir)
+    long_train = {"max_steps": 300, "checkpoint_steps": 25}  # about 35 ms a step here: 10 s left to cancel in
+    preempt_cfg = tiny_config(tiny_llama_dir, methods=["lora"], train=long_train)
+    preempt, preempt_c = write_workdir(root, "preempt", preempt_cfg, tiny_llama_dir)
+    reference, reference_c = write_workdir(root, "reference", preempt_cfg, tiny_llama_dir)
+    second, second_c = write_workdir(root, "second", table_cfg)
+    from inilora.models import prepare
+
+    # the manifest as prepare_model writes it: inside a job the cache key hashes its content
+    prepare("tiny", str(tiny_llama_dir), second / "results/models/tiny", second / "results/models/tiny/model.json")
+
+    began = time.time()
+    procs = {
+        "table": start(snakemake_cmd(table, table_c, "results/table2.csv", extra=["--cache", "decompose"]),
+                       root / "table.log", env),
+        "oom": start(snakemake_cmd(oom, oom_c, f"{RUN}/train.json"), root / "oom.log"),
+        "preempt": start(snakemake_cmd(preempt, preempt_c, f"{RUN}/train.json"), root / "preempt.log"),
+        "local": start(snakemake_cmd(local, local_c, "results/table2.csv", slurm=False), root / "local.log"),
+        "reference": start(snakemake_cmd(reference, reference_c, f"{RUN}/train.json", slurm=False),
+                           root / "reference.log"),
+    }
+    # Pre-empt the fine-tune once its first checkpoint is complete (marked), as a scheduler's
+    # pre-emption would: scancel of its SLURM job.
+    running = cancelled = None
+    marks = preempt / RUN / "trainer"
+    while cancelled is None and time.time() - began < TIMEOUT and procs["preempt"].poll() is None:
+        if running is None:  # its job id first, so that the cancel follows the checkpoint at once
+            rows = [r for r in sacct({"preempt": preempt})["preempt"] if r["State"] == "RUNNING"]
+            running = rows[0]["JobID"] if rows else None
+        elif any(marks.glob("checkpoint-*/inilora_resume.json")):
+            subprocess.run(["scancel", running], check=True)
+            cancelled = running
+        time.sleep(0.1)
+    # The second workflow starts once the first has cached the decomposition; a process outside
+    # SLURM holds its fine-tune's run folder.
+    procs["table"].wait(timeout=max(1, TIMEOUT - (time.time() - began)))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from inilora.io import writer_lock\n"
+                               "with writer_lock(sys.argv[1], 'finetune'):\n print('held', flush=True); time.sleep(600)",
+                               str(second / RUN)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    procs["second"] = start(snakemake_cmd(second, second_c, "results/decompose/tiny/r4_lr0.01/it30.safetensors",
+                                          f"{RUN}/train.json", extra=["--cache", "decompose", "--keep-going",
+                                                                      "--retries", "0"]),
+                            root / "second.log", env)
+    try:
+        codes = {name: p.wait(timeout=max(1, TIMEOUT - (time.time() - began))) for name, p in procs.items()}
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+    seconds = time.time() - began
+    logs = {name: (root / f"{name}.log").read_text() for name in procs}
+    dirs = {"table": table, "oom": oom, "preempt": preempt, "second": second, "local": local}
+    jobs = sacct(dirs)
+    print(f"\nall workflows done in {seconds:.0f} s; exit codes {codes}")
+    for name, rows in jobs.items():  # what a reader of the run wants to see: sacct's own listing
+        for r in rows:
+            print(f"{name:8} {r['JobID']:>5} {rule_of(r):14} {r['State']:15} {r['ReqMem']:>7} {r['Timelimit']:>9} "
+                  f"{r['AllocTRES']:48} {r['Elapsed']} steps={','.join(r['steps'])}")
+    return {"root": root, "codes": codes, "logs": logs, "dirs": dirs, "jobs": jobs, "cancelled": cancelled,
+            "holder": holder.pid, "configs": {"table": table_cfg}, "reference": reference, "cache": cache,
+            "seconds": seconds}
+
+
+def ok(runs, name: str) -> None:
+    assert runs["codes"][name] == 0, runs["logs"][name][-4000:]
+
+
+def test_a_table_through_the_scheduler_equals_the_local_one_and_sacct_shows_what_each_rule_computed(runs):
+    from inilora import config as cfg
+
+    ok(runs, "table")
+    ok(runs, "local")
+    work = runs["dirs"]["table"]
+    assert (work / "results/table2.csv").read_text() == (runs["dirs"]["local"] / "results/table2.csv").read_text()
+    jobs = runs["jobs"]["table"]
+    rules = sorted(rule_of(r) for r in jobs)
+    # every job of the table is a SLURM job, and each one completed at its first attempt
+    assert rules == sorted(["prepare_model", "decompose", "finetune", "finetune", "evaluate", "evaluate",
+                            "evaluate_base", "table2"]), jobs
+    assert all(r["State"] == "COMPLETED" for r in jobs), jobs
+    full = cfg.validate_schema(runs["configs"]["table"])
+    gpu_rules = {"decompose", "finetune", "evaluate", "evaluate_base"}
+    for r in jobs:
+        rule = rule_of(r)
+        tres = dict(kv.split("=", 1) for kv in r["AllocTRES"].split(","))
+        if rule == "table2":
+            mb, minutes, cpus = 2000, 30, 1  # the profile's defaults for a job that does not compute
+        else:
+            kw = {"task": "t"} if rule == "finetune" else {"bench": "b"} if rule.startswith("evaluate") else {}
+            mb, minutes, cpus = cfg.mem_mb(full, rule, "tiny"), cfg.runtime_min(full, rule, "tiny", **kw), 1
+        assert r["ReqMem"] == f"{mb}M" and tres["mem"] == f"{mb}M", r
+        assert r["Timelimit"] == time.strftime("%H:%M:%S", time.gmtime(minutes * 60)), r
+        assert tres["cpu"] == str(cpus), r
+        assert tres.get("gres/gpu") == ("1" if rule in gpu_rules else None), r
+
+
+def test_a_gpu_job_gets_the_gres_slurm_gave_it_and_records_that_it_ran_on_the_cpu(runs):
+    ok(runs, "table")
+    results = runs["dirs"]["table"] / "results"
+    records = [json.loads((results / "decompose/tiny/r4_lr0.01/it30.json").read_text())["runtime"],
+               json.loads((results / "eval/tiny/base/b.json").read_text())["runtime"],
+               json.loads((results / "finetune/tiny/t/inilora/r4/lr0.001/seed1/train.json").read_text())["runtime"]]
+    for r in records:
+        assert r["device"] == "cpu" and r["gpus_granted"] in ("0", "1"), r  # CUDA_VISIBLE_DEVICES from the gres
+    from inilora import paths
+
+    log = Path(runs["dirs"]["table"]) / paths.LOG["evaluate_base"].format(model="tiny", bench="b")
+    assert "the scheduler granted GPU(s)" in log.read_text() and "running on the CPU" in log.read_text()
+
+
+def test_a_job_killed_for_memory_is_retried_with_the_doubled_memory_and_completes_under_torchrun(runs):
+    from inilora import config as cfg
+
+    ok(runs, "oom")
+    jobs = [r for r in runs["jobs"]["oom"] if rule_of(r) == "finetune"]
+    # the kernel's OOM killer ended the step over its cgroup limit; the allocation then reads
+    # OUT_OF_MEMORY, or FAILED when the batch step (Snakemake itself) stayed under the limit
+    assert "OUT_OF_MEMORY" in [jobs[0]["State"], *jobs[0]["steps"]] and len(jobs) == 2, jobs
+    assert jobs[1]["State"] == "COMPLETED", jobs
+    full = cfg.validate_schema(yaml.safe_load((runs["dirs"]["oom"] / "config.yaml").read_text()))
+    computed = cfg.mem_mb({**full, "test_first_attempt_mem_mb": {}}, "finetune", "tiny")  # attempt 1 without the override
+    retry = cfg.mem_mb(full, "finetune", "tiny", attempt=2)
+    assert jobs[0]["ReqMem"] == "300M" and jobs[1]["ReqMem"] == f"{retry}M"
+    assert abs(retry - 2 * computed) <= 1
+    # train.gpus: 2 is one job asking for 2 GPUs, running the torchrun command (gloo on this CPU)
+    assert all("gres/gpu=2" in r["AllocTRES"] for r in jobs), jobs
+    log = json.loads((runs["dirs"]["oom"] / RUN / "train.json").read_text())
+    assert log["world_size"] == 2 and log["steps"] == 2
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in runs["logs"]["oom"]
+
+
+def test_a_preempted_fine_tune_resumes_from_its_checkpoint_and_ends_with_the_uninterrupted_adapter(runs):
+    from safetensors.torch import load_file
+
+    ok(runs, "preempt")
+    assert runs["cancelled"], "the fine-tune finished before a checkpoint could be pre-empted"
+    jobs = [r for r in runs["jobs"]["preempt"] if rule_of(r) == "finetune"]
+    # sacct says "CANCELLED by <uid>"; the profile reads states from squeue, which says CANCELLED
+    assert len(jobs) == 2 and jobs[0]["State"].startswith("CANCELLED") and jobs[1]["State"] == "COMPLETED", jobs
+    assert jobs[0]["JobID"] == runs["cancelled"]
+    log = json.loads((runs["dirs"]["preempt"] / RUN / "train.json").read_text())
+    assert log["resumed_from"] and log["resumed_from"].startswith("checkpoint-") and log["steps"] == 300, log
+    resumed = load_file(runs["dirs"]["preempt"] / RUN / "adapter/adapter_model.safetensors")
+    straight = load_file(runs["reference"] / RUN / "adapter/adapter_model.safetensors")
+    assert resumed.keys() == straight.keys()
+    for name in straight:
+        assert (resumed[name] == straight[name]).all(), name
+
+
+def test_a_second_workflow_takes_the_decomposition_from_the_cache_through_slurm(runs):
+    """Under a cluster executor Snakemake consults the cache inside the job: the second workflow's
+    decompose job is submitted, links the cached factors and solves nothing."""
+    def job_log(name):
+        (row,) = [r for r in runs["jobs"][name] if rule_of(r) == "decompose"]
+        assert row["State"] == "COMPLETED", row
+        return next((runs["dirs"][name] / ".snakemake/slurm_logs/rule_decompose").rglob(f"{row['JobID']}.log")).read_text()
+
+    assert "Moving output file results/decompose/tiny/r4_lr0.01/it30.safetensors to cache" in job_log("table")
+    assert "Symlinking output file results/decompose/tiny/r4_lr0.01/it30.safetensors from cache" in job_log("second")
+    from inilora import paths
+
+    solver_log = runs["dirs"]["second"] / paths.LOG["decompose"].format(model="tiny", rank=4, dlr="0.01")
+    assert not solver_log.exists() or "target weights" not in solver_log.read_text()  # no weights read
+    factors = runs["dirs"]["second"] / "results/decompose/tiny/r4_lr0.01/it30.safetensors"
+    first = runs["dirs"]["table"] / "results/decompose/tiny/r4_lr0.01/it30.safetensors"
+    assert factors.read_bytes() == first.read_bytes()
+
+
+def test_a_second_writer_of_a_run_folder_stops_under_slurm_naming_the_holder(runs):
+    jobs = [r for r in runs["jobs"]["second"] if rule_of(r) == "finetune"]
+    assert [r["State"] for r in jobs] == ["FAILED"], jobs
+    assert runs["codes"]["second"] != 0
+    log = (runs["dirs"]["second"] / "results/logs/finetune").glob("*.log")
+    text = "\n".join(p.read_text() for p in log)
+    assert f"pid {runs['holder']} on host {os.uname().nodename}" in text, text[-2000:]
+    assert not (runs["dirs"]["second"] / RUN / "train.json").exists()
