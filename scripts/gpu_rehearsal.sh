@@ -47,3 +47,19 @@ time .venv/bin/snakemake --directory "$WORK" --configfile "$WORK/config.yaml" --
   $(for m in pissa milora loraga hrp; do echo "results/finetune/llama2-7b/metamath/$m/r8/lr2e-05/seed11/train.json"; done)
 $PY -m inilora.report.runtime "$WORK/results" > "$WORK/report.md"
 cat "$WORK/report.md"
+# Every job that computes ran on the GPU (a CPU run on this machine is a failure, not a slow pass).
+$PY - "$WORK/results" <<'PY'
+import json, pathlib, sys
+
+runs = {}
+for path in pathlib.Path(sys.argv[1]).rglob("*.json"):
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        continue
+    if isinstance(record, dict) and isinstance(record.get("runtime"), dict) and "device" in record["runtime"]:
+        runs[str(path)] = record["runtime"]["device"]
+off = {p: d for p, d in runs.items() if d != "cuda"}
+print(f"{len(runs)} job records, {len(runs) - len(off)} on cuda")
+sys.exit(f"not on the GPU: {off}" if off or not runs else 0)
+PY
