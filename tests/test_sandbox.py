@@ -3,7 +3,7 @@
 Each hostile case also runs with single layers switched off where that is
 meaningful: ``user=None`` leaves the namespaces and the audit hook (plus rlimits), and,
 when we are root, ``audit_hook=False`` leaves the namespaces and the privilege drop.
-The attack classes of issue 16, each under the default configuration, are in
+The attack classes, each under the default configuration, are in
 tests/test_sandbox_attacks.py.
 """
 

@@ -1,4 +1,4 @@
-"""One test per attack class of issue 16, each with programs written for this harness, each under
+"""One test per attack class, each with programs written for this harness, each under
 the default configuration (containment "auto": bubblewrap here, ``unshare`` without it).
 
 Where the audit hook would refuse the attack before it reaches the kernel, the test also runs

@@ -182,3 +182,25 @@ def test_inilora_decompose_runs_without_snakemake(tiny_llama_dir, tmp_path):
     from inilora.decompose import load_artifact
 
     assert len(load_artifact(tmp_path / "f/it30.safetensors")) == 4
+
+
+def test_the_repository_speaks_of_itself_alone():
+    """No file cites a path outside the repository, an issue number, a development session or the
+    tools of the environment it was written in: papers by arXiv id, code by repository URL."""
+    import re
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    pattern = re.compile(r"shared/(seeds|reference)|\b[Ss]ession [0-9]|\b[Ii]ssue [0-9]+\b|device tool|"
+                         r"\bsession that wrote\b|\bthis session\b")
+    found = []
+    for name in files:
+        path = REPO / name
+        if name == "tests/test_structure.py" or not path.is_file() or path.suffix in (".png", ".gguf", ".safetensors"):
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        found += [f"{name}:{i}: {line.strip()[:100]}" for i, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
+    assert not found, "\n".join(found)
