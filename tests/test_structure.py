@@ -204,3 +204,13 @@ def test_the_repository_speaks_of_itself_alone():
             continue
         found += [f"{name}:{i}: {line.strip()[:100]}" for i, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
     assert not found, "\n".join(found)
+
+
+def test_the_glossary_lists_every_registered_method_in_the_registrys_order():
+    import re
+
+    from inilora.inits import REGISTRY
+
+    text = (REPO / "docs/glossary.md").read_text()
+    entry = text[text.index("- **method**:"):text.index("The same name")]
+    assert re.findall(r"`(\w+)`", entry) == list(REGISTRY)
