@@ -9,11 +9,12 @@ from inilora.config.specs import decomposed_models, glue_models
 
 
 def table2_tasks(config: dict) -> list[str]:
+    """Table 2's training tasks: ``table2.tasks``, else every task."""
     return config["table2"]["tasks"] or list(config["tasks"])
 
 
 def table2_inputs(config: dict) -> list[str]:
-
+    """Table 2's evaluations: every model x task x benchmark x method x rank x seed (and the base's)."""
     methods = config["table2"]["methods"] or config["methods"]
     out = []
     for model in config["models"]:
@@ -38,7 +39,7 @@ def table5_inputs(config: dict) -> dict[str, list[str]]:
 
 
 def all_factors(config: dict) -> list[str]:
-
+    """The factors file of every model x rank x decomposition lr, at its largest iteration count."""
     return [paths.FACTORS.format(model=m, rank=r, dlr=fmt_lr(dlr), iters=max(iteration_counts(config)))
             for m in decomposed_models(config) for r in config["ranks"] for dlr in config["decompose"]["lr"]]
 
@@ -49,6 +50,7 @@ def require(key: str, what: str):
 
 
 def sweep_task(config: dict) -> str:
+    """The training task the lr sweep uses: ``lr_sweep.task``, else Table 2's first."""
     return config["lr_sweep"]["task"] or table2_tasks(config)[0]
 
 
@@ -66,11 +68,12 @@ def lr_sweep_inputs(config: dict) -> list[str]:
 
 
 def sweep_benchmarks(config: dict) -> list[str]:
+    """The benchmarks the lr sweep scores: ``lr_sweep.benchmarks``, else the sweep task's."""
     return config["lr_sweep"]["benchmarks"] or config["tasks"][sweep_task(config)]["benchmarks"]
 
 
 def glue_inputs(config: dict) -> list[str]:
-
+    """Every GLUE run: encoder x task x method x rank x seed of the ``glue`` section."""
     g = config["glue"]
     return [paths.GLUE_RUN.format(model=e, task=t, method=m, rank=r, seed=s)
             for e in glue_models(config) for t in g["tasks"] for m in (g["methods"] or config["methods"]) for r in (g["ranks"] or config["ranks"])
@@ -78,14 +81,17 @@ def glue_inputs(config: dict) -> list[str]:
 
 
 def study_models(config: dict) -> list[str]:
+    """The models the analyses run on: ``study.models``, else every model."""
     return config["study"]["models"] or list(config["models"])
 
 
 def study_task(config: dict) -> str:
+    """The training task the analyses use: ``study.task``, else Table 2's first."""
     return config["study"]["task"] or table2_tasks(config)[0]
 
 
 def study_benchmark(config: dict) -> str:
+    """The benchmark the analyses score: ``study.benchmark``, else the study task's first."""
     return config["study"]["benchmark"] or config["tasks"][study_task(config)]["benchmarks"][0]
 
 
@@ -95,6 +101,7 @@ def table4_tasks(config: dict) -> list[str]:
 
 
 def study_rank(config: dict, key: str) -> int:
+    """The rank of the analysis ``key`` (``figure3`` ...): its own ``rank``, else the first of ``ranks``."""
     return config[key]["rank"] or config["ranks"][0]
 
 
@@ -118,6 +125,7 @@ def study_runs(config: dict, key: str, pattern: str, methods: list[str], ranks: 
 
 
 def table_inputs(config: dict, table: str) -> list[str]:
+    """The evaluations of study table ``table`` (3, 4, 6 or 7): its methods x ranks (Table 4: per size)."""
     t = config[table]
     return study_evals(config, f"{table}.ranks", t["methods"], t["ranks"],
                        table4_tasks(config) if table == "table4" else None)
@@ -136,6 +144,7 @@ def figure2_inputs(config: dict) -> dict[str, list[str]]:
 
 
 def figure3_inputs(config: dict) -> list[str]:
+    """Figure 3's evaluations: the method at each std of ``figure3.stds``, at the figure's rank."""
     f3 = config["figure3"]
     names = [variant(config, f3["method"], "std", float(s)) for s in f3["stds"]]
     return study_evals(config, "figure3.rank", names, [study_rank(config, "figure3")])
