@@ -29,7 +29,16 @@ GPUS=2
 say() { echo "slurm.sh: $*"; }
 die() { echo "slurm.sh: $*" >&2; exit 1; }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE: its process runs and is the daemon the file names (a stale file's pid may
+# have been reused by another process after a reboot)
+pid_alive() {
+  local pid
+  [ -s "$1" ] || return 1
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  case "$(cat "/proc/$pid/comm" 2>/dev/null)" in munged|mariadbd|slurmdbd|slurmctld|slurmd) return 0 ;; esac
+  return 1
+}
 
 wait_for() {  # wait_for SECONDS WHAT COMMAND...: retry COMMAND until it succeeds
   local seconds=$1 what=$2; shift 2
