@@ -155,8 +155,9 @@ JobAcctGatherType=$gather
 JobAcctGatherFrequency=task=2
 $gather_params
 JobCompType=jobcomp/none
-# A cancelled job's processes get SIGTERM, then SIGKILL this many seconds later.
-KillWait=10
+# A cancelled job's processes get SIGTERM, then SIGKILL this many seconds later (SLURM's default
+# is 30; short here, so that a pre-empted test job dies mid-run).
+KillWait=3
 # Finished jobs stay in slurmctld's memory this long (the plugin falls back to accounting after).
 MinJobAge=300
 # The GPUs are placeholders ($RUN/gpu*): scheduled, accounted, never computed on.

@@ -135,7 +135,9 @@ def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
     local, local_c = write_workdir(root, "local", table_cfg)
     oom, oom_c = write_workdir(root, "oom", tiny_config(tiny_llama_dir, methods=["lora"], train={"gpus": 2},
                                                         test_first_attempt_mem_mb={"finetune": 300}), tiny_llama_dir)
-    long_train = {"max_steps": 300, "checkpoint_steps": 25}  # about 35 ms a step here: 10 s left to cancel in
+    # About 35 ms a step here: after the first checkpoint 13 s of training remain, far more than the
+    # cluster's KillWait (3 s), which the Snakemake inside the job waits out before SIGKILL.
+    long_train = {"max_steps": 400, "checkpoint_steps": 25}
     preempt_cfg = tiny_config(tiny_llama_dir, methods=["lora"], train=long_train)
     preempt, preempt_c = write_workdir(root, "preempt", preempt_cfg, tiny_llama_dir)
     reference, reference_c = write_workdir(root, "reference", preempt_cfg, tiny_llama_dir)
@@ -278,7 +280,7 @@ def test_a_preempted_fine_tune_resumes_from_its_checkpoint_and_ends_with_the_uni
     assert len(jobs) == 2 and jobs[0]["State"].startswith("CANCELLED") and jobs[1]["State"] == "COMPLETED", jobs
     assert jobs[0]["JobID"] == runs["cancelled"]
     log = json.loads((runs["dirs"]["preempt"] / RUN / "train.json").read_text())
-    assert log["resumed_from"] and log["resumed_from"].startswith("checkpoint-") and log["steps"] == 300, log
+    assert log["resumed_from"] and log["resumed_from"].startswith("checkpoint-") and log["steps"] == 400, log
     resumed = load_file(runs["dirs"]["preempt"] / RUN / "adapter/adapter_model.safetensors")
     straight = load_file(runs["reference"] / RUN / "adapter/adapter_model.safetensors")
     assert resumed.keys() == straight.keys()
