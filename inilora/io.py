@@ -123,28 +123,41 @@ def writer_lock(folder: Path, job: str) -> Iterator[None]:
     running as an orphan, still writing; without the lock a rerun would write the same folder at the
     same time. ``flock`` is released by the kernel when the holder dies however it dies, so a stale
     lock file never blocks anyone; Linux maps it onto POSIX locks on NFS, so it holds across the
-    machines of a cluster's shared filesystem too.
+    machines of a cluster's shared filesystem too. The file is removed when the body ends (a killed
+    holder leaves it behind, unlocked).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / WRITER_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            holder = json.loads(path.read_text() or "{}")
-        except (OSError, ValueError):
-            holder = {}
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"])) if "since" in holder else "?"
-        raise LockHeld(f"{folder} is being written by another {holder.get('job', 'job')}: pid {holder.get('pid', '?')} "
-                       f"on host {holder.get('host', '?')}, since {since}. Two writers would mix their files; stop "
-                       f"that process (or let it finish) and rerun") from None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(_holder_message(folder, path)) from None
+        try:  # the file a finished holder unlinked after we opened it is no lock: take the new one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"job": job, "pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.time()}).encode())
         yield
     finally:
+        path.unlink(missing_ok=True)  # while still held, so the folder keeps only its artifacts
         os.close(fd)  # closing the only descriptor releases the lock
+
+
+def _holder_message(folder: Path, path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"])) if "since" in holder else "?"
+    return (f"{folder} is being written by another {holder.get('job', 'job')}: pid {holder.get('pid', '?')} "
+            f"on host {holder.get('host', '?')}, since {since}. Two writers would mix their files; stop "
+            f"that process (or let it finish) and rerun")

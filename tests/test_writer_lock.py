@@ -35,6 +35,7 @@ def test_a_second_writer_stops_naming_the_holder_and_a_killed_holder_frees_the_f
         holder.wait()
     with writer_lock(tmp_path, "finetune"):
         assert json.loads((tmp_path / WRITER_LOCK).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / WRITER_LOCK).exists()  # a finished writer leaves only its artifacts
 
 
 @pytest.mark.workflow  # two fine-tune processes: `make test`, not `make test-fast`
