@@ -191,7 +191,7 @@ def test_the_repository_speaks_of_itself_alone():
     import subprocess
 
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    pattern = re.compile(r"shared/(seeds|reference)|\b[Ss]ession [0-9]|\b[Ii]ssue [0-9]+\b|device tool|"
+    pattern = re.compile(r"shared/(seeds|reference)|\b[Ss]ession [0-9]|\b[Ii]ssue [0-9]+\b|device[ ]tool|"
                          r"\bsession that wrote\b|\bthis session\b")
     found = []
     for name in files:
