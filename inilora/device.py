@@ -9,6 +9,7 @@ peak GPU memory and its throughput.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import resource
@@ -20,7 +21,6 @@ import torch
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
-_said_unusable: list[bool] = []
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -38,6 +38,12 @@ def granted_gpus() -> str | None:
     return None
 
 
+@functools.cache  # once per job, however often it resolves its device
+def _say_unusable(gpus: str, key: str) -> None:
+    log.warning("the scheduler granted GPU(s) %s, but torch sees no CUDA device (torch %s, CUDA build: %s): "
+                "running on the CPU (config key '%s': auto)", gpus, torch.__version__, torch.version.cuda or "none", key)
+
+
 def resolve(choice: str, key: str = "device") -> str:
     """``cpu`` or ``cuda`` for the config value ``choice`` of ``key``; refuses what this machine lacks.
 
@@ -48,11 +54,8 @@ def resolve(choice: str, key: str = "device") -> str:
     if choice == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        if granted_gpus() and not _said_unusable:
-            _said_unusable.append(True)  # once per job, however often it asks
-            log.warning("the scheduler granted GPU(s) %s, but torch sees no CUDA device (torch %s, CUDA build: %s): "
-                        "running on the CPU (config key '%s': auto)", granted_gpus(), torch.__version__,
-                        torch.version.cuda or "none", key)
+        if granted_gpus():
+            _say_unusable(granted_gpus(), key)
         return "cpu"
     if choice == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"config key '{key}': 'cuda' asked for, but this machine has no CUDA GPU "
