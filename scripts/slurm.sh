@@ -284,7 +284,8 @@ up() {
   install_packages
   check_loopback
   local before
-  before=$(cat "$CONF"/{slurm,slurmdbd,cgroup,gres}.conf 2>/dev/null | md5sum)
+  # on a fresh machine none of the files exists yet: under pipefail a bare cat would end the script
+  before=$( { cat "$CONF"/{slurm,slurmdbd,cgroup,gres}.conf 2>/dev/null || true; } | md5sum)
   write_config
   if [ -f "$RUN/started" ] && [ "$before" != "$(cat "$CONF"/{slurm,slurmdbd,cgroup,gres}.conf | md5sum)" ]; then
     say "configuration changed: restarting the daemons"
