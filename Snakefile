@@ -19,6 +19,17 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# The tables and figures read JSON files and take seconds: under a cluster executor they run in the
+# submitting process instead of waiting in the queue for a node of their own.
+localrules:
+    table1,
+    table2,
+    table5,
+    lr_sweep,
+    study_table,
+    figure,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/decompose.smk"

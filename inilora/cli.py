@@ -10,10 +10,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
-from inilora.io import LockHeld
+from inilora.io import LockHeld, Preempted
 
 log = logging.getLogger("inilora")
 
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError, LockHeld) as e:  # DeviceError, ConfigError ... are ValueErrors
         log.error("%s", e)
         return 2
+    except Preempted as e:  # the shell's code for a process ended by SIGTERM: a scheduler retries it
+        log.warning("%s", e)
+        return 128 + signal.SIGTERM
     return 0
 
 

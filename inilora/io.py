@@ -114,6 +114,10 @@ class LockHeld(RuntimeError):
     pass
 
 
+class Preempted(RuntimeError):
+    """A job stopped on SIGTERM (a scheduler's pre-emption or cancel) after saving what resumes it."""
+
+
 @contextlib.contextmanager
 def writer_lock(folder: Path, job: str) -> Iterator[None]:
     """Hold ``folder``'s one-writer lock (``.writer.lock`` in it) while the body runs; a second writer

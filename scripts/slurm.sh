@@ -143,6 +143,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 GresTypes=gpu
 SchedulerType=sched/backfill
+# Start a queued job within a second of the resources freeing (the defaults wait for the next
+# scheduling pass: 3 to 7 s here, for every job of a test workflow).
+SchedulerParameters=bf_interval=1,sched_min_interval=0
 # Accounting through slurmdbd on MariaDB: sacct answers for finished jobs, with their TRES.
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
@@ -155,8 +158,10 @@ JobAcctGatherType=$gather
 JobAcctGatherFrequency=task=2
 $gather_params
 JobCompType=jobcomp/none
-# A cancelled job's processes get SIGTERM, then SIGKILL this many seconds later (SLURM's default
-# is 30; short here, so that a pre-empted test job dies mid-run).
+# A cancelled job's tasks get SIGTERM, then every process of the job SIGKILL after this grace (SLURM's
+# default is 30 s; slurmd 22.05 waits at least 5 s whatever it says). The task is the Snakemake that
+# runs the rule, which waits for its rule on SIGTERM, so a cancelled fine-tune trains on through the
+# grace and resumes from its last periodic checkpoint: the pre-emption test trains long enough for that.
 KillWait=3
 # Finished jobs stay in slurmctld's memory this long (the plugin falls back to accounting after).
 MinJobAge=300

@@ -191,3 +191,30 @@ def test_a_sigkilled_finetune_resumes_to_the_same_adapter(tiny_llama_dir, refere
     info, weights = resume(tiny_llama_dir, work)
     assert info["resumed_from"] in ("checkpoint-2", "checkpoint-4")
     assert_same_run(weights, info["curve"], reference)
+
+
+def test_a_sigtermed_finetune_checkpoints_the_step_it_reached_and_resumes_to_the_same_adapter(
+        tiny_llama_dir, reference, tmp_path):
+    """SIGTERM (a scheduler's pre-emption, SIGKILL following after its grace) stops the run at the
+    end of the current step with a marked checkpoint there, off the checkpoint_steps grid."""
+    work = tmp_path / "trainer"
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN.replace("finetune(model", "try:\n    finetune(model").replace(
+        "\nprint(\"finished\")", "\nexcept Preempted as e:\n    print(e); sys.exit(143)\nprint(\"finished\")").replace(
+        "from inilora.train.sft import finetune", "from inilora.train.sft import finetune\nfrom inilora.io import Preempted"))
+    proc = subprocess.Popen([sys.executable, str(script), str(Path(__file__).parent), str(tiny_llama_dir), str(work)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy(), text=True)
+    deadline = time.time() + 60
+    while not (work / "checkpoint-2" / RESUME_MARK).exists():
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        assert time.time() < deadline, "no checkpoint within 60 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, out[-2000:]
+    (stopped,) = [p.name for p in work.glob("checkpoint-*") if p.name != "checkpoint-2" and (p / RESUME_MARK).exists()]
+    assert stopped in ("checkpoint-3", "checkpoint-5"), stopped  # the step it was in, not the next on the grid
+    assert f"stopped by SIGTERM at step {stopped.split('-')[1]} of 6" in out
+    info, weights = resume(tiny_llama_dir, work)
+    assert info["resumed_from"] == stopped
+    assert_same_run(weights, info["curve"], reference)

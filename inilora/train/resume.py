@@ -5,6 +5,10 @@ each one complete once written, with a key of the run (settings, data and initia
 A rerun continues only from a marked checkpoint with the same key and ends with the same adapter
 as an uninterrupted run. Nothing here unpickles: checkpoints are inspected by JSON, safetensors
 headers and zip directories only.
+
+A scheduler pre-empts or cancels a job with SIGTERM, then SIGKILL after a grace period (SLURM's
+KillWait or GraceTime). A single-process fine-tune answers SIGTERM by finishing the step it is in,
+writing a marked checkpoint there and exiting with ``Preempted``, so the rerun loses no step.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import math
 import re
 import shutil
+import signal
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -138,3 +143,36 @@ def checkpoint_marker(key: dict):
                 atomic_write_json(folder / RESUME_MARK, {"step": state.global_step, "key": key})
 
     return MarkCheckpoint()
+
+
+def checkpoint_on_term(work_dir: Path):
+    """A TrainerCallback that, once SIGTERM arrives, saves a checkpoint at the end of the current step
+    and stops training; ``stopped`` then names that step. Installed only in a single-process run:
+    under torchrun the ranks would see the signal at different steps and wait on each other's
+    collectives, so they keep Python's default (die at once) and resume from the last periodic
+    checkpoint."""
+    from transformers import TrainerCallback
+
+    class CheckpointOnTerm(TrainerCallback):
+        def __init__(self):
+            self.signalled, self.stopped, self._previous = False, None, None
+
+        def _on_term(self, signum, frame):
+            self.signalled = True
+            log.warning("SIGTERM: checkpointing the current step in %s, then stopping", work_dir)
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if args.world_size == 1:
+                self._previous = signal.signal(signal.SIGTERM, self._on_term)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.signalled and state.global_step < state.max_steps:  # at the last step, just finish
+                control.should_save = control.should_training_stop = True
+                self.stopped = state.global_step
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self._previous is not None:
+                signal.signal(signal.SIGTERM, self._previous)
+                self._previous = None
+
+    return CheckpointOnTerm()

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from inilora.data import Example, prompt
-from inilora.io import writer_lock
-from inilora.train.resume import KEEP_CHECKPOINTS, checkpoint_marker, last_checkpoint, resume_key
+from inilora.io import Preempted, writer_lock
+from inilora.train.resume import KEEP_CHECKPOINTS, checkpoint_marker, checkpoint_on_term, last_checkpoint, resume_key
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,18 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
     resume = last_checkpoint(work_dir, key, delete_unusable=args.should_save) if work_dir.is_dir() else None
     if resume is not None:
         log.info("resuming from %s", resume)
+    on_term = checkpoint_on_term(work_dir)
+    # checkpoint_marker before on_term: its "no save at the last step" must not undo on_term's save
     trainer = Trainer(model=peft_model, args=args, train_dataset=data, data_collator=Collator(tok.pad_token_id),
-                      callbacks=[StopOnNonFinite(), checkpoint_marker(key), *(callbacks or [])])
+                      callbacks=[StopOnNonFinite(), checkpoint_marker(key), *(callbacks or []),
+                                 *([on_term] if checkpoints else [])])
     start = time.time()
     # The Trainer loads the adapter (safetensors) into the existing "default" adapter, so the
     # base weights a residual init changed are the fresh init's, which the key checked.
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if on_term.stopped is not None:
+        raise Preempted(f"stopped by SIGTERM at step {on_term.stopped} of {trainer.state.max_steps}; "
+                        f"checkpoint-{on_term.stopped} in {work_dir} resumes it")
     if args.should_save:
         for path in work_dir.glob("checkpoint-*"):
             shutil.rmtree(path, ignore_errors=True)

@@ -12,7 +12,9 @@ rule finetune:
         factors=factors_flag,
         adapter_dir=lambda w, output: str(Path(output.adapter).parent),
         launch=launcher(config["train"]["gpus"]),
-    threads: THREADS
+        rank_threads=THREADS,
+    # `threads` CPUs for each rank: under torchrun the job asks for one set per GPU
+    threads: THREADS * config["train"]["gpus"]
     resources:
         **computed_resources("finetune", task="task"),
         gpu=config["train"]["gpus"],
@@ -22,7 +24,7 @@ rule finetune:
         ENV
     shell:
         "{params.launch} finetune --spec {params.spec:q} --manifest {input.manifest:q} {params.factors}"
-        " --adapter-dir {params.adapter_dir:q} --log-json {output.log_json:q} --threads {threads} > {log:q} 2>&1"
+        " --adapter-dir {params.adapter_dir:q} --log-json {output.log_json:q} --threads {params.rank_threads} > {log:q} 2>&1"
 
 
 rule merge:
