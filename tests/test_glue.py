@@ -5,24 +5,23 @@ import random
 import pytest
 import torch
 
-from inilora.train import glue
-from inilora.train.glue import (
+from inilora.data import glue
+from inilora.data.glue import (
     TASKS,
     accuracy,
     arith_claim,
     arith_closeness,
-    best_epoch,
     champ_topic,
     closeness,
     compute_metrics,
     f1,
-    finetune_classifier,
     load_glue,
     matthews_corr,
     pearson,
     spearman,
     wrong_answer,
 )
+from inilora.train.glue import best_epoch, finetune_classifier
 
 # ----------------------------------------------------------------------------- metrics
 

@@ -8,12 +8,13 @@ from fractions import Fraction
 
 import pytest
 
+from inilora.data.humaneval import REQUIRED_FIELDS, load_hub, load_problems
 from inilora.evaluate import humaneval as he
 
 
 @pytest.fixture(scope="module")
 def problems():
-    return he.load_problems()
+    return load_problems()
 
 
 def exact_pass_at_k(n, c, k):
@@ -120,7 +121,7 @@ def test_score_rejects_unknown_tasks_and_empty_samples(problems):
 
 
 def rows(problems, ids):
-    return [{f: problems[t][f] for f in he.REQUIRED_FIELDS} for t in ids]
+    return [{f: problems[t][f] for f in REQUIRED_FIELDS} for t in ids]
 
 
 def test_load_problems_reads_a_local_jsonl_gz(tmp_path, problems):
@@ -128,7 +129,7 @@ def test_load_problems_reads_a_local_jsonl_gz(tmp_path, problems):
     with gzip.open(path, "wt") as fh:
         for row in rows(problems, ["HumanEval/0", "HumanEval/1"]):
             fh.write(json.dumps(row) + "\n")
-    loaded = he.load_problems(str(path))
+    loaded = load_problems(str(path))
     assert list(loaded) == ["HumanEval/0", "HumanEval/1"]
     assert loaded["HumanEval/1"] == rows(problems, ["HumanEval/1"])[0]
 
@@ -139,13 +140,13 @@ def test_load_problems_names_missing_fields(tmp_path, problems):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(ValueError, match=r"HumanEval/3\) lacks field\(s\) \['test'\]"):
-        he.load_problems(str(path))
+        load_problems(str(path))
 
 
 def test_load_hub_reads_a_local_file_in_the_hub_format(tmp_path, problems):
     path = tmp_path / "test.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows(problems, ["HumanEval/5", "HumanEval/6"])))
-    loaded = he.load_hub("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))
+    loaded = load_hub("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))
     assert loaded == {t: rows(problems, [t])[0] for t in ["HumanEval/5", "HumanEval/6"]}
     result = he.score(loaded, {t: [p["canonical_solution"]] for t, p in loaded.items()}, progress=False)
     assert result["pass_at_k"]["pass@1"] == 1.0
@@ -155,7 +156,7 @@ def test_load_hub_names_missing_columns(tmp_path):
     path = tmp_path / "test.jsonl"
     path.write_text(json.dumps({"task_id": "x/0", "prompt": "def f():\n"}) + "\n")
     with pytest.raises(ValueError, match=r"lacks field\(s\) \['canonical_solution', 'test', 'entry_point'\]"):
-        he.load_hub("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))
+        load_hub("json", data_files={"test": str(path)}, cache_dir=str(tmp_path / "cache"))
 
 
 def test_completions_are_on_disk_before_scoring_so_a_scoring_crash_loses_none(tmp_path, monkeypatch):
@@ -163,7 +164,7 @@ def test_completions_are_on_disk_before_scoring_so_a_scoring_crash_loses_none(tm
 
     from inilora.evaluate.kinds import evaluate_humaneval
 
-    problems = dict(list(he.load_problems().items())[:2])
+    problems = dict(list(load_problems().items())[:2])
     outs = [[f"    return {i}\n", "    pass\n"] for i in range(2)]
     monkeypatch.setattr(he, "score", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("scoring crashed")))
     saved = tmp_path / "humaneval.generations.jsonl"
@@ -181,6 +182,6 @@ def test_an_unavailable_containment_stops_the_job_before_generating(monkeypatch)
     monkeypatch.setattr(contain, "probe", lambda mode: f"{mode} is not installed")
     generated = []
     with pytest.raises(RuntimeError, match=r"config key 'benchmarks.code.containment' = 'bwrap': .*bwrap is not installed"):
-        evaluate_humaneval(None, None, he.load_problems(), 1, 0.0, 1.0, 16, [1], 3.0, containment="bwrap",
+        evaluate_humaneval(None, None, load_problems(), 1, 0.0, 1.0, 16, [1], 3.0, containment="bwrap",
                            gen=lambda *a, **k: generated.append(1), config_key="benchmarks.code.containment")
     assert generated == []

@@ -55,7 +55,7 @@ def test_factors_whose_metadata_records_no_hash_are_refused_and_bare_files_load(
 
 def test_an_altered_adapter_is_refused_before_evaluation_or_merge(tiny_llama, tmp_path):
     from inilora.inits import apply_init
-    from inilora.train.sft import ADAPTER_FILE, check_adapter
+    from inilora.models import ADAPTER_FILE, check_adapter
 
     adapter = tmp_path / "run/adapter"
     apply_init(tiny_llama, "lora", 4, 4, TARGETS).save_pretrained(str(adapter))

@@ -1,7 +1,7 @@
 import pytest
 
-from inilora.evaluate.mathequiv import (extract_prediction, gold_from_solution, is_equiv, last_boxed, remove_boxed,
-                               strip_string)
+from inilora.data.mathsets import gold_from_solution, last_boxed, remove_boxed
+from inilora.evaluate.mathequiv import extract_prediction, is_equiv, strip_string
 
 EQUIVALENT = [
     # (a, b, the rule that makes them equal)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from inilora import rehearsal
+from inilora import models
 
 REPO = Path(__file__).resolve().parent.parent
 # `snakemake -n all --configfile workflow/presets/paper.yaml`, pinned by tests/test_workflow.py
@@ -21,29 +21,30 @@ PAPER_PRESET_JOBS = {"prepare_model": 6, "decompose": 8, "finetune": 92, "glue":
                                                   ("llama2-13b", (5120, 5120), 32000), ("gemma-7b", (4096, 3072), 256000),
                                                   ("roberta-large", (1024, 1024), 50265)])
 def test_rehearsal_configs_have_the_papers_shapes_and_vocabularies(arch, q_shape, vocab):
-    from inilora.config.precheck import linear_shapes, skeleton
+    from inilora.config.precheck import linear_shapes
+    from inilora.models import skeleton
 
-    cfg = rehearsal.model_config(f"rehearsal:{arch}:1")
+    cfg = models.rehearsal_config(f"rehearsal:{arch}:1")
     shapes = linear_shapes(skeleton(cfg))
     assert shapes["q_proj" if "roberta" not in arch else "query"] == q_shape
     assert cfg.vocab_size == vocab and cfg.num_hidden_layers == 1
-    assert rehearsal.model_config(f"rehearsal:{arch}").num_hidden_layers == rehearsal.ARCHITECTURES[arch]["num_hidden_layers"]
+    assert models.rehearsal_config(f"rehearsal:{arch}").num_hidden_layers == models.REHEARSAL_ARCHITECTURES[arch]["num_hidden_layers"]
 
 
 def test_an_unknown_architecture_or_layer_count_is_refused():
     from inilora.models import ModelError
 
     with pytest.raises(ModelError, match="unknown rehearsal architecture 'llama9'; known: "):
-        rehearsal.parse("rehearsal:llama9")
+        models.rehearsal_parse("rehearsal:llama9")
     with pytest.raises(ModelError, match="layer count must be a whole number"):
-        rehearsal.parse("rehearsal:llama2-7b:two")
+        models.rehearsal_parse("rehearsal:llama2-7b:two")
 
 
 def test_the_offline_tokenizer_fits_every_vocabulary_and_is_deterministic():
-    a, b = rehearsal.tokenizer(), rehearsal.tokenizer()
+    a, b = models.rehearsal_tokenizer(), models.rehearsal_tokenizer()
     ids = a("def f(x):\n    return x + 1  # The answer is: 42")["input_ids"]
     assert ids == b("def f(x):\n    return x + 1  # The answer is: 42")["input_ids"]
-    assert max(ids) < rehearsal.TOKENIZER_VOCAB <= min(v["vocab_size"] for v in rehearsal.ARCHITECTURES.values())
+    assert max(ids) < models.REHEARSAL_VOCAB <= min(v["vocab_size"] for v in models.REHEARSAL_ARCHITECTURES.values())
     pair = a("one", "two")
     assert pair["input_ids"][0] == 0 and "token_type_ids" not in pair  # RoBERTa has a single token type
 

@@ -45,7 +45,8 @@ def test_a_model_not_readable_offline_counts_as_7b():
 def test_a_local_folders_sizes_come_from_its_safetensors_headers_and_equal_the_skeletons(tiny_llama_dir):
     """No torch or transformers for a folder with safetensors: Snakemake evaluates the resources
     again in every cluster job. The headers give what the skeleton gives."""
-    from inilora.config.precheck import model_config, skeleton
+    from inilora.config.precheck import model_config
+    from inilora.models import skeleton
     from inilora.models import target_linears
 
     c = config(tiny=str(tiny_llama_dir))

@@ -17,7 +17,8 @@ import torch
 
 from inilora.data import Example
 from inilora.train.resume import RESUME_MARK, checkpoint_problem, resume_key
-from inilora.train.sft import TrainSettings, encode, finetune
+from inilora.data.encode import encode
+from inilora.train.sft import TrainSettings, finetune
 
 # 10 examples, batch 1 x 2 accumulation: 5 optimizer steps an epoch, so checkpoint-4 sits
 # mid-epoch (the Trainer skips seen batches) and step 6 starts a reshuffled second epoch.

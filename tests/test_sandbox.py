@@ -260,9 +260,10 @@ def test_a_tree_1500_levels_deep_is_cleaned_up_without_crashing_the_harness():
 
 
 def test_a_harness_error_on_one_sample_is_recorded_and_the_others_are_scored(monkeypatch):
+    from inilora.data.humaneval import load_problems
     from inilora.evaluate import humaneval as he
 
-    problems = dict(list(he.load_problems().items())[:2])
+    problems = dict(list(load_problems().items())[:2])
     completions = {t: [p["canonical_solution"]] for t, p in problems.items()}
     first = next(iter(problems))
     real = he.run_check

@@ -19,6 +19,7 @@ import pytest
 from conftest import sandbox_processes_left
 
 from inilora.evaluate import contain
+from inilora.data.humaneval import load_problems
 from inilora.evaluate import humaneval as he
 from inilora.evaluate.sandbox import run_check, run_untrusted
 
@@ -29,7 +30,7 @@ GOOD = "print('fine')\n"
 
 @pytest.fixture(scope="module")
 def problem():
-    return he.load_problems()["HumanEval/0"]  # has_close_elements: a list of floats and a threshold
+    return load_problems()["HumanEval/0"]  # has_close_elements: a list of floats and a threshold
 
 
 # -- a forged pass ---------------------------------------------------------------------------------

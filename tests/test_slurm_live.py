@@ -4,13 +4,14 @@
 One fixture submits every workflow at once, as a cluster would run them side by side, and the tests
 read what SLURM's accounting and the artifacts say:
 
-- ``table``: a small table2 (prepare, decompose, finetune, evaluate, evaluate_base), every computing job a
-  SLURM job and the table itself a local rule, the decomposition written to the between-workflow cache;
-  beside it the same config run locally, whose table must be the same digit for digit;
-- ``oom``: a two-GPU (torchrun, gloo) fine-tune whose first attempt asks for 300 MB
+- ``table``: a small table2 from a prepared model (decompose, finetune, evaluate, evaluate_base), every
+  computing job a SLURM job and the table itself a local rule, the decomposition written to the
+  between-workflow cache; beside it the same config run locally, whose table must be the same digit
+  for digit;
+- ``oom``: prepare_model, then a two-GPU (torchrun, gloo) fine-tune whose first attempt asks for 300 MB
   (``test_first_attempt_mem_mb``): SLURM kills it, the retry asks for the doubled computed memory;
-- ``preempt``: a fine-tune cancelled with ``scancel`` once it has written a checkpoint; it checkpoints the
-  step SIGTERM found it in, the retry resumes there, and its adapter equals an uninterrupted local run's;
+- ``preempt``: a fine-tune stopped (SIGSTOP) and cancelled with ``scancel`` once it has written a
+  checkpoint; the retry resumes from it, and its adapter equals an uninterrupted local run's;
 - ``second``: another working directory, started once the table's decomposition is cached, that takes the
   decomposition from the cache, and whose fine-tune stops because another process holds its run folder's
   writer lock.
@@ -146,22 +147,19 @@ def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
     table_cfg = tiny_config(tiny_llama_dir, methods=["inilora"])
     table, table_c = write_workdir(root, "table", table_cfg)
     local, local_c = write_workdir(root, "local", table_cfg)
-    oom, oom_c = write_workdir(root, "oom", tiny_config(tiny_llama_dir, methods=["lora"], train={"gpus": 2},
-                                                        test_first_attempt_mem_mb={"finetune": 300}), tiny_llama_dir)
-    # The cancelled fine-tune trains on through SLURM's grace (at least 5 s, see steps_lasting), so it
-    # must last longer than that after its first checkpoint on whatever CPU runs the test (timed before
-    # the workflows load the machine, so that under their load it lasts longer still).
-    long_train = {"checkpoint_steps": 25}
-    long_train["max_steps"] = steps_lasting(tiny_llama_dir, tiny_config(tiny_llama_dir, train=long_train), 9,
-                                            root / "calibration")
-    preempt_cfg = tiny_config(tiny_llama_dir, methods=["lora"], train=long_train)
+    # prepare_model meets SLURM here, off the table's chain of jobs
+    oom_cfg = tiny_config(tiny_llama_dir, methods=["lora"], train={"gpus": 2}, test_first_attempt_mem_mb={"finetune": 300})
+    oom, oom_c = write_workdir(root, "oom", oom_cfg)
+    # 6 to 35 ms a step on 2-core machines: the first checkpoint comes at 2% of the run
+    preempt_cfg = tiny_config(tiny_llama_dir, methods=["lora"], train={"max_steps": 400, "checkpoint_steps": 25})
     preempt, preempt_c = write_workdir(root, "preempt", preempt_cfg, tiny_llama_dir)
     reference, reference_c = write_workdir(root, "reference", preempt_cfg, tiny_llama_dir)
     second, second_c = write_workdir(root, "second", tiny_config(tiny_llama_dir))  # lora and inilora
     from inilora.models import prepare
 
     # the manifest as prepare_model writes it: inside a job the cache key hashes its content
-    prepare("tiny", str(tiny_llama_dir), second / "results/models/tiny", second / "results/models/tiny/model.json")
+    for work in (table, second):
+        prepare("tiny", str(tiny_llama_dir), work / "results/models/tiny", work / "results/models/tiny/model.json")
 
     began = time.time()
     procs = {
@@ -184,6 +182,7 @@ def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
             rows = [r for r in queue(preempt) if r["State"] == "RUNNING"]
             running = rows[0]["JobID"] if rows else None
         elif to_cancel and any(marks.glob("checkpoint-*/inilora_resume.json")):
+            stop_training(running)
             subprocess.run(["scancel", running], check=True)
             cancelled = running
         to_start = holder is None and procs["table"].poll() is None
@@ -212,38 +211,32 @@ def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
             print(f"{name:8} {r['JobID']:>5} {rule_of(r):14} {r['State']:15} {r['ReqMem']:>7} {r['Timelimit']:>9} "
                   f"{r['AllocTRES']:48} {r['Elapsed']} steps={','.join(r['steps'])}")
     return {"root": root, "codes": codes, "logs": logs, "dirs": dirs, "jobs": jobs, "cancelled": cancelled,
-            "holder": holder.pid if holder else None, "configs": {"table": table_cfg}, "reference": reference,
+            "holder": holder.pid if holder else None, "configs": {"table": table_cfg, "oom": oom_cfg}, "reference": reference,
             "cache": cache, "seconds": seconds}
 
 
-def steps_lasting(model_dir: Path, config: dict, seconds: float, work: Path) -> int:
-    """Steps of the config's LoRA fine-tune that take ``seconds`` here (at least 400), timed over steps 20
-    to 120 of a run (the Trainer's set-up left out).
+def stop_training(job: str) -> list[int]:
+    """SIGSTOP the fine-tune process of SLURM job ``job`` (``scontrol listpids``): the moment of the
+    pre-emption, pinned whatever the CPU's speed.
 
-    A cancelled SLURM job's task (the Snakemake that runs the rule) gets SIGTERM and waits for its rule;
-    slurmd SIGKILLs what is left after max(KillWait, 5) s (``_rpc_terminate_job`` in SLURM 22.05). A
-    fine-tune shorter than that finishes despite the cancel, on a fast CPU (6 ms a step here), and its
-    retry has nothing to resume."""
-    from inilora.data import load_examples
-    from inilora.inits import apply_init
-    from inilora.models import load_causal_lm, load_tokenizer
-    from inilora.train.sft import TrainSettings, finetune
-
-    from transformers import TrainerCallback
-
-    class Clock(TrainerCallback):
-        def __init__(self):
-            self.at = {}
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.at[state.global_step] = time.perf_counter()
-
-    settings = TrainSettings(**{**config["train"], "max_steps": 120, "warmup_ratio": 0.0})
-    model = apply_init(load_causal_lm(str(model_dir)), "lora", 4, 4, ["q_proj", "v_proj"])
-    examples = load_examples(config["tasks"]["t"]["train"][0])
-    clock = Clock()
-    finetune(model, load_tokenizer(str(model_dir)), examples, settings, work, callbacks=[clock])
-    return max(400, round(seconds * 100 / (clock.at[120] - clock.at[20])))
+    A cancelled job's task (the Snakemake that runs the rule) gets SIGCONT and SIGTERM and waits for
+    its rule; slurmd SIGKILLs every process of the job max(KillWait, 5) s later (``_rpc_terminate_job``
+    in SLURM 22.05). Left running, the fine-tune trains on through that grace, and on a fast CPU
+    (6 ms a step here) it finishes inside it: the cancelled job still counts as failed, and its
+    retry has nothing to resume. Stopped, it is SIGKILLed where it stood, as a job pre-empted at that
+    step; SLURM's SIGCONT goes to the task alone."""
+    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, check=True).stdout
+    stopped = []
+    for pid in [int(line.split()[0]) for line in out.splitlines()[1:] if line.split()]:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"inilora" in argv and b"finetune" in argv:
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+    assert stopped, f"no fine-tune process in job {job}: {out}"
+    return stopped
 
 
 def start_second(second: Path, configfile: Path, env: dict, root: Path) -> subprocess.Popen:
@@ -273,13 +266,15 @@ def test_a_table_through_the_scheduler_equals_the_local_one_and_sacct_shows_what
     assert (work / "results/table2.csv").read_text() == (runs["dirs"]["local"] / "results/table2.csv").read_text()
     jobs = runs["jobs"]["table"]
     rules = sorted(rule_of(r) for r in jobs)
-    # every job of the table is a SLURM job, and each one completed at its first attempt
-    assert rules == sorted(["prepare_model", "decompose", "finetune", "evaluate", "evaluate_base"]), jobs
+    # every job of the table (from a prepared model) is a SLURM job, each completed at its first attempt
+    assert rules == sorted(["decompose", "finetune", "evaluate", "evaluate_base"]), jobs
     assert "localrule table2:" in runs["logs"]["table"]  # the table reads JSON files in the submitting process
     assert all(r["State"] == "COMPLETED" for r in jobs), jobs
-    full = cfg.validate_schema(runs["configs"]["table"])
+    (prepared,) = [r for r in runs["jobs"]["oom"] if rule_of(r) == "prepare_model"]  # the other scenario's
+    assert prepared["State"] == "COMPLETED", prepared
     gpu_rules = {"decompose", "finetune", "evaluate", "evaluate_base"}
-    for r in jobs:
+    for r, config in [*((r, runs["configs"]["table"]) for r in jobs), (prepared, runs["configs"]["oom"])]:
+        full = cfg.validate_schema(config)
         rule = rule_of(r)
         tres = dict(kv.split("=", 1) for kv in r["AllocTRES"].split(","))
         kw = {"task": "t"} if rule == "finetune" else {"bench": "b"} if rule.startswith("evaluate") else {}

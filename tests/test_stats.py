@@ -224,7 +224,7 @@ def glue_run(method, seed, labels, best, last, task="champ_topic", main="accurac
 
 
 def stats_metric(main):
-    from inilora.train.glue import METRICS
+    from inilora.data.glue import METRICS
 
     return METRICS[main]
 
@@ -277,7 +277,7 @@ def test_table1_carries_intervals_and_paired_tests_from_per_example_predictions(
 def test_a_metric_interval_recomputes_the_metric_and_covers_its_truth():
     """The bootstrap of a Matthews correlation over (prediction, label) pairs covers the population
     value about 95% of the time (200 simulated validation sets)."""
-    from inilora.train.glue import matthews_corr
+    from inilora.data.glue import matthews_corr
 
     rng = np.random.default_rng(5)
     def draw(n):
@@ -294,7 +294,7 @@ def test_a_metric_interval_recomputes_the_metric_and_covers_its_truth():
 
 def test_an_undefined_metric_gets_no_p_value_and_holm_leaves_it_out():
     """Pearson of constant predictions is NaN: its comparison has no test (not the smallest p)."""
-    from inilora.train.glue import pearson
+    from inilora.data.glue import pearson
 
     rng = np.random.default_rng(8)
     y = rng.normal(size=100)
@@ -316,7 +316,7 @@ def test_table1_skips_a_pair_of_methods_with_no_seed_in_common():
 
 
 def test_a_regression_heads_column_of_scores_is_scored_as_one_evaluation():
-    from inilora.train.glue import pearson
+    from inilora.data.glue import pearson
 
     assert pearson(np.array([[0.5], [1.5], [4.0]]), [0.0, 2.0, 5.0]) == pytest.approx(pearson([0.5, 1.5, 4.0], [0, 2, 5]))
 

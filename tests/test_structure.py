@@ -214,3 +214,82 @@ def test_the_glossary_lists_every_registered_method_in_the_registrys_order():
     text = (REPO / "docs/glossary.md").read_text()
     entry = text[text.index("- **method**:"):text.index("The same name")]
     assert re.findall(r"`(\w+)`", entry) == list(REGISTRY)
+
+
+# ----------------------------------------------------------------------------- the house's floors
+
+# A module imports only from its own floor or below (STYLE: a name two stages need lives in the lower
+# one). Within a floor, the import graph has no cycle either.
+FLOORS = [
+    {"paths", "io", "device", "data"},
+    {"models"},
+    {"decompose"},
+    {"inits"},
+    {"train"},
+    {"evaluate"},
+    {"config"},
+    {"report"},
+    {"rehearsal", "speed", "cli", "__main__", ""},
+]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every module of the package and the package modules it imports, at module level or inside a
+    function alike (an import hidden in a function is still an arrow between stages)."""
+    import ast
+
+    root = REPO / "inilora"
+    modules = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+
+    def resolve(name: str) -> str | None:
+        while name not in modules and "." in name:
+            name = name.rsplit(".", 1)[0]
+        return name if name in modules else None
+
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "inilora":
+                targets |= {resolve(f"{node.module}.{a.name}") or resolve(node.module) for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {resolve(a.name) for a in node.names if a.name.split(".")[0] == "inilora"}
+        graph[name] = targets - {None, name}
+    return graph
+
+
+def floor_of(module: str) -> int:
+    stage = module.split(".")[1] if "." in module else ""
+    (floor,) = [i for i, names in enumerate(FLOORS) if stage in names] or [None]
+    assert floor is not None, f"{module}: its stage '{stage}' is on no floor of FLOORS"
+    return floor
+
+
+def test_no_module_imports_from_a_stage_above_its_own():
+    graph = import_graph()
+    upward = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if floor_of(b) > floor_of(a))
+    assert not upward, "imports that run up a floor (move the name down instead):\n" + "\n".join(upward)
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph()
+    seen, on_path, cycles = set(), [], []
+
+    def visit(module):
+        if module in on_path:
+            cycles.append(on_path[on_path.index(module):] + [module])
+            return
+        if module in seen:
+            return
+        seen.add(module)
+        on_path.append(module)
+        for target in sorted(graph[module]):
+            visit(target)
+        on_path.pop()
+
+    for module in sorted(graph):
+        visit(module)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)

@@ -5,7 +5,7 @@ import pytest
 
 from inilora.data import Example, prompt
 from inilora.train.common import StopOnNonFinite
-from inilora.train.sft import IGNORE, Collator, encode
+from inilora.data.encode import IGNORE, Collator, encode
 
 
 def test_prompt_tokens_are_masked_and_the_response_ends_in_eos(tiny_llama_dir):

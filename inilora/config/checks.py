@@ -136,7 +136,7 @@ def check_glue(config: dict) -> None:
     """``glue`` (Table 1) names encoders, tasks and methods that exist; encoder and model names differ."""
     g, methods = config["glue"], config["methods"]
     if g["tasks"]:
-        from inilora.train.glue import TASKS
+        from inilora.data.glue import TASKS
 
         encoders = glue_models(config)
         if not encoders:

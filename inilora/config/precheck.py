@@ -14,8 +14,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inilora.config import ConfigError, glue_models
-from inilora.models import BUILTIN, ModelError, builtin_file, default_targets, looks_local
+from inilora.config.schema import ConfigError
+from inilora.config.specs import glue_models
+from inilora.models import BUILTIN, ModelError, builtin_file, default_targets, looks_local, rehearsal_config, skeleton
 
 # torch is imported inside the functions: the Snakefile imports check_models while it parses the
 # workflow (in every cluster job too), which must not import torch.
@@ -77,10 +78,8 @@ def model_config(name: str, path: str, section: str = "models"):
     from transformers import AutoConfig
 
     if path.startswith("rehearsal:"):
-        from inilora import rehearsal
-
         try:
-            return rehearsal.model_config(path)
+            return rehearsal_config(path)
         except ModelError as e:
             raise ConfigError(f"config key '{section}.{name}.path': {e}") from None
     if path.startswith("builtin:"):
@@ -113,19 +112,6 @@ def model_config(name: str, path: str, section: str = "models"):
     except Exception as e:  # not cached, gated, remote code, ...: the job checks it when it downloads
         log.debug("models.%s: hub id '%s' is not inspectable offline (%s); skipped", name, path, e)
         return None
-
-
-def skeleton(cfg) -> nn.Module:
-    """The model on the meta device (no memory, no weights read), with the module names the jobs see:
-    a causal LM, or an encoder with a classification head (as models.load_for_targets loads it)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from inilora.models import is_causal_config
-
-    import torch
-
-    with torch.device("meta"):
-        return (AutoModelForCausalLM if is_causal_config(cfg) else AutoModelForSequenceClassification).from_config(cfg)
 
 
 def check_models(config: dict, only: dict[str, list[int]] | None = None) -> None:

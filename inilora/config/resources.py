@@ -47,7 +47,8 @@ def _sizes(path: str, section: str, targets: tuple[str, ...]) -> tuple[float, fl
     headers = _header_sizes(Path(path).expanduser(), targets)
     if headers:
         return headers
-    from inilora.config.precheck import model_config, skeleton
+    from inilora.config.precheck import model_config
+    from inilora.models import skeleton
     from inilora.models import target_linears
 
     cfg = model_config("resources", path, section)

@@ -113,14 +113,7 @@ def _hf(n: int | None = None, seed: int = 0, preset: str | None = None, **spec) 
     return out
 
 
-def _math_loaders() -> dict:
-    from inilora.data import mathsets
-
-    return mathsets.LOADERS
-
-
-LOADERS = {"reasoning_gym": _reasoning_gym, "hf": _hf}
-LAZY_LOADERS = {"math_hub": _math_loaders, "champ": _math_loaders}  # MATH (hub) and CHAMP (its offline stand-in)
+LOADERS = {"reasoning_gym": _reasoning_gym, "hf": _hf}  # inilora.data adds MATH's and CHAMP's (mathsets)
 
 
 def data_file_list(files) -> list:
@@ -164,18 +157,6 @@ def local_fields(spec: dict) -> tuple[str, set[str], set[str]] | None:
     else:
         return None
     return str(first), present, needed
-
-
-def load_examples(spec: dict) -> list[Example]:
-    """Examples for one data spec from the config (``{"loader": ..., ...}``)."""
-    spec = dict(spec)
-    spec.pop("label", None)
-    loader = spec.pop("loader", None)
-    if loader in LAZY_LOADERS:
-        return LAZY_LOADERS[loader]()[loader](**spec)
-    if loader not in LOADERS:
-        raise DataError(f"data loader '{loader}' unknown; valid: {sorted([*LOADERS, *LAZY_LOADERS])}")
-    return LOADERS[loader](**spec)
 
 
 def prompt(question: str, suffix: str = "") -> str:

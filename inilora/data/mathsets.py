@@ -21,8 +21,7 @@ import re
 import warnings
 from pathlib import Path
 
-from inilora.data import ANSWER_LEAD, DataError, Example
-from inilora.evaluate.mathequiv import gold_from_solution
+from inilora.data.examples import ANSWER_LEAD, DataError, Example
 
 MATH_HUB = "EleutherAI/hendrycks_math"
 # The hub copy is split by subject; config name -> the ``type`` label in the rows. The
@@ -42,6 +41,55 @@ MATH_FORMATS = {
     "instruction_output": ("instruction", "output"),  # MetaMath's / MiLoRA's MATH_test.jsonl
 }
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+# ----------------------------------------------------------------------------- MATH's boxed answers
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def last_boxed(text: str) -> str | None:
+    """The whole last ``\\boxed{...}`` (or ``\\fbox{...}``, or ``\\boxed 5``) in ``text``, else None.
+
+    Braces are matched, so ``\\boxed{\\frac{1}{2}}`` comes back whole. An unclosed box gives None.
+    The brace-less form runs to the next "$" or line end (``$\\boxed 5$`` -> ``\\boxed 5``).
+    """
+    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
+    if start < 0:
+        return None
+    cmd = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
+    rest = text[start + len(cmd):]
+    if rest.startswith(" ") and not rest.lstrip(" ").startswith("{"):
+        content = re.split(r"[$\n]", rest, maxsplit=1)[0].strip()
+        return f"{cmd} {content}" if content else None
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i + 1]
+    return None
+
+
+def remove_boxed(s: str) -> str:
+    """The content of a ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed 5`` string (from :func:`last_boxed`)."""
+    for cmd in _BOX_COMMANDS:
+        if s.startswith(cmd + " ") and not s[len(cmd):].lstrip(" ").startswith("{"):
+            return s[len(cmd) + 1:]
+        body = s[len(cmd):].lstrip(" ")
+        if s.startswith(cmd) and body.startswith("{") and s.endswith("}"):
+            return body[1:-1]
+    raise ValueError(f"not a \\boxed{{...}} or \\fbox{{...}} string: {s!r}")
+
+
+def gold_from_solution(solution: str) -> str:
+    """The gold answer of a MATH solution: the content of its last boxed expression."""
+    boxed = last_boxed(solution)
+    if boxed is None:
+        raise ValueError(f"no closed \\boxed{{...}} or \\fbox{{...}} in solution ending {solution[-120:]!r}")
+    return remove_boxed(boxed)
 
 
 def with_answer(solution: str, gold: str) -> str:

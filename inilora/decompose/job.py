@@ -37,7 +37,7 @@ def write_timing(path: Path, seconds: float) -> None:
     """This process's wall time and peak RSS in the columns of Snakemake's benchmark TSV (s, max_rss
     in MB). The decompose job writes it itself: Snakemake's output cache refuses a rule with
     ``benchmark:``, and as an output the file is cached with the factors it measured."""
-    from inilora.device import peak_rss_mb
+    from inilora.devices import peak_rss_mb
     from inilora.io import atomic_write_text
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -53,7 +53,7 @@ def run(spec: dict, manifest: Path, out_dir: Path, timing: Path | None = None) -
     factors + JSON per checkpoint, 5) the job's own timing file (it counts the model load, as
     Snakemake's would). Steps 2-5 hold ``out_dir``'s writer lock: a second writer stops at once."""
     job_start = time.time()
-    from inilora import device as devices
+    from inilora import devices
     from inilora import models
 
     devices.resolve(spec.get("device", "auto"))
@@ -82,7 +82,7 @@ def _target_weights(path: str, targets: list[str]) -> dict:
 
 def run_on(info: dict, spec: dict, out_dir: Path, timing: Path | None = None, job_start: float | None = None) -> None:
     """:func:`run` for the model ``info`` describes (name, path, source), with or without a manifest."""
-    from inilora import device as devices
+    from inilora import devices
 
     job_start = job_start or time.time()
     device = devices.resolve(spec.get("device", "auto"))
@@ -122,9 +122,9 @@ def decompose_model(model_or_path, rank: int = 8, iterations: int = 20000, lr: f
 
     ``apply_init(model, "inilora", rank, alpha, targets, factors=decompose_model(model, rank=rank))``
     uses them without any file. The paper's settings are the defaults (Adam lr 5e-4,
-    StepLR(5000, 0.9), 20000 iterations); ``device``: auto, cpu or cuda (inilora.device).
+    StepLR(5000, 0.9), 20000 iterations); ``device``: auto, cpu or cuda (inilora.devices).
     """
-    from inilora import device as devices
+    from inilora import devices
     from inilora import models
 
     where = devices.resolve(device)

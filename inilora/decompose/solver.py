@@ -130,7 +130,7 @@ def tf32_matmul(enabled: bool):
 def products_reading_w(device_type: str):
     """The two products that read W, (W A^T, B^T W), in the form fastest on the device.
 
-    Measured (docs/benchmarks.md): on CPU BLAS the r-row-by-matrix forms (A W^T)^T and B^T W run
+    Measured (docs/speed.md): on CPU BLAS the r-row-by-matrix forms (A W^T)^T and B^T W run
     about 1.5x faster; on an H100 (cuBLAS, fp32) the matrix-by-r-column forms W A^T and
     (W^T B)^T take 1.88 + 1.71 ms against 2.91 + 2.18 ms at 64 x 4096 x 4096, r 8.
     """

@@ -16,7 +16,7 @@ def generations_path(out: Path) -> Path:
 def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, workers: int = 2) -> None:
     """1) load the base (and merge the adapter), 2) drop items seen in training, 3) score by the
     benchmark's ``kind``, 4) write the result JSON with every generation or choice."""
-    from inilora import device as devices
+    from inilora import devices
     from inilora import models
     from inilora.data import load_examples
     from inilora.evaluate.generate import COUNTS
@@ -30,7 +30,7 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
     device = devices.resolve(spec.get("device", "auto"))
     dtype = devices.dtype(spec.get("dtype", "auto"), device)
     if adapter_dir:  # an altered adapter is refused before anything is loaded
-        from inilora.train.sft import check_adapter
+        from inilora.models import check_adapter
 
         check_adapter(adapter_dir)
     info = models.read_manifest(manifest)

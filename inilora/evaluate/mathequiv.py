@@ -6,7 +6,7 @@ eval_math.py) scores a generation like this:
 - prediction: the text after the *last* "The answer is: " (colon and space included), cut
   at the first ".\\n", stripped, with one trailing "." removed (:func:`extract_prediction`);
 - gold: the content of the last ``\\boxed{...}`` of the reference solution
-  (:func:`gold_from_solution`);
+  (:func:`inilora.data.mathsets.gold_from_solution`);
 - correct: ``is_equiv(prediction, gold)``, the string normalisation of the MATH benchmark
   (Hendrycks et al. 2021, "Measuring Mathematical Problem Solving With the MATH Dataset",
   ``math_equivalence.py``; :func:`strip_string`, :func:`is_equiv`).
@@ -29,52 +29,10 @@ from __future__ import annotations
 
 import re
 
-ANSWER_LEAD = "The answer is: "  # with colon and space, exactly as eval_math.py splits
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
-
-
-def last_boxed(text: str) -> str | None:
-    """The whole last ``\\boxed{...}`` (or ``\\fbox{...}``, or ``\\boxed 5``) in ``text``, else None.
-
-    Braces are matched, so ``\\boxed{\\frac{1}{2}}`` comes back whole. An unclosed box gives None.
-    The brace-less form runs to the next "$" or line end (``$\\boxed 5$`` -> ``\\boxed 5``).
-    """
-    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
-    if start < 0:
-        return None
-    cmd = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
-    rest = text[start + len(cmd):]
-    if rest.startswith(" ") and not rest.lstrip(" ").startswith("{"):
-        content = re.split(r"[$\n]", rest, maxsplit=1)[0].strip()
-        return f"{cmd} {content}" if content else None
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i + 1]
-    return None
-
-
-def remove_boxed(s: str) -> str:
-    """The content of a ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed 5`` string (from :func:`last_boxed`)."""
-    for cmd in _BOX_COMMANDS:
-        if s.startswith(cmd + " ") and not s[len(cmd):].lstrip(" ").startswith("{"):
-            return s[len(cmd) + 1:]
-        body = s[len(cmd):].lstrip(" ")
-        if s.startswith(cmd) and body.startswith("{") and s.endswith("}"):
-            return body[1:-1]
-    raise ValueError(f"not a \\boxed{{...}} or \\fbox{{...}} string: {s!r}")
-
-
-def gold_from_solution(solution: str) -> str:
-    """The gold answer of a MATH solution: the content of its last boxed expression."""
-    boxed = last_boxed(solution)
-    if boxed is None:
-        raise ValueError(f"no closed \\boxed{{...}} or \\fbox{{...}} in solution ending {solution[-120:]!r}")
-    return remove_boxed(boxed)
+# ANSWER_LEAD is "The answer is: ", with colon and space, exactly as eval_math.py splits; the boxed
+# helpers also read the gold answers of MATH's solutions, so they live with its loader
+from inilora.data.examples import ANSWER_LEAD
+from inilora.data.mathsets import last_boxed, remove_boxed
 
 
 def extract_prediction(generation: str, boxed_fallback: bool = True) -> str | None:

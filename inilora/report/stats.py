@@ -270,8 +270,8 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
     too); Holm runs over the methods of one benchmark, model and rank. ``same_lr``: compare against
     the reference at the same fine-tuning lr (a sweep), not at its own (a table of tuned rows).
     """
-    from inilora import paths as artifact
     from inilora.io import read_result
+    from inilora.paths import parse_eval
 
     runs: dict[tuple, dict[int, np.ndarray]] = {}
     metrics_of: dict[str, list[str]] = {}
@@ -279,10 +279,7 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
         data = read_result(str(p))
         if "records" not in data:
             continue
-        try:
-            ident = artifact.parse(artifact.EVAL, p)
-        except ValueError:
-            ident = {**artifact.parse(artifact.BASE_EVAL, p), "method": "base", "rank": 0, "lr": 0.0, "seed": 0}
+        ident = parse_eval(p)
         for metric, scores in metric_scores(data).items():
             known = metrics_of.setdefault(ident["bench"], [])
             if metric not in known:
@@ -345,7 +342,7 @@ def prediction_columns(runs: list[dict], reference: str) -> tuple[dict, list[str
     permutation test; Holm over the methods of a column. Returns (columns, notes) as
     ``comparison_columns``. Runs without ``predictions`` (older runs) get no columns, and a note says so.
     """
-    from inilora.train import glue
+    from inilora.data import glue
 
     samples: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     metric_of, missing = {}, []

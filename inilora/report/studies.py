@@ -18,7 +18,8 @@ from inilora import paths
 from inilora.config.methods import parse_variant
 from inilora.io import atomic_write_text
 from inilora.report import figures
-from inilora.report import markdown as tables_text
+from inilora.report.markdown import (DIFFERENCES_INTRO, cells, difference_cells, differences_table, html_page, html_path,
+                                     markdown_table)
 from inilora.report.paper import study_rows
 from inilora.report.tables import read_evals
 
@@ -177,15 +178,15 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
         ref = (df[df["method"] == reference] if (df["method"] == reference).any() else df)["value"].mean() / 100
         notes.append(f"{b}: two methods must differ by about {100 * min_detectable_difference(int(k), ref):.1f} points "
                      f"(the minimum detectable at 80% power with {k} items from {100 * ref:.1f}%) before one seed can tell them apart")
-    title, text = TITLES[spec["table"]], tables_text
-    md = [f"# {title}", "", *[f"- {x}" for x in notes], "", text.markdown_table(table, digits=1), ""]
-    diffs = text.differences_table(table, reference, tuple(keys))
+    title = TITLES[spec["table"]]
+    md = [f"# {title}", "", *[f"- {x}" for x in notes], "", markdown_table(table, digits=1), ""]
+    diffs = differences_table(table, reference, tuple(keys))
     if diffs:
         md += [f"## Paired differences against {reference}", "",
-               text.DIFFERENCES_INTRO.format(reference=reference) + " Differences are in points.", "", diffs, ""]
+               DIFFERENCES_INTRO.format(reference=reference) + " Differences are in points.", "", diffs, ""]
     atomic_write_text(markdown, "\n".join(md))
-    atomic_write_text(text.html_path(markdown), text.html_page(
-        title, notes, text.cells(table, digits=1), text.difference_cells(table, reference, tuple(keys)), reference))
+    atomic_write_text(html_path(markdown), html_page(
+        title, notes, cells(table, digits=1), difference_cells(table, reference, tuple(keys)), reference))
     return table
 
 

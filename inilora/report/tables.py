@@ -23,19 +23,14 @@ from inilora.report.paper import beside_table1, beside_table2
 def read_evals(paths: list[str]) -> pd.DataFrame:
     """One row per evaluation JSON and metric: model, task, method, rank, lr, seed, benchmark, metric, value.
 
-    The identity comes from the path, read back through inilora.paths (EVAL or BASE_EVAL).
+    The identity comes from the path, read back through inilora.paths.parse_eval.
     """
-    from inilora import paths as artifact
+    from inilora.paths import parse_eval
 
     rows = []
     for p in paths:
         data = read_result(str(p))
-        try:
-            ident = artifact.parse(artifact.EVAL, p)
-        except ValueError:
-            ident = {**artifact.parse(artifact.BASE_EVAL, p), "task": "-", "method": "base", "rank": 0, "lr": 0.0,
-                     "seed": 0}
-        ident = {k: ident[k] for k in ("model", "task", "method", "rank", "lr", "seed")}
+        ident = {k: v for k, v in parse_eval(p).items() if k != "bench"}
         for metric, value in data["metrics"].items():
             rows.append({**ident, "benchmark": data["benchmark"], "n": data["n"], "metric": metric, "value": value,
                          "path": str(p)})

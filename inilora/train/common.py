@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from inilora.inits import get as get_method
+from inilora import inits
 
 
 class StopOnNonFinite(TrainerCallback):
@@ -28,7 +28,7 @@ def training_arguments(output_dir: str, *, batch_size: int, learning_rate: float
 
     No experiment tracker, the data order fixed by ``seed`` (accelerate's seedable sampler, so a
     resumed run skips exactly the batches it saw), no loader workers, the job's ``device`` (resolved
-    by inilora.device; None: the GPU when one is seen).
+    by inilora.devices; None: the GPU when one is seen).
     """
     base = dict(
         output_dir=output_dir,
@@ -56,7 +56,7 @@ def with_init_data(method: str, options: dict, encoded: Callable[[], list[dict]]
     """``options`` plus ``data`` (training batches of ``batch_size``, default 2) for a method whose
     record needs data, unless the caller gave its own; ``encoded()`` gives the tokenised training set."""
     options = dict(options)
-    if "data" in get_method(method).needs and "data" not in options:
+    if "data" in inits.get(method).needs and "data" not in options:
         options["data"] = init_batches(encoded(), collate, int(options.pop("batch_size", 2)))
     return options
 

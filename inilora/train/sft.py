@@ -22,14 +22,12 @@ from pathlib import Path
 
 import torch
 
-from inilora.data import Example, prompt
+from inilora.data import Example
+from inilora.data.encode import Collator, encode
 from inilora.io import Preempted, writer_lock
 from inilora.train.resume import KEEP_CHECKPOINTS, checkpoint_marker, checkpoint_on_term, last_checkpoint, resume_key
 
 log = logging.getLogger(__name__)
-
-IGNORE = -100
-
 
 @dataclass
 class TrainSettings:
@@ -50,34 +48,6 @@ class TrainSettings:
     logging_steps: int = 1
     checkpoint_steps: int = 200  # optimizer steps between resumable checkpoints; 0 = none
     extra: dict = field(default_factory=dict)  # passed to TrainingArguments as is
-
-
-def encode(tok, ex: Example, max_length: int, suffix: str = "") -> dict:
-    """input_ids = prompt + ' ' + response + eos; labels mask the prompt."""
-    p = tok(prompt(ex.question, suffix))["input_ids"]
-    r = tok(" " + ex.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    ids = (p + r)[:max_length]
-    labels = ([IGNORE] * len(p) + r)[:max_length]
-    return {"input_ids": ids, "labels": labels}
-
-
-class Collator:
-    """Right-pads a batch; pad positions get attention 0 and label -100."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict]) -> dict:
-        n = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), n), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(batch), n), dtype=torch.long)
-        for i, b in enumerate(batch):
-            k = len(b["input_ids"])
-            ids[i, :k] = torch.tensor(b["input_ids"])
-            labels[i, :k] = torch.tensor(b["labels"])
-            mask[i, :k] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
 def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, work_dir: Path,
@@ -167,7 +137,7 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     """The workflow's finetune stage (``run_unlocked``) under the run folder's writer lock, which rank 0 takes
     before anything is read: a second writer of the same run (an orphan of a killed job still
     training, a rerun beside it) stops at once, naming the holder's pid and host."""
-    from inilora import device as devices
+    from inilora import devices
 
     device = devices.resolve(spec.get("device", "auto"))  # a missing GPU stops the job before the lock
     if int(os.environ.get("RANK", "0")) != 0:
@@ -188,7 +158,7 @@ def run_unlocked(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, 
     compare digests of their factors and stop if any differ (``RanksAgree``); only rank 0 writes.
     """
 
-    from inilora import device as devices
+    from inilora import devices
     from inilora import models
     from inilora.data import load_examples
     from inilora.inits import apply_init, is_residual, keeps_output, save_initial_adapter
@@ -243,22 +213,10 @@ def run_unlocked(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, 
     # loads on the original, unmodified base model (docs/init-methods.md sec. 2.3).
     kwargs = {"path_initial_model_for_weight_conversion": str(initial)} if residual else {}
     atomic_write_dir(adapter_dir, lambda tmp: peft_model.save_pretrained(str(tmp), **kwargs))
-    adapter_hash = file_sha256(adapter_dir / ADAPTER_FILE)  # evaluate and merge check it before use
+    adapter_hash = file_sha256(adapter_dir / models.ADAPTER_FILE)  # evaluate and merge check it before use
     write_curve(log_json, {**spec, "init_seconds": init_seconds, "step0": step0, "base_changed": residual,
                            "output_changed_at_step0": not keeps_output(spec["method"], spec["method_options"]),
                            **result, "converted_from_residual": residual, "adapter_sha256": adapter_hash})
-
-
-ADAPTER_FILE = "adapter_model.safetensors"
-
-
-def check_adapter(adapter_dir: str | Path) -> None:
-    """Refuse a fine-tuned adapter whose bytes differ from what its run's train.json recorded."""
-    from inilora.io import check_recorded_hash
-
-    adapter_dir = Path(adapter_dir)
-    check_recorded_hash(adapter_dir / ADAPTER_FILE, adapter_dir.parent / "train.json", "adapter_sha256",
-                        "the finetune rule")
 
 
 def _leave_process_group() -> None:

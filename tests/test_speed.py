@@ -1,6 +1,6 @@
 import pytest
 
-from inilora.bench import random_weights, run
+from inilora.speed import random_weights, run
 from inilora.decompose import SolverSettings
 
 
@@ -14,7 +14,7 @@ def test_reference_and_solver_reach_the_same_mse_side_by_side():
 
 
 def test_generation_benchmark_compares_caches_and_batching_on_the_same_prompts(tiny_llama_dir):
-    from inilora.bench import generation_times
+    from inilora.speed import generation_times
 
     rows = generation_times(str(tiny_llama_dir), n=4, batch=4, max_new_tokens=4)
     assert [r["run"] for r in rows] == ["batched, dynamic cache", "batched, static cache", "one at a time, dynamic cache"]
@@ -45,11 +45,11 @@ def test_the_optimum_can_be_taken_on_a_subset_and_bandwidth_is_reported():
 
 
 def test_the_sandbox_benchmark_times_each_mode_on_canonical_solutions(monkeypatch):
-    from inilora import bench
-    from inilora.evaluate import humaneval
+    from inilora import speed
+    from inilora.data import humaneval
 
     three = dict(list(humaneval.load_problems().items())[:3])
     monkeypatch.setattr(humaneval, "load_problems", lambda: three)
-    rows = bench.sandbox_times(["none", "bwrap"], workers=1, repeats=1)
+    rows = speed.sandbox_times(["none", "bwrap"], workers=1, repeats=1)
     assert [r["mode"] for r in rows] == ["none", "bwrap"]
     assert all(r["passed"] == r["checks"] == 3 and r["ms_per_check"] > 0 for r in rows)

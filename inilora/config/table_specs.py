@@ -63,7 +63,7 @@ def lr_sweep_spec(config: dict) -> dict:
 
 
 def table1_spec(config: dict) -> dict:
-    from inilora.train import glue
+    from inilora.data import glue
 
     g = config["glue"]
     notes = [f"encoder: {e} = {model_entry(config, e)['path']}; LoRA on "

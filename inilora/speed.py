@@ -1,4 +1,4 @@
-"""Side-by-side benchmark of the decomposition, in one process, on the same matrices and seeds.
+"""Speed comparisons, side by side in one process, on the same matrices and seeds: first the decomposition.
 
 (a) reference: written like the paper's code (one matrix at a time, autograd,
     ``torch.optim.Adam``, StepLR, the residual formed every step, ``loss.item()`` every step);
@@ -6,7 +6,7 @@
 (c) the closed-form truncated SVD, the exact optimum.
 
 Prints time, the ratio (a)/(b), each final MSE as a ratio to the Eckart-Young optimum,
-and peak memory. Run: ``python -m inilora.bench decompose --shapes roberta-base --steps 2000``.
+and peak memory. Run: ``python -m inilora.speed decompose --shapes roberta-base --steps 2000``.
 Also ``finetune``, ``generate`` and ``sandbox`` (HumanEval checks per containment mode).
 """
 
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from inilora.device import peak_rss_mb
+from inilora.devices import peak_rss_mb
 from inilora.decompose import SolverSettings, eckart_young_mse, global_sigma, init_factors, read_dtype, solve
 
 # (count, out, in) of the q/v matrices of named models; no download needed.
@@ -249,9 +249,10 @@ def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, d
 def sandbox_times(modes: list[str], workers: int, repeats: int) -> list[dict]:
     """The 164 canonical HumanEval solutions through ``humaneval.score`` under each containment mode,
     the modes interleaved ``repeats`` times so that they share the machine's state."""
+    from inilora.data.humaneval import load_problems
     from inilora.evaluate import humaneval
 
-    problems = humaneval.load_problems()
+    problems = load_problems()
     completions = {t: [p["canonical_solution"]] for t, p in problems.items()}
     rows = {m: {"mode": m, "checks": len(problems), "passed": None, "wall_s": [], "ms_per_check": None}
             for m in modes}
@@ -278,7 +279,7 @@ def init_costs(model_path: str, rank: int, methods: list[str], train_examples: i
     from inilora.inits import REGISTRY, apply_init
     from inilora.models import default_targets, load_causal_lm, load_tokenizer
     from inilora.train.common import PROBE_EXAMPLES, init_batches, step0_probe
-    from inilora.train.sft import Collator, encode
+    from inilora.data.encode import Collator, encode
 
     tok = load_tokenizer(model_path)
     base = load_causal_lm(model_path)
@@ -359,7 +360,7 @@ def base_dtype_change(model_path: str, rank: int, methods: list[str], prompts: i
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m inilora.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m inilora.speed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int)
     sub = p.add_subparsers(dest="what", required=True)
