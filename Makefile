@@ -30,11 +30,11 @@ $(STAMP): pyproject.toml requirements-offline.txt
 table2: system-deps $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) results/table2.csv
 
-# Everything: the README's and CI's command (under 10 minutes on 2 cores).
+# Everything: the README's and CI's command (README, Tests, gives its time on 2-core machines).
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The inner loop: everything except the tests that run Snakemake in a subprocess (under 2 minutes).
+# The inner loop: everything except the tests that run Snakemake in a subprocess.
 test-fast: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q -m "not workflow"
 
