@@ -200,7 +200,6 @@ def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.
     from inilora import devices
     from inilora.io import atomic_write_dir
 
-
     dtype = dtype or torch.float32
     where = devices.resolve(device)
     check_adapter(adapter_dir)
@@ -267,7 +266,6 @@ def read_target_weights(path: str, targets: list[str]) -> dict[str, torch.Tensor
     if not files:
         return None
     from transformers import AutoConfig
-
 
     model = skeleton(AutoConfig.from_pretrained(folder))
     prefix = getattr(model, "base_model_prefix", "")

@@ -102,7 +102,6 @@ def parse(pattern: str, path: str) -> dict:
     return {k: TYPES.get(k, str)(v) for k, v in m.groupdict().items()}
 
 
-
 def parse_eval(path: str) -> dict:
     """The identity of an evaluation JSON, a fine-tuned run's (``EVAL``) or the base model's
     (``BASE_EVAL``: task "-", method "base", rank 0, lr 0.0, seed 0): model, task, method, rank, lr,

@@ -280,6 +280,7 @@ def test_a_metric_interval_recomputes_the_metric_and_covers_its_truth():
     from inilora.data.glue import matthews_corr
 
     rng = np.random.default_rng(5)
+
     def draw(n):
         y = rng.integers(0, 2, size=n)
         return np.where(rng.random(n) < 0.75, y, 1 - y), y  # MCC of a 75%-right balanced predictor: 0.5

@@ -34,6 +34,8 @@ TOP_P = 0.95
 MAX_TOKENS = 512
 KS = (1, 10)
 TIMEOUT = 3.0
+
+
 def build_prompt(problem: dict) -> str:
     """The text the model continues: the instruction, two blank lines, the function header."""
     return PROMPT_PREFIX + problem["prompt"]

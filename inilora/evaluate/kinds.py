@@ -24,7 +24,6 @@ from inilora.data import Example, prompt
 from inilora.evaluate.extract import extract_answer, numeric_correct
 
 
-
 # inilora.evaluate.generate (torch) is imported on first use: the config checks read KIND_LOADERS
 # while Snakemake parses the workflow, in every cluster job too.
 def generate(model, tok, *args, **kwargs):

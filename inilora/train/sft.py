@@ -29,6 +29,7 @@ from inilora.train.resume import KEEP_CHECKPOINTS, checkpoint_marker, checkpoint
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class TrainSettings:
     learning_rate: float = 2e-5
@@ -130,7 +131,6 @@ def write_curve(path: Path, info: dict) -> None:
     from inilora.io import atomic_write_json
 
     atomic_write_json(path, info)
-
 
 
 def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: str | None = None) -> None:
