@@ -78,7 +78,7 @@ def input_ids():
 def sandbox_processes_left(result) -> list[int]:
     """Live processes a sandboxed run may have left: any of uid ``nobody`` (we are root, so the
     program ran as nobody and nothing else here does), else the members of its session."""
-    from inilora.evaluate.sandbox import _session_members, _stats
+    from inilora.sandbox.harness import _session_members, _stats
 
     if os.geteuid() != 0:
         return _session_members(result.pid)

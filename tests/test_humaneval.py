@@ -176,7 +176,7 @@ def test_completions_are_on_disk_before_scoring_so_a_scoring_crash_loses_none(tm
 
 
 def test_an_unavailable_containment_stops_the_job_before_generating(monkeypatch):
-    from inilora.evaluate import contain
+    from inilora.sandbox import contain
     from inilora.evaluate.kinds import evaluate_humaneval
 
     monkeypatch.setattr(contain, "probe", lambda mode: f"{mode} is not installed")

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import sandbox_processes_left
 
-from inilora.evaluate.sandbox import SAFE_ENV, STATUSES, run_untrusted
+from inilora.sandbox.harness import SAFE_ENV, STATUSES, run_untrusted
 
 GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\nprint('hello')\n"
 IS_ROOT = os.geteuid() == 0

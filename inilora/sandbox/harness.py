@@ -2,7 +2,7 @@
 
 One call runs one program in a fresh interpreter. The layers, outermost first:
 
-0. **Namespaces** (:mod:`inilora.evaluate.contain`): bubblewrap, or util-linux ``unshare``
+0. **Namespaces** (:mod:`inilora.sandbox.contain`): bubblewrap, or util-linux ``unshare``
    without it, gives the run new network, pid, ipc, uts and mount namespaces, its own
    ``/tmp``, ``/var/tmp`` and ``/dev/shm``, the system directories read-only and the working
    directory as its only writable path; the project, results and home directories are not
@@ -22,15 +22,15 @@ One call runs one program in a fresh interpreter. The layers, outermost first:
 **Verdicts.** :func:`run_check` decides pass or fail outside the untrusted process: the
 program only defines the candidate function; the trusted check (HumanEval's ``check``) runs
 in the harness and every call of the candidate crosses the wall as plain data
-(:mod:`inilora.evaluate.wire`), so no value with its own ``__eq__`` and no message the program
+(:mod:`inilora.sandbox.wire`), so no value with its own ``__eq__`` and no message the program
 writes can make a failing candidate pass. The only route left is to return the right values.
 
 :func:`run_untrusted` runs a whole program and reports whether it ran to its end. That
-report comes from inside (a nonce the bootstrap writes after the program), and a program
+report comes from inside (a nonce the child code writes after the program), and a program
 that walks its frames (``f_back`` is not audited) can find and write it: use it to run code
 contained, not to score it.
 
-Replies are read with limits (:mod:`inilora.evaluate.wire`: size, items, depth, values sharing
+Replies are read with limits (:mod:`inilora.sandbox.wire`: size, items, depth, values sharing
 one hash), so no return value can make the harness slow or large.
 
 Known gaps, found by red-teaming and not closed (no seccomp filter, no cgroup):
@@ -61,7 +61,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inilora.evaluate import contain, wire
+from inilora.sandbox import contain, wire
 
 STATUSES = ("passed", "failed", "timeout", "killed", "error")
 REPLY_LIMIT = 1024 * 1024  # bytes of one return value from the sandbox (HumanEval's are a few KB)
@@ -75,7 +75,7 @@ SAFE_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONIOENCODING": "utf-8",
 }
-_BOOTSTRAP = "\n".join((Path(wire.__file__).read_text(), (Path(__file__).parent / "bootstrap.py").read_text()))
+_BOOTSTRAP = "\n".join((Path(wire.__file__).read_text(), (Path(__file__).parent / "child.py").read_text()))
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def run_check(program: str, entry_point: str, check: Callable[[Callable], object
 
     ``program`` runs contained and only defines the candidate; ``check`` runs here, in the
     harness, and each ``candidate(*args, **kwargs)`` is answered from inside the sandbox with
-    plain data (:mod:`inilora.evaluate.wire`). A raise inside the candidate raises
+    plain data (:mod:`inilora.sandbox.wire`). A raise inside the candidate raises
     ``CandidateError`` in ``check``. The deadline covers the program and every call.
     Other keywords as for :func:`run_untrusted`.
     """
@@ -398,14 +398,14 @@ class _Child:
         if signum:
             return self._result(False, "killed", _signal_detail(signum))
         if not self.isolation:
-            return self._result(False, "error", f"bootstrap failed (exit {code}): {_last_line(self._text('stderr'))}")
+            return self._result(False, "error", f"the child code failed (exit {code}): {_last_line(self._text('stderr'))}")
         if code == 0 and nonce is not None and nonce[1] == self.nonce:
             return self._result(True, "passed", "ran to completion")
         reason = _last_line(self._text("stderr")) or f"exited with status {code} before the program finished"
         return self._result(False, "failed", reason)
 
     def _result(self, passed: bool, status: str, detail: str) -> Result:
-        isolation = self.isolation or "unknown (bootstrap did not start)"
+        isolation = self.isolation or "unknown (the child code did not start)"
         degraded = "uid " not in isolation or self.mode == "none"
         return Result(passed, status, detail + (f" [isolation: {isolation}]" if degraded else ""),
                       time.monotonic() - self.start, isolation, self._text("stdout"), self._text("stderr"),

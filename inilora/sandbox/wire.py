@@ -13,7 +13,7 @@ the harness itself slow: more than ``WIRE_LIMITS["items"]`` items, nesting deepe
 ``"depth"``, or more than ``"collisions"`` distinct values sharing one hash (a set of integers
 2**61 - 1 apart costs quadratic time to build, and again in every set the test makes of it).
 
-This file's source is also sent into the sandbox as the start of the bootstrap (so it must
+This file's source is also sent into the sandbox as the start of the child code, child.py (so it must
 stay free of imports beyond json and of ``from __future__``).
 """
 

@@ -211,7 +211,7 @@ def main():
     send(fd, b"I", isolation(cfg).encode())
     source = source.decode("utf-8", "replace")
     linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
-    program = types.ModuleType("__main__")  # the program's own __main__, not this bootstrap's globals
+    program = types.ModuleType("__main__")  # the program's own __main__, not the child code's globals
     program.__builtins__ = __builtins__
     sys.modules["__main__"] = program
     if cfg["audit_hook"]:
