@@ -293,3 +293,34 @@ def test_the_package_has_no_import_cycle():
     for module in sorted(graph):
         visit(module)
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+# ----------------------------------------------------------------------------- the kinds record
+
+
+def test_the_schema_and_the_evaluation_docs_list_the_registered_kinds_as_their_records_say():
+    from inilora.evaluate.kinds import KINDS
+
+    kind = SCHEMA["properties"]["benchmarks"]["additionalProperties"]["properties"]["kind"]
+    assert kind["enum"] == list(KINDS)
+    assert all(f"{name} (" in kind["description"] for name in KINDS)
+    rows = [line.split(" | ") for line in (REPO / "docs/evaluation.md").read_text().splitlines()
+            if re.match(r"\| `\w+` \| ", line)]
+    assert [r[0].strip("| `") for r in rows] == list(KINDS)
+    for r in rows:
+        record = KINDS[r[0].strip("| `")]
+        assert r[2].startswith(record.headline), (record.name, r[2])
+        assert re.findall(r"`(\w+)`", r[3]) == list(record.loaders), record.name
+
+
+def test_no_module_decides_by_a_kinds_name_what_its_record_says():
+    """Outside the module that registers them, a benchmark kind is read through its record, never by
+    comparing its name (a new kind then needs one record, not a hunt through the stages)."""
+    from inilora.evaluate.kinds import KINDS
+
+    names = "|".join(KINDS)
+    pattern = re.compile(rf"""kind\W{{0,12}}(==|!=|\bin\b|\bnot in\b)[^#]*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    found = [f"{p.relative_to(REPO)}:{i}: {line.strip()}" for p in sorted((REPO / "inilora").rglob("*.py"))
+             if p != REPO / "inilora/evaluate/kinds.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, "\n".join(found)

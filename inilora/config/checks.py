@@ -111,14 +111,14 @@ def check_benchmarks(config: dict) -> None:
                                   f"'{owner[b]}', and Table 2 has one column per benchmark; give each task its own "
                                   "benchmark entries (a copy under another name) or list one task in 'table2.tasks'")
             owner[b] = name
-    from inilora.evaluate.kinds import KIND_LOADERS
+    from inilora.evaluate.kinds import KINDS
 
     for b, bench in config["benchmarks"].items():
-        kind, loader = bench["kind"], bench["data"]["loader"]
-        if loader not in KIND_LOADERS[kind]:
-            raise ConfigError(f"config key 'benchmarks.{b}.data.loader': '{loader}' cannot feed a '{kind}' benchmark; "
-                              f"valid for {kind}: {list(KIND_LOADERS[kind])}")
-        if kind == "humaneval" and bench["samples"] > 1 and bench["temperature"] == 0:
+        kind, loader = KINDS[bench["kind"]], bench["data"]["loader"]
+        if loader not in kind.loaders:
+            raise ConfigError(f"config key 'benchmarks.{b}.data.loader': '{loader}' cannot feed a '{kind.name}' "
+                              f"benchmark; valid for {kind.name}: {list(kind.loaders)}")
+        if kind.sampled and bench["samples"] > 1 and bench["temperature"] == 0:
             raise ConfigError(f"config key 'benchmarks.{b}.temperature': 0 (greedy) with samples = "
                               f"{bench['samples']} repeats one output; set a temperature > 0 (the paper: 0.1)")
 

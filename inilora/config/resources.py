@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from inilora.config.specs import model_entry
+from inilora.evaluate.kinds import KINDS
 
 TRAIN_FLOPS = 989e12 * 0.35  # what a fine-tune sustains
 ENCODER_FLOPS = 989e12 * 0.15  # small encoders use a GPU less well
@@ -98,9 +99,8 @@ def runtime_min(config: dict, rule: str, model: str, attempt: int = 1, task: str
         seconds = tokens * 6 * params / TRAIN_FLOPS
     elif rule in ("evaluate", "evaluate_base"):
         b = config["benchmarks"][bench]
-        items = int(b["data"].get("n") or 5000)
-        steps = math.ceil(items * b.get("samples", 1) / b["batch_size"]) * b["max_new_tokens"]
-        seconds = steps * 2 * params / DECODE_BYTES if b.get("kind") != "mmlu" else items * 600 * params / TRAIN_FLOPS
+        work = KINDS[b.get("kind", "numeric")].cost(b, int(b["data"].get("n") or 5000))
+        seconds = (work["decode_steps"] * 2 * params / DECODE_BYTES) + (work["forward_tokens"] * 2 * params / TRAIN_FLOPS)
     elif rule == "prepare_model":
         seconds = params * 2 / HUB_BYTES + 60  # a hub download of the bf16 weights, or a GGUF conversion
     elif rule == "glue":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from inilora.config.methods import init_options, iteration_counts, method_train, resolve
 from inilora.config.schema import ConfigError
+from inilora.evaluate.kinds import KINDS
 
 
 def alpha(config: dict, rank: int) -> float:
@@ -87,7 +88,7 @@ def evaluate_spec(config: dict, bench: str, task: str | None = None) -> dict:
     exclude = [d for t in config["tasks"].values() if bench in t["benchmarks"] for d in t["train"]]
     if task is not None:
         exclude += [d for d in task_entry(config, task)["train"] if d not in exclude]
-    if b["kind"] in ("humaneval", "mmlu"):  # not question/answer examples; nothing to match against
+    if not KINDS[b["kind"]].matches_training:  # not question/answer examples; nothing to match against
         exclude = []
     b = {k: v for k, v in b.items() if k != "paper_name"}  # naming the paper's benchmark changes no result
     return {"benchmark": bench, **b, "max_length": config["train"]["max_length"], "exclude": exclude,

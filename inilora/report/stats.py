@@ -25,18 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from inilora.evaluate.humaneval import pass_at_k
+from inilora.evaluate.kinds import KINDS
+
 CONFIDENCE = 0.95
 RESAMPLES = 9999
 ALPHA = 0.05
 
 
 def item_scores(result: dict) -> tuple[str, np.ndarray]:
-    """(headline metric, one score per item) of an evaluation JSON: 0/1 correctness per item for
-    numeric, math and mmlu; for humaneval each problem's unbiased pass@1, c / n."""
-    kind = result.get("kind", "numeric")
-    if kind == "humaneval":
-        return "pass@1", np.array([r["correct"] / r["n"] for r in result["records"]], dtype=float)
-    return "accuracy", np.array([float(bool(r["correct"])) for r in result["records"]])
+    """(headline metric, one score per item) of an evaluation JSON, by its kind's record
+    (inilora.evaluate.kinds): 0/1 correctness per item for numeric, math and mmlu; for humaneval
+    each problem's unbiased pass@1, c / n."""
+    kind = KINDS[result.get("kind", "numeric")]
+    return kind.headline, np.array([kind.item_score(r) for r in result["records"]], dtype=float)
 
 
 def metric_scores(result: dict) -> dict[str, np.ndarray]:
@@ -51,9 +53,7 @@ def metric_scores(result: dict) -> dict[str, np.ndarray]:
     headline, scores = item_scores(result)
     out = {headline: scores}
     records = result["records"]
-    if result.get("kind") == "humaneval":
-        from inilora.evaluate.humaneval import pass_at_k
-
+    if KINDS[result.get("kind", "numeric")].sampled:
         for name in result.get("metrics", {}):
             k = int(name.split("@")[1]) if name.startswith("pass@") else None
             if k and k > 1 and all(r["n"] >= k for r in records):
@@ -261,8 +261,9 @@ def items_for(n_effect: float, baseline: float, alpha: float = ALPHA, power: flo
 # ----------------------------------------------------------------------------- tables
 
 
-def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = False):
-    """Per (model, method, rank, lr) and benchmark: interval and paired test columns for a table.
+def comparison_columns(evals, reference: str, same_lr: bool = False):
+    """Per (model, method, rank, lr) and benchmark: interval and paired test columns for a table, from
+    ``evals``, the frame inilora.report.tables.read_evals built (its ``scores``, one entry per evaluation).
 
     Returns (columns, notes): ``columns[(model, method, rank, lr)]`` maps ``<bench>:<metric>:ci_low``,
     ``:ci_high``, ``:diff_vs_<reference>``, ``:diff_ci_low``, ``:diff_ci_high``, ``:p``, ``:p_holm`` to
@@ -270,22 +271,16 @@ def comparison_columns(eval_paths: list[str], reference: str, same_lr: bool = Fa
     too); Holm runs over the methods of one benchmark, model and rank. ``same_lr``: compare against
     the reference at the same fine-tuning lr (a sweep), not at its own (a table of tuned rows).
     """
-    from inilora.io import read_result
-    from inilora.paths import parse_eval
-
     runs: dict[tuple, dict[int, np.ndarray]] = {}
     metrics_of: dict[str, list[str]] = {}
-    for p in eval_paths:
-        data = read_result(str(p))
-        if "records" not in data:
+    for e in evals.drop_duplicates("path").itertuples(index=False):
+        if e.scores is None:
             continue
-        ident = parse_eval(p)
-        for metric, scores in metric_scores(data).items():
-            known = metrics_of.setdefault(ident["bench"], [])
+        for metric, scores in e.scores.items():
+            known = metrics_of.setdefault(e.benchmark, [])
             if metric not in known:
                 known.append(metric)
-            key = (ident["model"], ident["method"], ident["rank"], ident["lr"], ident["bench"], metric)
-            runs.setdefault(key, {})[ident["seed"]] = scores
+            runs.setdefault((e.model, e.method, e.rank, e.lr, e.benchmark, metric), {})[e.seed] = scores
     columns: dict[tuple, dict[str, float]] = {}
     notes = []
     for (model, method, rank, lr, bench, metric), by_seed in runs.items():

@@ -16,11 +16,13 @@ import pandas as pd
 
 from inilora import paths
 from inilora.config.methods import parse_variant
+from inilora.evaluate.kinds import headlines
 from inilora.io import atomic_write_text
 from inilora.report import figures
 from inilora.report.markdown import (DIFFERENCES_INTRO, cells, difference_cells, differences_table, html_page, html_path,
                                      markdown_table)
 from inilora.report.paper import study_rows
+from inilora.report.stats import against_reference, difference_columns, mean_ci, min_detectable_difference, paired
 from inilora.report.tables import read_evals
 
 TITLES = {
@@ -34,7 +36,7 @@ TITLES = {
 def main_metric(df: pd.DataFrame) -> str:
     """The benchmark's headline metric: accuracy, or pass@1 for code."""
     metrics = set(df["metric"])
-    for m in ("accuracy", "pass@1"):
+    for m in headlines():
         if m in metrics:
             return m
     raise ValueError(f"no accuracy or pass@1 among the metrics {sorted(metrics)}")
@@ -50,43 +52,31 @@ def accuracy(eval_paths: list[str]) -> pd.DataFrame:
     return df
 
 
-def over_seeds(df: pd.DataFrame, keys: list[str], scores: dict | None = None) -> pd.DataFrame:
-    """accuracy (mean), accuracy_std (ddof 1, NaN for one seed) and seeds per ``keys``; ``scores``:
-    ``item_scores_of`` the rows' paths, when the caller has read them already."""
+def over_seeds(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """accuracy (mean), accuracy_std (ddof 1, NaN for one seed) and seeds per ``keys``, with the 95%
+    interval over items (and seeds) where the rows carry ``scores`` (a frame from :func:`accuracy`)."""
     g = df.groupby(keys, sort=False)["value"]
     out = pd.DataFrame({"accuracy": g.mean(), "accuracy_std": g.std(ddof=1), "seeds": g.size()}).reset_index()
     out["metric"] = df["metric"].iloc[0]
-    if "path" in df:  # the 95% interval over items (and seeds), in percent, where the JSONs carry items
-        scores = scores if scores is not None else item_scores_of(df["path"])
-        intervals = {k: _interval([scores[str(p)] for p in g_df["path"]]) for k, g_df in df.groupby(keys, sort=False)}
+    if "scores" in df:  # the 95% interval over items (and seeds), in percent, where the JSONs carry items
+        intervals = {k: _interval(list(headline_scores(g_df))) for k, g_df in df.groupby(keys, sort=False)}
         key_of = list(zip(*[out[k] for k in keys])) if len(keys) > 1 else list(out[keys[0]])
         out["ci_low"] = [intervals[k][0] for k in key_of]
         out["ci_high"] = [intervals[k][1] for k in key_of]
     return out
 
 
-def item_scores_of(paths) -> dict[str, np.ndarray | None]:
-    """Each evaluation's headline score per item (None where its JSON has no per-item records),
-    every JSON read once."""
-    from inilora.io import read_result
-    from inilora.report.stats import item_scores
-
-    out = {}
-    for p in dict.fromkeys(str(p) for p in paths):
-        result = read_result(p)
-        out[p] = item_scores(result)[1] if "records" in result else None
-    return out
+def headline_scores(rows: pd.DataFrame) -> list[np.ndarray | None]:
+    """Each row's headline score per item (the first of its ``scores``), None where its JSON has no records."""
+    return [None if s is None else next(iter(s.values())) for s in rows["scores"]]
 
 
-def _paired_columns(df: pd.DataFrame, keys: list[str], ranks: list[int], reference: str,
-                    scores: dict[str, np.ndarray | None]) -> tuple[dict, list[str]]:
+def _paired_columns(df: pd.DataFrame, keys: list[str], ranks: list[int], reference: str) -> tuple[dict, list[str]]:
     """Each method against ``reference`` at the same rank (and model, and size for Table 4), on the same
     items and seeds: ``r<rank>:diff_vs_<reference>`` with its interval, ``:p`` and ``:p_holm`` (Holm over
     the methods of a column), in points. Runs whose JSONs lack per-item records are left out."""
-    from inilora.report.stats import against_reference, difference_columns, paired
-
     def by_seed(rows: pd.DataFrame) -> dict[int, np.ndarray]:
-        out = {int(seed): scores[str(path)] for seed, path in zip(rows["seed"], rows["path"])}
+        out = {int(seed): s for seed, s in zip(rows["seed"], headline_scores(rows))}
         return {} if any(v is None for v in out.values()) else out
 
     columns: dict[tuple, dict[str, float]] = {}
@@ -122,8 +112,6 @@ def _paired_columns(df: pd.DataFrame, keys: list[str], ranks: list[int], referen
 def _interval(scores: list[np.ndarray | None]) -> tuple[float, float]:
     """95% bootstrap interval (percent) of the headline metric over the items of these runs' seeds;
     NaN when a JSON has no per-item records."""
-    from inilora.report.stats import mean_ci
-
     if any(s is None for s in scores):
         return float("nan"), float("nan")
     _, low, high = mean_ci(scores)
@@ -138,8 +126,7 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     if spec["table"] == "table4":
         df["size"] = df["task"].str.rpartition("-n")[2].astype(int)
         keys = ["model", "size", "method"]
-    scores = item_scores_of(df["path"])  # each evaluation JSON read once for intervals and tests
-    stats = over_seeds(df, [*keys, "rank"], scores)
+    stats = over_seeds(df, [*keys, "rank"])
     wide = stats.pivot(index=keys, columns="rank", values=["accuracy", "accuracy_std", "seeds", "ci_low", "ci_high"])
     cols = {}
     for r in spec["ranks"]:
@@ -150,7 +137,7 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
         cols[f"r{r}:ci_high"] = wide[("ci_high", r)]
     table = pd.DataFrame(cols).reset_index()
     reference = spec.get("reference", "lora")
-    paired_cols, paired_notes = _paired_columns(df, keys, spec["ranks"], reference, scores)
+    paired_cols, paired_notes = _paired_columns(df, keys, spec["ranks"], reference)
     for name in dict.fromkeys(c for v in paired_cols.values() for c in v):
         table[name] = [paired_cols.get(k, {}).get(name) for k in zip(*(table[c] for c in keys))]
     notes = [*spec["notes"], *paired_notes]
@@ -172,8 +159,6 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     notes += [f"{b}: {k} items scored, so one item is {100 / k:.2f} points" for b, k in n.items()]
     notes.append(f"r<rank>: {df['metric'].iloc[0]} at LoRA rank <rank>, mean ± std over seeds, or, where the "
                  "evaluations carry per-item results, mean [95% bootstrap interval over items and seeds]")
-    from inilora.report.stats import min_detectable_difference
-
     for b, k in n.items():
         ref = (df[df["method"] == reference] if (df["method"] == reference).any() else df)["value"].mean() / 100
         notes.append(f"{b}: two methods must differ by about {100 * min_detectable_difference(int(k), ref):.1f} points "

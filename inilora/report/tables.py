@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from inilora.evaluate.kinds import headlines
 from inilora.io import atomic_write_text, read_result
+from inilora.paths import parse_eval
 from inilora.report.markdown import (
     DIFFERENCES_INTRO,
     cells,
@@ -18,22 +20,25 @@ from inilora.report.markdown import (
     markdown_table,
 )
 from inilora.report.paper import beside_table1, beside_table2
+from inilora.report.stats import comparison_columns, metric_scores, prediction_columns
 
 
 def read_evals(paths: list[str]) -> pd.DataFrame:
-    """One row per evaluation JSON and metric: model, task, method, rank, lr, seed, benchmark, metric, value.
+    """One row per evaluation JSON and metric: model, task, method, rank, lr, seed, benchmark, metric,
+    value, n, path, and ``scores``: every per-item score of the evaluation
+    (inilora.report.stats.metric_scores, the headline first; None where the JSON has no records).
 
+    Each JSON is read once: the tables' intervals and paired tests take their items from this frame.
     The identity comes from the path, read back through inilora.paths.parse_eval.
     """
-    from inilora.paths import parse_eval
-
     rows = []
     for p in paths:
         data = read_result(str(p))
         ident = {k: v for k, v in parse_eval(p).items() if k != "bench"}
+        scores = metric_scores(data) if "records" in data else None
         for metric, value in data["metrics"].items():
             rows.append({**ident, "benchmark": data["benchmark"], "n": data["n"], "metric": metric, "value": value,
-                         "path": str(p)})
+                         "path": str(p), "scores": scores})
     return pd.DataFrame(rows)
 
 
@@ -51,28 +56,24 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_c
     wide = _method_order(wide, ["base", *spec["methods"]], ["model", "rank", "method"])
     if paper_csv is not None and spec.get("paper"):
         wide = beside_table2(wide, spec, paper_csv)
-    wide, spec = with_uncertainty(wide, eval_paths, spec)
+    wide, spec = with_uncertainty(wide, df, spec)
     wide["method"] = wide["method"].replace({"base": "base (no fine-tune)"})
     _write(wide, df, "Table 2: methods x benchmarks", spec, csv, markdown)
     return wide
 
 
-def with_uncertainty(wide: pd.DataFrame, eval_paths: list[str], spec: dict,
+def with_uncertainty(wide: pd.DataFrame, evals: pd.DataFrame, spec: dict,
                      same_lr: bool = False) -> tuple[pd.DataFrame, dict]:
     """Add each headline metric's 95% interval and its paired test against the reference method
-    (inilora.report.stats), and say in the notes what they are."""
-    from inilora.report.stats import comparison_columns
-
+    (inilora.report.stats) from the frame :func:`read_evals` built, and say in the notes what they are."""
     reference = spec.get("reference", "lora")
-    columns, notes = comparison_columns(eval_paths, reference, same_lr)
+    columns, notes = comparison_columns(evals, reference, same_lr)
     wide = _place(wide, columns, ["model", "method", "rank", "lr"])
     return wide, {**spec, "notes": [*spec.get("notes", []), *notes], "reference": reference}
 
 
 def _with_prediction_uncertainty(wide: pd.DataFrame, runs: list[dict], spec: dict) -> tuple[pd.DataFrame, dict]:
     """Table 1's intervals and paired tests (inilora.report.stats.prediction_columns), each after its metric."""
-    from inilora.report.stats import prediction_columns
-
     reference = spec.get("reference", "lora")
     columns, notes = prediction_columns(runs, reference)
     return _place(wide, columns, ["model", "method", "rank"]), {**spec, "notes": [*spec.get("notes", []), *notes],
@@ -158,12 +159,12 @@ def lr_sweep(spec: dict, eval_paths: list[str], csv: Path, markdown: Path) -> pd
     df = read_evals(eval_paths)
     wide = _over_seeds(df, ["model", "method", "rank", "lr"]).reset_index()
     for bench in df["benchmark"].unique():
-        main = "accuracy" if f"{bench}:accuracy" in wide.columns else "pass@1"
+        main = next(h for h in headlines() if f"{bench}:{h}" in wide.columns)
         col = f"{bench}:{main}"
         best = (wide.sort_values(["lr"]).groupby(["model", "method", "rank"])[col].idxmax())
         wide[f"{bench}:best"] = wide.index.isin(best.values)
     wide = _method_order(wide, spec["methods"], ["model", "rank", "method", "lr"])
-    wide, spec = with_uncertainty(wide, eval_paths, spec, same_lr=True)
+    wide, spec = with_uncertainty(wide, df, spec, same_lr=True)
     _write(wide, df, "Learning-rate sweep: methods x fine-tuning learning rate", spec, csv, markdown)
     return wide
 
