@@ -10,7 +10,8 @@ __all__ = ["apply_init", "decompose_model"]
 
 
 def __getattr__(name):
-    # Lazy, so that `import inilora.config` (the Snakefile's) does not pay for torch and PEFT twice.
+    # Lazy, so that importing any inilora module (the config layer while Snakemake parses, the sandbox's
+    # child) loads neither the init records nor torch.
     if name == "apply_init":
         from inilora.inits import apply_init
 

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from inilora import models
 from inilora.io import LockHeld, Preempted
 
 log = logging.getLogger("inilora")
@@ -43,10 +44,12 @@ def _spec(text: str) -> dict:
     return spec
 
 
-def cmd_prepare_model(a) -> None:
-    from inilora.models import prepare
+# Each command imports its own stage when it runs: the compute stages import torch and the report
+# stages pandas, scipy and matplotlib (2-3 s), so neither pays for the other and `--help` answers at once.
 
-    info = prepare(a.name, a.path, Path(a.out_dir), Path(a.manifest))
+
+def cmd_prepare_model(a) -> None:
+    info = models.prepare(a.name, a.path, Path(a.out_dir), Path(a.manifest))
     log.info("model %s ready at %s", a.name, info["path"])
 
 
@@ -88,8 +91,6 @@ def cmd_glue(a) -> None:
 
 
 def cmd_merge(a) -> None:
-    from inilora import models
-
     _threads(a.threads)
     info = models.read_manifest(Path(a.manifest))
     models.merge_adapter(info["path"], a.adapter_dir, Path(a.out_dir), device=a.device)

@@ -18,9 +18,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inilora.io import atomic_write_json
+from inilora.data import ALPACA_PROMPT, load_examples
+from inilora.data.humaneval import load_problems
+from inilora.io import atomic_write_dir, atomic_write_json, check_recorded_hash
 
-# torch is imported inside the functions: the workflow's input functions read BUILTIN and
+# torch (and inilora.devices, which imports it) inside the functions: the workflow's input functions read BUILTIN and
 # builtin_file while Snakemake parses the workflow (in every cluster job too), which must stay light.
 if TYPE_CHECKING:
     import torch
@@ -198,7 +200,6 @@ def merge_adapter(base_path: str, adapter_dir: str, out_dir: Path, dtype: torch.
     from peft import PeftModel
 
     from inilora import devices
-    from inilora.io import atomic_write_dir
 
     dtype = dtype or torch.float32
     where = devices.resolve(device)
@@ -346,9 +347,6 @@ def rehearsal_config(path: str):
 
 def rehearsal_texts() -> list[str]:
     """Text that ships with PyPI packages the project already needs: HumanEval, CHAMP, reasoning-gym."""
-    from inilora.data import ALPACA_PROMPT, load_examples
-    from inilora.data.humaneval import load_problems
-
     texts = [ALPACA_PROMPT, "The answer is: 0 1 2 3 4 5 6 7 8 9 + - * / = ( ) Let's think step by step."]
     texts += [p["prompt"] + p["canonical_solution"] for p in load_problems().values()]
     for spec in ({"loader": "reasoning_gym", "dataset": "gsm_symbolic", "n": 200, "seed": 0},
@@ -381,8 +379,6 @@ def build_rehearsal(path: str, out_dir: Path, seed: int = 0) -> None:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
-    from inilora.io import atomic_write_dir
-
     cfg = rehearsal_config(path)
     torch.manual_seed(seed)
     # drawn on the GPU when there is one (6.7 B numbers for Llama-2-7B); the draw then differs from a
@@ -404,8 +400,6 @@ ADAPTER_FILE = "adapter_model.safetensors"
 
 def check_adapter(adapter_dir: str | Path) -> None:
     """Refuse a fine-tuned adapter whose bytes differ from what its run's train.json recorded."""
-    from inilora.io import check_recorded_hash
-
     adapter_dir = Path(adapter_dir)
     check_recorded_hash(adapter_dir / ADAPTER_FILE, adapter_dir.parent / "train.json", "adapter_sha256",
                         "the finetune rule")

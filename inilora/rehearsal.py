@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inilora.data import glue, load_examples
+from inilora.data.humaneval import load_problems
+from inilora.evaluate import mmlu
+from inilora.io import atomic_write_text
+
 DATA_DIR = "results/rehearsal-data"
 GLUE_FIELDS = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
                "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "stsb": ("sentence1", "sentence2")}
@@ -23,11 +28,6 @@ def write_data(out: Path, n: int = 64) -> dict[str, Path]:
     train and validation). None of it is the paper's data; it exists so that every loader and job of
     the paper preset runs offline at its real batch sizes and lengths."""
     import json
-
-    from inilora.data import glue, load_examples
-    from inilora.data.humaneval import load_problems
-    from inilora.evaluate import mmlu
-    from inilora.io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
 

@@ -18,8 +18,18 @@ import time
 
 import torch
 
+from inilora.data import load_examples, prompt
+from inilora.data.encode import Collator, encode
+from inilora.data.humaneval import load_problems
+from inilora.decompose import (SolverSettings, decompose_weights, eckart_young_mse, global_sigma, init_factors,
+                               read_dtype, save_artifact, solve)
+from inilora.decompose.job import decompose_model
 from inilora.devices import peak_rss_mb
-from inilora.decompose import SolverSettings, eckart_young_mse, global_sigma, init_factors, read_dtype, solve
+from inilora.evaluate import humaneval
+from inilora.evaluate.generate import COUNTS, generate
+from inilora.inits import REGISTRY, apply_init
+from inilora.models import default_targets, load_causal_lm, load_tokenizer, target_linears
+from inilora.train.common import PROBE_EXAMPLES, cast_frozen_base, init_batches, step0_probe
 
 # (count, out, in) of the q/v matrices of named models; no download needed.
 SHAPES = {
@@ -160,17 +170,11 @@ def finetune_step_times(model_path: str, steps: int, batch: int, seq: int, facto
     """
     import copy
 
-    from inilora.inits import apply_init
-    from inilora.models import default_targets, load_causal_lm
-
     base = load_causal_lm(model_path)
     targets = default_targets(base)
     if factors is None:  # no artifact given: a short decomposition, enough for timing
         import tempfile
         from pathlib import Path
-
-        from inilora.decompose import decompose_weights, save_artifact
-        from inilora.models import target_linears
 
         weights = {n: m.weight.detach().clone() for n, m in target_linears(base, targets).items()}
         res = decompose_weights(weights, SolverSettings(rank=8, iterations=10), [10])[10]
@@ -220,10 +224,6 @@ def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, d
     """Greedy generation of ``n`` benchmark prompts, side by side: batched with the dynamic KV cache,
     batched with the static one (and compiled, if asked), and one prompt at a time; the time of
     each, and how many outputs agree exactly with the dynamic-cache batch."""
-    from inilora.data import load_examples, prompt
-    from inilora.evaluate.generate import COUNTS, generate
-    from inilora.models import load_causal_lm, load_tokenizer
-
     tok, model = load_tokenizer(model_path), load_causal_lm(model_path)
     prompts = [prompt(ex.question, " Let's think step by step.")
                for ex in load_examples({"loader": "reasoning_gym", "dataset": dataset, "n": n, "seed": 1001})]
@@ -249,9 +249,6 @@ def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, d
 def sandbox_times(modes: list[str], workers: int, repeats: int) -> list[dict]:
     """The 164 canonical HumanEval solutions through ``humaneval.score`` under each containment mode,
     the modes interleaved ``repeats`` times so that they share the machine's state."""
-    from inilora.data.humaneval import load_problems
-    from inilora.evaluate import humaneval
-
     problems = load_problems()
     completions = {t: [p["canonical_solution"]] for t, p in problems.items()}
     rows = {m: {"mode": m, "checks": len(problems), "passed": None, "wall_s": [], "ms_per_check": None}
@@ -273,13 +270,6 @@ def init_costs(model_path: str, rank: int, methods: list[str], train_examples: i
     and gradient norm at step 0, the finetune job's own probe, on the first reasoning-gym chain_sum examples.
     IniLoRA's decomposition (``iterations`` Adam steps) is made once and its time reported apart."""
     import copy
-
-    from inilora.data import load_examples
-    from inilora.decompose.job import decompose_model
-    from inilora.inits import REGISTRY, apply_init
-    from inilora.models import default_targets, load_causal_lm, load_tokenizer
-    from inilora.train.common import PROBE_EXAMPLES, init_batches, step0_probe
-    from inilora.data.encode import Collator, encode
 
     tok = load_tokenizer(model_path)
     base = load_causal_lm(model_path)
@@ -315,12 +305,6 @@ def base_dtype_change(model_path: str, rank: int, methods: list[str], prompts: i
     base rounded to bf16 after the init (the residual W - s B A formed in fp32 first) against the same
     model in fp32, on chain_sum prompts; "base model only" rounds the plain model, the floor."""
     import copy
-
-    from inilora.data import load_examples, prompt
-    from inilora.decompose.job import decompose_model
-    from inilora.inits import REGISTRY, apply_init
-    from inilora.models import default_targets, load_causal_lm, load_tokenizer
-    from inilora.train.common import cast_frozen_base
 
     tok = load_tokenizer(model_path)
     tok.padding_side = "left"
@@ -412,8 +396,6 @@ def main(argv=None) -> None:
         print_table(base_dtype_change(a.model, a.rank, a.methods, a.prompts, a.iterations))
         return
     if a.what == "inits":
-        from inilora.inits import REGISTRY
-
         print(f"# init benchmark: {a.model}; rank {a.rank}, alpha = rank; q/v; torch threads {torch.get_num_threads()}")
         print_table(init_costs(a.model, a.rank, a.methods or list(REGISTRY), a.train_examples, a.iterations))
         return
@@ -432,8 +414,6 @@ def main(argv=None) -> None:
         print_table([finetune_step_times(a.model, a.steps, a.batch, a.seq, a.factors)])
         return
     if a.model:
-        from inilora.models import default_targets, load_causal_lm, target_linears
-
         m = load_causal_lm(a.model)
         weights = {n: lin.weight.detach().clone() for n, lin in target_linears(m, default_targets(m)).items()}
         source = a.model

@@ -49,7 +49,7 @@ def test_the_sandbox_benchmark_times_each_mode_on_canonical_solutions(monkeypatc
     from inilora.data import humaneval
 
     three = dict(list(humaneval.load_problems().items())[:3])
-    monkeypatch.setattr(humaneval, "load_problems", lambda: three)
+    monkeypatch.setattr(speed, "load_problems", lambda: three)
     rows = speed.sandbox_times(["none", "bwrap"], workers=1, repeats=1)
     assert [r["mode"] for r in rows] == ["none", "bwrap"]
     assert all(r["passed"] == r["checks"] == 3 and r["ms_per_check"] > 0 for r in rows)

@@ -14,6 +14,10 @@ import yaml
 from inilora.config.methods import figure2_iterations, fmt_lr, iteration_counts, method_lists, resolve, workflow_options
 from inilora.config.schema import ConfigError, validate_schema
 from inilora.config.specs import glue_models
+from inilora.config.targets import table2_tasks
+from inilora.data import data_file_list, local_fields
+from inilora.data.glue import TASKS
+from inilora.evaluate.kinds import KINDS
 from inilora.inits import REGISTRY, InitError, check_options, needing, option_names
 
 
@@ -75,8 +79,6 @@ def data_specs(config: dict):
 
 def check_data(config: dict) -> None:
     """Local data files exist and have the fields their loader reads."""
-    from inilora.data import data_file_list, local_fields
-
     for where, spec in data_specs(config):
         for f in data_file_list(spec.get("data_files")):
             if not Path(f).expanduser().exists():
@@ -101,7 +103,6 @@ def check_benchmarks(config: dict) -> None:
                     f"config key 'tasks.{name}.benchmarks': unknown benchmark '{b}'; "
                     f"defined: {sorted(config['benchmarks'])}"
                 )
-    from inilora.config.targets import table2_tasks
 
     owner = {}
     for name in table2_tasks(config):  # a table row is model x method x rank x lr: one task per benchmark
@@ -111,7 +112,6 @@ def check_benchmarks(config: dict) -> None:
                                   f"'{owner[b]}', and Table 2 has one column per benchmark; give each task its own "
                                   "benchmark entries (a copy under another name) or list one task in 'table2.tasks'")
             owner[b] = name
-    from inilora.evaluate.kinds import KINDS
 
     for b, bench in config["benchmarks"].items():
         kind, loader = KINDS[bench["kind"]], bench["data"]["loader"]
@@ -136,8 +136,6 @@ def check_glue(config: dict) -> None:
     """``glue`` (Table 1) names encoders, tasks and methods that exist; encoder and model names differ."""
     g, methods = config["glue"], config["methods"]
     if g["tasks"]:
-        from inilora.data.glue import TASKS
-
         encoders = glue_models(config)
         if not encoders:
             raise ConfigError("config key 'glue.model': null, but 'glue.tasks' lists tasks; name an encoder under 'encoders'")

@@ -13,8 +13,10 @@ import functools
 import math
 from pathlib import Path
 
-from inilora.config.specs import model_entry
+from inilora.config.precheck import model_config
+from inilora.config.specs import model_entry, task_entry
 from inilora.evaluate.kinds import KINDS
+from inilora.models import skeleton, target_linears
 
 TRAIN_FLOPS = 989e12 * 0.35  # what a fine-tune sustains
 ENCODER_FLOPS = 989e12 * 0.15  # small encoders use a GPU less well
@@ -48,9 +50,6 @@ def _sizes(path: str, section: str, targets: tuple[str, ...]) -> tuple[float, fl
     headers = _header_sizes(Path(path).expanduser(), targets)
     if headers:
         return headers
-    from inilora.config.precheck import model_config
-    from inilora.models import skeleton
-    from inilora.models import target_linears
 
     cfg = model_config("resources", path, section)
     if cfg is None:
@@ -85,8 +84,6 @@ def mem_mb(config: dict, rule: str, model: str, attempt: int = 1) -> int:
 def runtime_min(config: dict, rule: str, model: str, attempt: int = 1, task: str | None = None,
                 bench: str | None = None) -> int:
     """Minutes: the FLOP or byte count of the job's work at the rates above, x SAFETY, plus 15 min."""
-    from inilora.config.specs import task_entry
-
     params, targets = sizes(config, model)
     if rule == "decompose":
         d = config["decompose"]

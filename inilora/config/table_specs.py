@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from inilora.config.methods import factors_wildcards, method_options
 from inilora.config.specs import glue_models, model_entry
-from inilora.config.targets import (study_benchmark, study_models, study_rank, study_task, sweep_benchmarks, sweep_task,
-                                    table2_tasks)
+from inilora.config.targets import (study_benchmark, study_models, study_rank, study_task, sweep_benchmarks,
+                                    sweep_task, table2_tasks)
+from inilora.data import glue
 from inilora.inits import option_defaults
 
 
@@ -63,8 +64,6 @@ def lr_sweep_spec(config: dict) -> dict:
 
 
 def table1_spec(config: dict) -> dict:
-    from inilora.data import glue
-
     g = config["glue"]
     notes = [f"encoder: {e} = {model_entry(config, e)['path']}; LoRA on "
              f"{model_entry(config, e)['target_modules']} plus the classifier head" for e in glue_models(config)]

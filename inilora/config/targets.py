@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from inilora import paths
-from inilora.config.methods import factors_wildcards, fmt_lr, iteration_counts, method_lr, variant, figure2_iterations
+from inilora.config.methods import factors_wildcards, figure2_iterations, fmt_lr, iteration_counts, method_lr, variant
+from inilora.config.precheck import check_models
 from inilora.config.schema import ConfigError
 from inilora.config.specs import decomposed_models, glue_models
 
@@ -116,8 +117,6 @@ def study_runs(config: dict, key: str, pattern: str, methods: list[str], ranks: 
                tasks: list[str] | None = None, **fixed) -> list[str]:
     """``pattern`` (a run path) for every study model x task x method x rank x seed, each method at its lr;
     the ranks are checked against the models' shapes first (error names ``key``)."""
-    from inilora.config.precheck import check_models
-
     check_models(config, {key: list(ranks)})
     return [pattern.format(model=model, task=task, method=m, rank=r, lr=method_lr(config, m), seed=s, **fixed)
             for model in study_models(config) for task in (tasks or [study_task(config)]) for m in methods

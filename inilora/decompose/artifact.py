@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from inilora.io import IntegrityError, atomic_write, atomic_write_json, check_recorded_hash, file_sha256
+
 
 def fingerprint(weights: dict[str, torch.Tensor]) -> str:
     """sha256 over the names, shapes and fp32 bytes of the approximated weights."""
@@ -39,8 +41,6 @@ def versions() -> dict[str, str]:
 def save_artifact(path_st, path_json, res: dict, meta: dict) -> None:
     """Factors in PEFT naming (``{module}.lora_A.weight`` r x in, ``.lora_B.weight`` out x r)."""
     from safetensors.torch import save_file
-
-    from inilora.io import atomic_write, atomic_write_json, file_sha256
 
     tensors = {}
     for name in res["A"]:
@@ -81,8 +81,6 @@ def load_artifact(path_st) -> dict[str, dict[str, torch.Tensor]]:
     from Snakemake's between-workflow cache)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from inilora.io import IntegrityError, check_recorded_hash
 
     try:
         flat = load_file(str(path_st))

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from inilora import devices, models
 from inilora.decompose.artifact import fingerprint, save_artifact
 from inilora.decompose.solver import SolverSettings, decompose_weights
-from inilora.io import writer_lock
+from inilora.io import atomic_write_text, writer_lock
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,8 @@ def write_timing(path: Path, seconds: float) -> None:
     """This process's wall time and peak RSS in the columns of Snakemake's benchmark TSV (s, max_rss
     in MB). The decompose job writes it itself: Snakemake's output cache refuses a rule with
     ``benchmark:``, and as an output the file is cached with the factors it measured."""
-    from inilora.devices import peak_rss_mb
-    from inilora.io import atomic_write_text
-
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    max_rss_mb = peak_rss_mb()
+    max_rss_mb = devices.peak_rss_mb()
     cpu = ru.ru_utime + ru.ru_stime
     row = [f"{seconds:.4f}", str(timedelta(seconds=int(seconds))), f"{max_rss_mb:.2f}", f"{cpu:.2f}"]
     atomic_write_text(path, "\t".join(["s", "h:m:s", "max_rss", "cpu_time"]) + "\n" + "\t".join(row) + "\n")
@@ -53,8 +51,6 @@ def run(spec: dict, manifest: Path, out_dir: Path, timing: Path | None = None) -
     factors + JSON per checkpoint, 5) the job's own timing file (it counts the model load, as
     Snakemake's would). Steps 2-5 hold ``out_dir``'s writer lock: a second writer stops at once."""
     job_start = time.time()
-    from inilora import devices
-    from inilora import models
 
     devices.resolve(spec.get("device", "auto"))
     with writer_lock(out_dir, "decompose"):
@@ -70,8 +66,6 @@ def spec_for(rank: int, iterations: int = 20000, lr: float = 5e-4, target_module
 
 
 def _target_weights(path: str, targets: list[str]) -> dict:
-    from inilora import models
-
     weights = models.read_target_weights(path, targets)
     if weights is None:  # a hub id, or a checkpoint whose names do not map: load the whole model once
         model = models.load_for_targets(path)
@@ -82,8 +76,6 @@ def _target_weights(path: str, targets: list[str]) -> dict:
 
 def run_on(info: dict, spec: dict, out_dir: Path, timing: Path | None = None, job_start: float | None = None) -> None:
     """:func:`run` for the model ``info`` describes (name, path, source), with or without a manifest."""
-    from inilora import devices
-
     job_start = job_start or time.time()
     device = devices.resolve(spec.get("device", "auto"))
     weights = _target_weights(info["path"], spec["target_modules"])
@@ -124,9 +116,6 @@ def decompose_model(model_or_path, rank: int = 8, iterations: int = 20000, lr: f
     uses them without any file. The paper's settings are the defaults (Adam lr 5e-4,
     StepLR(5000, 0.9), 20000 iterations); ``device``: auto, cpu or cuda (inilora.devices).
     """
-    from inilora import devices
-    from inilora import models
-
     where = devices.resolve(device)
     if isinstance(model_or_path, (str, Path)):
         weights = _target_weights(str(model_or_path), target_modules or ["q_proj", "v_proj"])

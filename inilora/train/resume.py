@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from inilora.io import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 # Written by us into a checkpoint folder after the Trainer has finished writing it: a folder
@@ -126,8 +128,6 @@ def last_checkpoint(work_dir: Path, key: dict, delete_unusable: bool = True) -> 
 
 def checkpoint_marker(key: dict):
     from transformers import TrainerCallback
-
-    from inilora.io import atomic_write_json
 
     class MarkCheckpoint(TrainerCallback):
         """Marks a checkpoint complete (after the Trainer wrote it) and skips the final save,

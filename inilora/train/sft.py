@@ -22,9 +22,13 @@ from pathlib import Path
 
 import torch
 
-from inilora.data import Example
+from inilora import devices, models
+from inilora.data import Example, load_examples
 from inilora.data.encode import Collator, encode
-from inilora.io import Preempted, writer_lock
+from inilora.inits import apply_init, is_residual, keeps_output, save_initial_adapter
+from inilora.io import Preempted, atomic_write_dir, atomic_write_json, file_sha256, writer_lock
+from inilora.train.common import (PROBE_EXAMPLES, RanksAgree, StopOnNonFinite, cast_frozen_base, init_digest,
+                                  step0_probe, training_arguments, with_init_data)
 from inilora.train.resume import KEEP_CHECKPOINTS, checkpoint_marker, checkpoint_on_term, last_checkpoint, resume_key
 
 log = logging.getLogger(__name__)
@@ -60,8 +64,6 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
     ``callbacks``: extra TrainerCallbacks.
     """
     from transformers import Trainer
-
-    from inilora.train.common import StopOnNonFinite, training_arguments
 
     work_dir = Path(work_dir)
     data = [encode(tok, ex, settings.max_length) for ex in examples]
@@ -128,8 +130,6 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
 
 
 def write_curve(path: Path, info: dict) -> None:
-    from inilora.io import atomic_write_json
-
     atomic_write_json(path, info)
 
 
@@ -137,8 +137,6 @@ def run(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, factors: 
     """The workflow's finetune stage (``run_unlocked``) under the run folder's writer lock, which rank 0 takes
     before anything is read: a second writer of the same run (an orphan of a killed job still
     training, a rerun beside it) stops at once, naming the holder's pid and host."""
-    from inilora import devices
-
     device = devices.resolve(spec.get("device", "auto"))  # a missing GPU stops the job before the lock
     if int(os.environ.get("RANK", "0")) != 0:
         return run_unlocked(spec, manifest, adapter_dir, log_json, factors, device)
@@ -157,14 +155,6 @@ def run_unlocked(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, 
     seed, data and weights, so all ranks start from the same factors; before the first step the ranks
     compare digests of their factors and stop if any differ (``RanksAgree``); only rank 0 writes.
     """
-
-    from inilora import devices
-    from inilora import models
-    from inilora.data import load_examples
-    from inilora.inits import apply_init, is_residual, keeps_output, save_initial_adapter
-    from inilora.io import atomic_write_dir, file_sha256
-    from inilora.train.common import PROBE_EXAMPLES, RanksAgree, cast_frozen_base, init_digest, step0_probe, with_init_data
-
     here = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
     torch.manual_seed(spec["train"]["seed"])
     info = models.read_manifest(manifest)
