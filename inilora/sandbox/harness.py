@@ -23,7 +23,11 @@ One call runs one program in a fresh interpreter. The layers, outermost first:
 program only defines the candidate function; the trusted check (HumanEval's ``check``) runs
 in the harness and every call of the candidate crosses the wall as plain data
 (:mod:`inilora.sandbox.wire`), so no value with its own ``__eq__`` and no message the program
-writes can make a failing candidate pass. The only route left is to return the right values.
+writes can make a failing candidate pass. The only route left is to return the right values, and
+nothing tells a candidate which of its values were right: HumanEval's check is run with every assert
+evaluated and recorded, none stopping it (:func:`inilora.evaluate.humaneval.trusted_check`), so the
+calls a candidate receives are the same whatever it answers, and memory shared between runs has no
+verdict to carry.
 
 :func:`run_untrusted` runs a whole program and reports whether it ran to its end. That
 report comes from inside (a nonce the child code writes after the program), and a program
@@ -39,8 +43,10 @@ Known gaps, found by red-teaming and not closed (no seccomp filter, no cgroup):
   inside the namespaces and die with the run;
 - memory outside the address-space limit (``memfd_create``, tmpfs pages) is bounded only by
   the tmpfs sizes and, for memfd, by nothing but the run's 3 s;
-- the kernel keyring of uid ``nobody`` is shared by runs (``add_key`` / ``keyctl``), a channel
-  from one run to a later one; it cannot change a verdict, which the harness decides.
+- the kernel keyring of uid ``nobody`` is shared by runs (``add_key`` / ``keyctl``), and which pages
+  of the shared read-only files sit in the host's page cache can be probed without privilege
+  (``preadv2`` with ``RWF_NOWAIT``): channels from one run to a later one. Since the call sequence no
+  longer depends on the verdict, nothing a run learns can be carried through them to score.
 """
 
 from __future__ import annotations
