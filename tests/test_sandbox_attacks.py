@@ -633,3 +633,99 @@ def test_unshare_without_setpriv_is_refused_naming_what_is_missing(monkeypatch):
             contain.choose("unshare")
     finally:
         contain.probe.cache_clear()
+
+
+# -- memory and processes bounded per run ---------------------------------------------------------------
+
+def _cgroups_expected() -> bool:
+    """Root on a machine with cgroup v1's memory/pids/cpu or a v2 hierarchy: the runs must get a cgroup."""
+    return os.geteuid() == 0 and (os.path.isdir("/sys/fs/cgroup/memory") or os.path.exists("/sys/fs/cgroup/cgroup.controllers"))
+
+
+needs_cgroups = pytest.mark.skipif(not _cgroups_expected(), reason="no cgroup hierarchy this user may write")
+
+MEMORY_FLOODS = {  # each fills RAM through a route RLIMIT_AS does not see; prints MiB so far
+    "xattrs on the working tmpfs": (
+        "import os\n"
+        "value, total = b'x' * 65000, 0\n"
+        "for f in range(400):\n"
+        "    open('f%d' % f, 'w').close()\n"
+        "    for i in range(100):\n"
+        "        os.setxattr('f%d' % f, 'user.k%d' % i, value)\n"
+        "        total += len(value)\n"
+        "    print(total >> 20, flush=True)\n"
+    ),
+    "memfd files": (
+        "import os\n"
+        "chunk, total = b'y' * (1 << 20), 0\n"
+        "for n in range(40):\n"
+        "    fd = os.memfd_create('m%d' % n)\n"
+        "    for _ in range(10):\n"
+        "        os.write(fd, chunk)\n"
+        "        total += 1\n"
+        "    print(total, flush=True)\n"
+    ),
+}
+NESTED_TMPFS = (  # a tmpfs mounted in a nested user namespace is sized at half the host's RAM
+    "import subprocess\n"
+    "subprocess.run(['unshare', '-r', '-m', 'sh', '-c', 'mkdir -p /sandbox/m && mount -t tmpfs none /sandbox/m && "
+    "for i in $(seq 20); do head -c 15M /dev/zero > /sandbox/m/f$i || exit; echo $((i * 15)); done'])\n"
+)
+
+
+@needs_cgroups
+@pytest.mark.parametrize("how, outer", [(how, outer) for how in MEMORY_FLOODS for outer in OUTER]
+                         + [("tmpfs in a nested user namespace", {"audit_hook": False})])  # the hook refuses unshare
+def test_memory_outside_the_address_space_limit_is_bounded_by_the_runs_cgroup(how, outer):
+    program = MEMORY_FLOODS.get(how, NESTED_TMPFS)
+    result = run_untrusted(program, memory_mb=128, timeout=20, **outer)
+    assert result.bounds.startswith("cgroup v") and "memory 128 MiB" in result.bounds, result
+    reached = [int(line) for line in result.stdout.split() if line.isdigit()]
+    assert reached and max(reached) <= 128, (how, reached, result)  # 300 MiB was asked for
+    assert result.status in ("killed", "passed", "failed"), result
+    assert sandbox_processes_left(result) == []
+
+
+def _threads(n: int, delay: float = 0.0, hold: float = 0.2) -> str:
+    return (f"import threading, time\ntime.sleep({delay})\n"
+            f"ts = [threading.Thread(target=time.sleep, args=({hold},)) for _ in range({n})]\n"
+            "[t.start() for t in ts]\n[t.join() for t in ts]\nprint('ok')\n")
+
+
+@needs_cgroups
+@pytest.mark.parametrize("outer", OUTER)
+def test_a_busy_sibling_run_does_not_use_up_another_runs_processes(outer):
+    """RLIMIT_NPROC counted every task of uid nobody on the host, fixed when a run started: a sibling
+    that started threads meanwhile made a correct threaded program fail. Each run's cgroup counts its
+    own tasks; past ``max_procs`` a run still cannot go (a larger address space, so that the thread
+    stacks are not what stops it)."""
+    with ThreadPoolExecutor(2) as pool:
+        late = pool.submit(run_untrusted, _threads(10, delay=0.8), timeout=6, **outer)
+        time.sleep(0.3)
+        holder = run_untrusted(_threads(12, hold=2.0), timeout=6, **outer)
+        assert holder.passed, holder
+        assert late.result().passed and late.result().stdout == "ok\n", late.result()
+    assert run_untrusted(_threads(15), memory_mb=4096, **outer).passed  # itself and 15 threads: max_procs 16
+    too_many = run_untrusted(_threads(20), memory_mb=4096, **outer)
+    assert too_many.status == "failed" and "can't start new thread" in too_many.stderr, too_many
+
+
+@needs_cgroups
+def test_each_run_gets_its_own_cgroup_with_the_same_cpu_share_and_leaves_none_behind():
+    from inilora.sandbox import cgroups
+
+    version, parents = cgroups.setup()
+    result = run_untrusted("print(open('/proc/self/cgroup').read())")
+    assert result.passed, result
+    assert result.bounds.endswith(f"processes, {'cpu.weight 100' if version == 2 else 'cpu.shares 1024'}")
+    assert "memory 1024 MiB (swap included)" in result.bounds and "16 processes" in result.bounds
+    assert all(os.listdir(p) == [] or not any(n.startswith("run-") for n in os.listdir(p)) for p in parents)
+
+
+def test_without_a_writable_cgroup_the_run_falls_back_to_rlimits_and_says_so(monkeypatch):
+    from inilora.sandbox import cgroups
+
+    monkeypatch.setattr(cgroups, "setup", lambda mount=cgroups.MOUNT: "cgroup v1 is not writable here (test)")
+    result = run_untrusted("print('fine')")
+    assert result.passed, result
+    assert result.bounds.startswith("rlimits only (cgroup v1 is not writable here (test)): address space 1024 MiB")

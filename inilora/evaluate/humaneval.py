@@ -174,7 +174,7 @@ def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tupl
     ``completions`` are not scored. Each worker thread drives one sandbox process.
     sandbox_kw: run_check's options, e.g. ``containment``.
     Returns {"pass_at_k": {"pass@k": mean over tasks}, "per_task": {task_id: {"n", "correct"}},
-    "samples": {task_id: [{"status", "detail"}, ...]}, "isolation": [...], "containment": [...],
+    "samples": {task_id: [{"status", "detail"}, ...]}, "isolation": [...], "containment": [...], "bounds": [...],
     "notes": [...], "seconds": wall-clock, "run_seconds": mean seconds per sandboxed run}.
     A k larger than the smallest n is skipped with a note.
     """
@@ -183,6 +183,7 @@ def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tupl
     samples: dict[str, list] = {task: [None] * len(outs) for task, outs in completions.items()}
     isolation: set[str] = set()
     modes: set[str] = set()
+    bounds: set[str] = set()
     run_seconds: list[float] = []
     checks = {task: trusted_check(problems[task]) for task in completions}
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -201,11 +202,13 @@ def score(problems: dict[str, dict], completions: dict[str, list[str]], ks: tupl
             samples[task][i] = {"status": result.status, "detail": result.detail}
             isolation.add(result.isolation)
             modes.add(result.containment)
+            bounds.add(result.bounds)
             run_seconds.append(result.elapsed)
     per_task = {task: {"n": len(s), "correct": sum(x["status"] == "passed" for x in s)} for task, s in samples.items()}
     means, notes = _mean_pass_at_k(per_task, ks)
     return {"pass_at_k": means, "per_task": per_task, "samples": samples, "isolation": sorted(isolation - {""}),
-            "containment": sorted(modes - {""}), "notes": notes, "seconds": time.monotonic() - start,
+            "containment": sorted(modes - {""}), "bounds": sorted(bounds - {""}), "notes": notes,
+            "seconds": time.monotonic() - start,
             "run_seconds": sum(run_seconds) / len(run_seconds) if run_seconds else None}
 
 

@@ -176,6 +176,7 @@ def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temp
         "notes": scored["notes"],
         "isolation": scored["isolation"],
         "containment": scored["containment"],
+        "bounds": scored["bounds"],
         "generation_seconds": gen_seconds,
         "execution_seconds": scored["seconds"],
         "seconds_per_sandboxed_run": scored["run_seconds"],

@@ -11,8 +11,12 @@ One call runs one program in a fresh interpreter. The layers, outermost first:
    (named in the config) runs without them, and ``Result.containment`` says which ran.
 1. **Process.** A scrubbed environment (no inherited tokens), a fresh empty working
    directory deleted afterwards, captured and size-capped stdout/stderr, a wall-clock deadline.
-2. **Resource limits** set in the child before the program runs: address space
-   (RLIMIT_AS), CPU seconds, processes (RLIMIT_NPROC), file size, open files, no core dumps.
+2. **A cgroup per run** (:mod:`inilora.sandbox.cgroups`, v2 or v1) where one is writable: memory
+   with swap (every page the run causes, tmpfs, xattrs and memfd included), processes and the
+   same CPU share for every run. **Resource limits** set in the child before the program runs:
+   address space (RLIMIT_AS), CPU seconds, file size, open files, no core dumps, and, where no
+   cgroup is writable, processes (RLIMIT_NPROC, counted over the uid). ``Result.bounds`` says
+   which bound the run had.
 3. **Privileges.** When we are root the child drops to ``nobody`` before the program runs.
 4. **Audit hook** (PEP 578): refuses writes outside the working directory, process creation,
    signals, sockets, ctypes, tracing and profiling hooks and the introspection that reaches
@@ -37,12 +41,12 @@ contained, not to score it.
 Replies are read with limits (:mod:`inilora.sandbox.wire`: size, items, depth, values sharing
 one hash), so no return value can make the harness slow or large.
 
-Known gaps, found by red-teaming and not closed (no seccomp filter, no cgroup):
+Known gaps, found by red-teaming and not closed (no seccomp filter, no user namespace per run):
 
 - a program that gets past the audit hook (it is a tripwire) can start processes; they stay
-  inside the namespaces and die with the run;
-- memory outside the address-space limit (``memfd_create``, tmpfs pages) is bounded only by
-  the tmpfs sizes and, for memfd, by nothing but the run's 3 s;
+  inside the namespaces and the run's cgroup and die with the run;
+- it can also create a nested user namespace and mount a tmpfs there; the run's cgroup bounds
+  its pages (without a writable cgroup, nothing but the run's 3 s does, as for memfd);
 - the kernel keyring of uid ``nobody`` is shared by runs (``add_key`` / ``keyctl``), and which pages
   of the shared read-only files sit in the host's page cache can be probed without privilege
   (``preadv2`` with ``RWF_NOWAIT``): channels from one run to a later one. Since the call sequence no
@@ -51,6 +55,7 @@ Known gaps, found by red-teaming and not closed (no seccomp filter, no cgroup):
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -67,7 +72,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inilora.sandbox import contain, wire
+from inilora.sandbox import cgroups, contain, wire
 
 STATUSES = ("passed", "failed", "timeout", "killed", "error")
 REPLY_LIMIT = 1024 * 1024  # bytes of one return value from the sandbox (HumanEval's are a few KB)
@@ -95,7 +100,9 @@ class Result:
     "none"), "" when none started. isolation: every layer in force, e.g. "bwrap namespaces +
     uid 65534 + rlimits + audit hook"; a degraded run also says so in detail. pid: the child
     the harness started. workdir: the run's host folder, removed on return (mode none: where the
-    program wrote; a contained program writes only to its own tmpfs ``/sandbox``).
+    program wrote; a contained program writes only to its own tmpfs ``/sandbox``). bounds: what
+    bounded the run's memory and processes: its own cgroup (:mod:`inilora.sandbox.cgroups`), or,
+    where none is writable, rlimits only and why.
     """
 
     passed: bool
@@ -108,6 +115,7 @@ class Result:
     pid: int | None = None
     containment: str = ""
     workdir: str = ""
+    bounds: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ class _Settings:
     audit_hook: bool
     output_limit: int
     containment: str
+    memory_mb: int
+    max_procs: int
 
 
 def run_untrusted(program: str, timeout: float = 3.0, memory_mb: int = 1024, *,
@@ -127,8 +137,9 @@ def run_untrusted(program: str, timeout: float = 3.0, memory_mb: int = 1024, *,
     """Run ``program`` (Python source) contained; "passed" = it ran to its end. Never raises for what it does.
 
     timeout: wall-clock seconds for the whole run, interpreter start included.
-    memory_mb: address-space limit (MiB). cpu_seconds: CPU limit, default ceil(timeout)+1.
-    max_procs: processes/threads the program may have in total, itself included.
+    memory_mb: address-space limit per process (MiB), and the run's cgroup memory limit, swap included. cpu_seconds: CPU limit, default ceil(timeout)+1.
+    max_procs: processes/threads the program may have in total, itself included (the run's cgroup
+    ``pids.max`` where a cgroup is writable, else RLIMIT_NPROC over the uid).
     max_file_mb: largest file it may write (MiB). max_open_files: descriptor limit.
     output_limit: bytes of stdout and of stderr kept (the rest is read and dropped).
     user: account to drop to when we are root; None stays root.
@@ -177,9 +188,9 @@ def _settings(args: dict) -> _Settings:
         ids = _target_ids(a["user"])
     except (KeyError, OSError) as err:
         raise ValueError(f"user={a['user']!r}: no such account ({err}); allowed is a user name, a uid or None") from None
-    limits = _limits(a["memory_mb"], a["cpu_seconds"] or math.ceil(timeout) + 1, a["max_procs"], a["max_file_mb"],
-                     a["max_open_files"], ids[0] if ids else os.getuid())
-    return _Settings(timeout, limits, ids, bool(a["audit_hook"]), a["output_limit"], a["containment"])
+    limits = _limits(a["memory_mb"], a["cpu_seconds"] or math.ceil(timeout) + 1, a["max_file_mb"], a["max_open_files"])
+    return _Settings(timeout, limits, ids, bool(a["audit_hook"]), a["output_limit"], a["containment"], a["memory_mb"],
+                     a["max_procs"])
 
 
 def _run(program: str, entry_point: str | None, check: Callable | None, args: dict) -> Result:
@@ -190,6 +201,25 @@ def _run(program: str, entry_point: str | None, check: Callable | None, args: di
         mode = contain.choose(cfg.containment)
     except contain.ContainmentError as err:
         return Result(False, "error", f"refused: {err}", time.monotonic() - start)
+    group = cgroups.create(cfg.memory_mb * 1024 * 1024, cfg.max_procs)
+    if isinstance(group, str):  # rlimits alone; RLIMIT_NPROC counts every task of the uid on the host
+        uid = cfg.ids[0] if cfg.ids else os.getuid()
+        cfg = dataclasses.replace(cfg, limits={**cfg.limits, "RLIMIT_NPROC": [_count_tasks(uid) + cfg.max_procs] * 2})
+        bounds = (f"rlimits only ({group}): address space {cfg.memory_mb} MiB per process, {cfg.max_procs} "
+                  "processes counted over the uid, tmpfs sizes")
+        group = None
+    else:  # the cgroup counts the run's own processes; RLIMIT_NPROC stays as inherited
+        bounds = group.bounds
+    try:
+        return _run_bounded(program, entry_point, check, mode, cfg, start, group, bounds)
+    finally:
+        if group is not None:
+            group.remove()
+
+
+def _run_bounded(program: str, entry_point: str | None, check: Callable | None, mode: str, cfg: _Settings,
+                 start: float, group: cgroups.RunGroup | None, bounds: str) -> Result:
+    """:func:`_run` once the run's cgroup (or its fallback) is set: the working directory, the child, the verdict."""
     try:
         base = tempfile.mkdtemp(prefix="inilora-sandbox-")
         workdir, root = os.path.join(base, "work"), os.path.join(base, "root")
@@ -201,7 +231,7 @@ def _run(program: str, entry_point: str | None, check: Callable | None, args: di
     except OSError as err:
         return Result(False, "error", f"cannot create a working directory: {err}", time.monotonic() - start)
     try:
-        child = _Child.start(program, entry_point, mode, workdir, root, cfg, start)
+        child = _Child.start(program, entry_point, mode, workdir, root, cfg, start, group, bounds)
         if isinstance(child, Result):
             return child
         try:
@@ -216,8 +246,9 @@ class _Child:
     """The contained interpreter: its pipes, the framed result channel, and the deadline."""
 
     def __init__(self, proc: subprocess.Popen, result_fd: int, mode: str, workdir: str, cfg: _Settings,
-                 start: float, nonce: bytes):
+                 start: float, nonce: bytes, group: cgroups.RunGroup | None, bounds: str):
         self.proc, self.result_fd, self.mode, self.workdir, self.cfg = proc, result_fd, mode, workdir, cfg
+        self.group, self.bounds = group, bounds
         self.start, self.deadline, self.nonce = start, start + cfg.timeout, nonce
         self.kept = {"stdout": bytearray(), "stderr": bytearray()}
         self.total = {"stdout": 0, "stderr": 0}
@@ -231,13 +262,15 @@ class _Child:
 
     @classmethod
     def start(cls, program: str, entry_point: str | None, mode: str, workdir: str, root: str, cfg: _Settings,
-              start: float):
+              start: float, group: cgroups.RunGroup | None, bounds: str):
         inside = contain.INSIDE if mode != "none" else os.path.realpath(workdir)
         read_end, write_end = os.pipe()
         config = {"workdir": inside, "result_fd": write_end, "ids": cfg.ids, "limits": cfg.limits,
                   "audit_hook": cfg.audit_hook, "containment": mode, "serve": entry_point}
         argv = contain.command(mode, workdir, root) + [contain.interpreter()[1], "-I", "-B", "-S", "-c", _BOOTSTRAP,
                                                        json.dumps(config)]
+        if group is not None:  # the run's first process joins its cgroup before anything else runs
+            argv = group.join_prefix() + argv
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     cwd=workdir, env={**SAFE_ENV, "HOME": inside, "TMPDIR": inside},
@@ -245,11 +278,11 @@ class _Child:
         except OSError as err:
             os.close(read_end)
             return Result(False, "error", f"cannot start {argv[0]}: {err}", time.monotonic() - start,
-                          containment=mode)
+                          containment=mode, bounds=bounds)
         finally:
             os.close(write_end)
         nonce = secrets.token_hex(16).encode()
-        child = cls(proc, read_end, mode, workdir, cfg, start, nonce)
+        child = cls(proc, read_end, mode, workdir, cfg, start, nonce, group, bounds)
         os.set_blocking(proc.stdin.fileno(), False)
         child.send(b"P", nonce + b"\n" + program.encode("utf-8", "surrogatepass"))
         if entry_point is None:
@@ -402,7 +435,9 @@ class _Child:
         code = self.proc.returncode if self.proc.returncode is not None else self.proc.wait()
         signum = -code if code < 0 else (code - 128 if self.mode != "none" and code > 128 else 0)
         if signum:
-            return self._result(False, "killed", _signal_detail(signum))
+            oom = self.group is not None and self.group.out_of_memory()
+            return self._result(False, "killed", _signal_detail(signum) + (" [out of memory: the run's cgroup limit of "
+                                                                            f"{self.cfg.memory_mb} MiB]" if oom else ""))
         if not self.isolation:
             return self._result(False, "error", f"the child code failed (exit {code}): {_last_line(self._text('stderr'))}")
         if code == 0 and nonce is not None and nonce[1] == self.nonce:
@@ -415,7 +450,7 @@ class _Child:
         degraded = "uid " not in isolation or self.mode == "none"
         return Result(passed, status, detail + (f" [isolation: {isolation}]" if degraded else ""),
                       time.monotonic() - self.start, isolation, self._text("stdout"), self._text("stderr"),
-                      self.proc.pid, self.mode, self.workdir)
+                      self.proc.pid, self.mode, self.workdir, self.bounds)
 
     def _text(self, name: str) -> str:
         return _text(bytes(self.kept[name]), self.total[name])
@@ -437,6 +472,8 @@ class _Child:
         while (alive := _alive(inits, self.proc.pid)) and time.monotonic() < give_up:
             _signal_all([(os.kill, pid) for pid in alive])
             time.sleep(0.005)
+        if self.group is not None:  # anything that left the session or the namespace is still in the cgroup
+            self.group.kill(grace)
         self.sel.close()
         for stream in (self.proc.stdout, self.proc.stderr):
             stream.close()
@@ -487,19 +524,18 @@ def _target_ids(user: str | int | None) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def _limits(memory_mb: int, cpu_seconds: int, max_procs: int, max_file_mb: int, max_open_files: int,
-            uid: int) -> dict[str, list[int]]:
-    """RLIMIT name -> [soft, hard] for the child.
+def _limits(memory_mb: int, cpu_seconds: int, max_file_mb: int, max_open_files: int) -> dict[str, list[int]]:
+    """RLIMIT name -> [soft, hard] for the child; RLIMIT_NPROC is added per run (``_run``).
 
-    RLIMIT_NPROC counts every task of the real uid, not just this child's, so the
-    limit is what that uid runs now plus ``max_procs``. The CPU hard limit sits one
-    second above the soft one so that a program ignoring SIGXCPU still gets SIGKILL.
+    RLIMIT_NPROC counts every task of the real uid, not just this child's: with a cgroup
+    per run it is left as inherited (the cgroup's pids.max counts the run alone); without
+    one it is what that uid runs now plus ``max_procs``. The CPU hard limit sits one second above
+    the soft one so that a program ignoring SIGXCPU still gets SIGKILL.
     """
     mib = 1024 * 1024
     return {
         "RLIMIT_AS": [memory_mb * mib] * 2,
         "RLIMIT_CPU": [cpu_seconds, cpu_seconds + 1],
-        "RLIMIT_NPROC": [_count_tasks(uid) + max_procs] * 2,
         "RLIMIT_FSIZE": [max_file_mb * mib] * 2,
         "RLIMIT_NOFILE": [max_open_files] * 2,
         "RLIMIT_CORE": [0, 0],
