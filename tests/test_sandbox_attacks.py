@@ -675,7 +675,8 @@ NESTED_TMPFS = (  # a tmpfs mounted in a nested user namespace is sized at half 
 
 @needs_cgroups
 @pytest.mark.parametrize("how, outer", [(how, outer) for how in MEMORY_FLOODS for outer in OUTER]
-                         + [("tmpfs in a nested user namespace", {"audit_hook": False})])  # the hook refuses unshare
+                         # the hook refuses starting unshare, bwrap's seccomp filter a nested user namespace
+                         + [("tmpfs in a nested user namespace", {"audit_hook": False, "containment": "unshare"})])
 def test_memory_outside_the_address_space_limit_is_bounded_by_the_runs_cgroup(how, outer):
     program = MEMORY_FLOODS.get(how, NESTED_TMPFS)
     result = run_untrusted(program, memory_mb=128, timeout=20, **outer)
@@ -729,3 +730,32 @@ def test_without_a_writable_cgroup_the_run_falls_back_to_rlimits_and_says_so(mon
     result = run_untrusted("print('fine')")
     assert result.passed, result
     assert result.bounds.startswith("rlimits only (cgroup v1 is not writable here (test)): address space 1024 MiB")
+
+
+# -- no nested user namespace under bubblewrap -----------------------------------------------------------
+
+NESTED_USERNS = (
+    "import subprocess, threading, os\n"
+    "r = subprocess.run(['unshare', '-r', 'true'], capture_output=True, text=True)\n"
+    "print(r.returncode, r.stderr.strip())\n"
+    "t = threading.Thread(target=print, args=('thread ok',))\n"
+    "t.start()\n"
+    "t.join()\n"
+)
+
+
+def test_bubblewraps_seccomp_filter_refuses_a_nested_user_namespace_and_nothing_else():
+    """With the hook off (the hook alone refuses starting unshare) the kernel refuses unshare(CLONE_NEWUSER);
+    processes (posix_spawn, clone3 falling back to clone) and threads still start."""
+    result = run_untrusted(NESTED_USERNS, audit_hook=False, containment="bwrap")
+    assert result.passed, result
+    refused, thread = result.stdout.splitlines()
+    assert refused == "1 unshare: unshare failed: Operation not permitted" and thread == "thread ok", result.stdout
+    hooked = run_untrusted(NESTED_USERNS, containment="bwrap")
+    assert hooked.status == "failed" and "is not allowed" in hooked.detail, hooked
+
+
+def test_the_seccomp_program_is_built_per_architecture():
+    x86, arm = contain.seccomp_program("x86_64"), contain.seccomp_program("aarch64")
+    assert len(x86) == len(arm) == 14 * 8 and x86 != arm
+    assert contain.seccomp_program("sparc64") is None

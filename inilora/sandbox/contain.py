@@ -15,6 +15,9 @@ the program's own interpreter:
   directories (beyond the directories that lead to the interpreter) and ``/etc`` are not in
   its view.
 
+Under bubblewrap a seccomp filter also refuses a new user namespace (``unshare``/``clone`` with
+CLONE_NEWUSER), so the program cannot become root of a namespace of its own and mount there.
+
 ``MODES``: ``auto`` takes bubblewrap and falls back to ``unshare``; ``bwrap`` and
 ``unshare`` insist on that one; ``none`` runs without namespaces (privilege drop,
 rlimits and audit hook only), a weaker mode that must be named in the config. Mode
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import shutil
+import struct
 import subprocess
 import sys
 import sysconfig
@@ -68,10 +73,11 @@ def read_only_dirs(prefix: str) -> list[str]:
     return dirs
 
 
-def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
+def bwrap_command(workdir: str, root_dir: str, is_root: bool, seccomp: int | None = None) -> list[str]:
     """The ``bwrap`` argv prefix. As root there is no user namespace (so the inner privilege drop to
     ``nobody`` is a real uid), and only CAP_SETUID/CAP_SETGID survive, for that drop. ``workdir`` and
-    ``root_dir`` are unused (the working directory is a tmpfs); the signature is the builders' own."""
+    ``root_dir`` are unused (the working directory is a tmpfs); the signature is the builders' own.
+    ``seccomp``: a descriptor of :func:`seccomp_program` (``seccomp_fd``), passed to the child."""
     prefix, _ = interpreter()
     cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session",
            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
@@ -83,6 +89,8 @@ def bwrap_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     for d in ("/tmp", "/var/tmp", "/dev/shm"):
         cmd += ["--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", d]
+    if seccomp is not None:
+        cmd += ["--seccomp", str(seccomp)]
     cmd += ["--perms", "1777", "--size", str(WORK_BYTES), "--tmpfs", INSIDE, "--chdir", INSIDE, "--remount-ro", "/", "--"]
     return cmd
 
@@ -118,8 +126,9 @@ PATH=$P0 setpriv --no-new-privs -- "$@"
 '''
 
 
-def unshare_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
-    """The ``unshare`` argv prefix; ``root_dir`` is an empty folder the new root is mounted on."""
+def unshare_command(workdir: str, root_dir: str, is_root: bool, seccomp: int | None = None) -> list[str]:
+    """The ``unshare`` argv prefix; ``root_dir`` is an empty folder the new root is mounted on. No seccomp
+    filter: util-linux cannot load one (nested user namespaces stay possible, bounded by the run's cgroup)."""
     prefix, _ = interpreter()
     cmd = [shutil.which("unshare") or "unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
            "--kill-child", "--propagation", "private"]
@@ -130,6 +139,64 @@ def unshare_command(workdir: str, root_dir: str, is_root: bool) -> list[str]:
 
 
 BUILDERS = {"bwrap": bwrap_command, "unshare": unshare_command}
+
+# A seccomp filter for bubblewrap (``--seccomp FD``): no new user namespace inside the sandbox, as
+# Flatpak's filter does it. unshare(2) and clone(2) with CLONE_NEWUSER fail with EPERM; clone3(2),
+# whose flags a classic BPF filter cannot read (they sit in memory), fails with ENOSYS, so the C
+# library falls back to clone(2); a system call of another ABI (x32, a 32-bit compat call) fails with
+# EPERM. bwrap's own --disable-userns would need --unshare-user, which as root maps the sandbox to
+# uid 0 outside; the filter keeps the run's real uid nobody. The numbers are per architecture.
+CLONE_NEWUSER = 0x10000000
+SECCOMP_ABI = {  # machine -> (AUDIT_ARCH_*, clone, unshare, clone3)
+    "x86_64": (0xC000003E, 56, 272, 435),
+    "aarch64": (0xC00000B7, 220, 97, 435),
+}
+_RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
+_EPERM, _ENOSYS = 1, 38
+
+
+def seccomp_program(machine: str | None = None) -> bytes | None:
+    """The filter as bubblewrap reads it (struct sock_filter[]), or None on an architecture not in
+    SECCOMP_ABI (the run then has no filter, and its isolation report says so)."""
+    abi = SECCOMP_ABI.get(machine or platform.machine())
+    if abi is None:
+        return None
+    arch, clone, unshare, clone3 = abi
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ/JGE/JSET|K, BPF_RET|K
+    program = [
+        (ld, 0, 0, 4),  # 0: seccomp_data.arch
+        (jeq, 1, 0, arch),  # 1: our ABI: go on; any other: EPERM
+        (ret, 0, 0, _RET_ERRNO | _EPERM),  # 2
+        (ld, 0, 0, 0),  # 3: seccomp_data.nr
+        (jge, 7, 0, 0x40000000),  # 4: x32 system calls -> EPERM (line 12)
+        (jeq, 7, 0, clone3),  # 5: -> ENOSYS (line 13)
+        (jeq, 2, 0, unshare),  # 6: -> flags (line 9)
+        (jeq, 1, 0, clone),  # 7: -> flags (line 9)
+        (ret, 0, 0, _RET_ALLOW),  # 8
+        (ld, 0, 0, 16),  # 9: args[0], its low 32 bits (little-endian)
+        (jset, 1, 0, CLONE_NEWUSER),  # 10: -> EPERM (line 12)
+        (ret, 0, 0, _RET_ALLOW),  # 11
+        (ret, 0, 0, _RET_ERRNO | _EPERM),  # 12
+        (ret, 0, 0, _RET_ERRNO | _ENOSYS),  # 13
+    ]
+    return b"".join(struct.pack("=HBBI", *ins) for ins in program)
+
+
+@functools.lru_cache(maxsize=None)
+def _seccomp_memfd() -> int | None:
+    program = seccomp_program()
+    if program is None:
+        return None
+    fd = os.memfd_create("inilora-seccomp", os.MFD_CLOEXEC)
+    os.write(fd, program)
+    return fd
+
+
+def seccomp_fd() -> int | None:
+    """A fresh descriptor of the filter for one bwrap (each reads it from offset 0), to close after
+    starting it; None where there is no filter for this architecture."""
+    memfd = _seccomp_memfd()
+    return None if memfd is None else os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY)
 
 
 @functools.lru_cache(maxsize=None)
@@ -146,9 +213,15 @@ def probe(mode: str) -> str | None:
     try:
         os.mkdir(os.path.join(base, "work"))
         os.mkdir(os.path.join(base, "root"))
-        cmd = BUILDERS[mode](os.path.join(base, "work"), os.path.join(base, "root"), os.geteuid() == 0)
-        proc = subprocess.run([*cmd, interpreter()[1], "-I", "-S", "-c", "import os; print(os.getcwd())"],
-                              capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+        seccomp = seccomp_fd() if mode == "bwrap" else None
+        cmd = BUILDERS[mode](os.path.join(base, "work"), os.path.join(base, "root"), os.geteuid() == 0, seccomp)
+        try:
+            proc = subprocess.run([*cmd, interpreter()[1], "-I", "-S", "-c", "import os; print(os.getcwd())"],
+                                  capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
+                                  pass_fds=() if seccomp is None else (seccomp,))
+        finally:
+            if seccomp is not None:
+                os.close(seccomp)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"{tool} failed: {err}"
     finally:
@@ -177,6 +250,7 @@ def choose(mode: str) -> str:
                            "without namespaces")
 
 
-def command(mode: str, workdir: str, root_dir: str) -> list[str]:
-    """argv prefix that runs a command contained by ``mode`` (already chosen), [] for ``none``."""
-    return [] if mode == "none" else BUILDERS[mode](workdir, root_dir, os.geteuid() == 0)
+def command(mode: str, workdir: str, root_dir: str, seccomp: int | None = None) -> list[str]:
+    """argv prefix that runs a command contained by ``mode`` (already chosen), [] for ``none``; ``seccomp``:
+    a descriptor from :func:`seccomp_fd` for bwrap (the caller passes it to the child and closes it)."""
+    return [] if mode == "none" else BUILDERS[mode](workdir, root_dir, os.geteuid() == 0, seccomp)

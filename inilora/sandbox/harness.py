@@ -41,12 +41,13 @@ contained, not to score it.
 Replies are read with limits (:mod:`inilora.sandbox.wire`: size, items, depth, values sharing
 one hash), so no return value can make the harness slow or large.
 
-Known gaps, found by red-teaming and not closed (no seccomp filter, no user namespace per run):
+Known gaps, found by red-teaming and not closed (no user namespace per run):
 
 - a program that gets past the audit hook (it is a tripwire) can start processes; they stay
   inside the namespaces and the run's cgroup and die with the run;
-- it can also create a nested user namespace and mount a tmpfs there; the run's cgroup bounds
-  its pages (without a writable cgroup, nothing but the run's 3 s does, as for memfd);
+- under the ``unshare`` fallback (no seccomp filter there) it can create a nested user namespace
+  and mount a tmpfs in it; the run's cgroup bounds its pages (without a writable cgroup, nothing
+  but the run's 3 s does, as for memfd); bubblewrap's filter refuses the namespace;
 - the kernel keyring of uid ``nobody`` is shared by runs (``add_key`` / ``keyctl``), and which pages
   of the shared read-only files sit in the host's page cache can be probed without privilege
   (``preadv2`` with ``RWF_NOWAIT``): channels from one run to a later one. Since the call sequence no
@@ -267,20 +268,24 @@ class _Child:
         read_end, write_end = os.pipe()
         config = {"workdir": inside, "result_fd": write_end, "ids": cfg.ids, "limits": cfg.limits,
                   "audit_hook": cfg.audit_hook, "containment": mode, "serve": entry_point}
-        argv = contain.command(mode, workdir, root) + [contain.interpreter()[1], "-I", "-B", "-S", "-c", _BOOTSTRAP,
-                                                       json.dumps(config)]
+        seccomp = contain.seccomp_fd() if mode == "bwrap" else None
+        argv = contain.command(mode, workdir, root, seccomp) + [contain.interpreter()[1], "-I", "-B", "-S", "-c",
+                                                                _BOOTSTRAP, json.dumps(config)]
         if group is not None:  # the run's first process joins its cgroup before anything else runs
             argv = group.join_prefix() + argv
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     cwd=workdir, env={**SAFE_ENV, "HOME": inside, "TMPDIR": inside},
-                                    pass_fds=(write_end,), start_new_session=True)
+                                    pass_fds=(write_end,) if seccomp is None else (write_end, seccomp),
+                                    start_new_session=True)
         except OSError as err:
             os.close(read_end)
             return Result(False, "error", f"cannot start {argv[0]}: {err}", time.monotonic() - start,
                           containment=mode, bounds=bounds)
         finally:
             os.close(write_end)
+            if seccomp is not None:
+                os.close(seccomp)
         nonce = secrets.token_hex(16).encode()
         child = cls(proc, read_end, mode, workdir, cfg, start, nonce, group, bounds)
         os.set_blocking(proc.stdin.fileno(), False)
