@@ -759,3 +759,32 @@ def test_the_seccomp_program_is_built_per_architecture():
     x86, arm = contain.seccomp_program("x86_64"), contain.seccomp_program("aarch64")
     assert len(x86) == len(arm) == 14 * 8 and x86 != arm
     assert contain.seccomp_program("sparc64") is None
+
+
+# -- one identity per run -------------------------------------------------------------------------------
+
+KEYRING = (  # add_key / keyctl(KEYCTL_SEARCH) on the user keyring (-4), through ctypes: run with the hook off
+    "import ctypes, os, platform\n"
+    "add_key, keyctl = {{'x86_64': (248, 250), 'aarch64': (217, 219)}}[platform.machine()]\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "libc.syscall.restype = ctypes.c_long\n"
+    "if {add}:\n"
+    "    print(libc.syscall(add_key, b'user', b'{name}', b'remembered', 10, -4) > 0)\n"
+    "else:\n"
+    "    print(libc.syscall(keyctl, 10, -4, b'user', b'{name}', 0) > 0)\n"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or os.uname().machine not in ("x86_64", "aarch64"), reason="needs root, x86_64/aarch64")
+def test_each_bubblewrap_run_is_nobody_in_a_user_namespace_of_its_own():
+    """A key one run adds to its user keyring is not there for the next: the keyring of uid nobody was
+    shared by every run. Under the unshare fallback (no namespace of its own) it still is, as documented."""
+    name = f"inilora-{uuid.uuid4().hex[:12]}"
+    added = run_untrusted(KEYRING.format(add=True, name=name), audit_hook=False, containment="bwrap")
+    found = run_untrusted(KEYRING.format(add=False, name=name), audit_hook=False, containment="bwrap")
+    assert added.stdout == "True\n" and found.stdout == "False\n", (added, found)
+    assert "own user namespace + uid 65534" in found.isolation
+    shared = f"inilora-{uuid.uuid4().hex[:12]}"
+    run_untrusted(KEYRING.format(add=True, name=shared), audit_hook=False, containment="unshare")
+    still = run_untrusted(KEYRING.format(add=False, name=shared), audit_hook=False, containment="unshare")
+    assert still.stdout == "True\n", still

@@ -85,6 +85,8 @@ def drop_privileges(uid, gid):
 def isolation(cfg):
     """Drop privileges if asked; describe the layers in force, the namespaces first."""
     walls = "%s namespaces + " % cfg["containment"] if cfg["containment"] != "none" else "no namespaces: "
+    if cfg["containment"] == "bwrap" and cfg["ids"] and cfg.get("userns") == "own user namespace":
+        walls += "own user namespace + "
     hook = " + audit hook" if cfg["audit_hook"] else " (audit hook off)"
     if cfg["ids"]:
         uid, gid = cfg["ids"]

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 
 MODES = ("auto", "bwrap", "unshare", "none")
 INSIDE = "/sandbox"  # where the working directory appears in a contained run
@@ -73,14 +74,18 @@ def read_only_dirs(prefix: str) -> list[str]:
     return dirs
 
 
-def bwrap_command(workdir: str, root_dir: str, is_root: bool, seccomp: int | None = None) -> list[str]:
-    """The ``bwrap`` argv prefix. As root there is no user namespace (so the inner privilege drop to
-    ``nobody`` is a real uid), and only CAP_SETUID/CAP_SETGID survive, for that drop. ``workdir`` and
-    ``root_dir`` are unused (the working directory is a tmpfs); the signature is the builders' own.
-    ``seccomp``: a descriptor of :func:`seccomp_program` (``seccomp_fd``), passed to the child."""
+def bwrap_command(workdir: str, root_dir: str, is_root: bool, seccomp: int | None = None,
+                  userns: int | None = None) -> list[str]:
+    """The ``bwrap`` argv prefix. As root only CAP_SETUID/CAP_SETGID survive, for the inner privilege drop
+    to ``nobody``, a real uid: in the run's own user namespace (``userns``, from :func:`user_namespace`)
+    where there is one, else in the host's. ``workdir`` and ``root_dir`` are unused (the working
+    directory is a tmpfs); the signature is the builders' own. ``seccomp``: a descriptor of
+    :func:`seccomp_program` (``seccomp_fd``); both descriptors are passed to the child."""
     prefix, _ = interpreter()
     cmd = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session",
            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    if userns is not None:
+        cmd += ["--userns", str(userns)]
     cmd += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if is_root else ["--unshare-user"]
     for d in read_only_dirs(prefix):
         cmd += ["--symlink", os.readlink(d), d] if os.path.islink(d) else ["--ro-bind", d, d]
@@ -126,9 +131,11 @@ PATH=$P0 setpriv --no-new-privs -- "$@"
 '''
 
 
-def unshare_command(workdir: str, root_dir: str, is_root: bool, seccomp: int | None = None) -> list[str]:
+def unshare_command(workdir: str, root_dir: str, is_root: bool, seccomp: int | None = None,
+                    userns: int | None = None) -> list[str]:
     """The ``unshare`` argv prefix; ``root_dir`` is an empty folder the new root is mounted on. No seccomp
-    filter: util-linux cannot load one (nested user namespaces stay possible, bounded by the run's cgroup)."""
+    filter: util-linux cannot load one (nested user namespaces stay possible, bounded by the run's cgroup),
+    and no user namespace of the run's own (``userns`` is unused)."""
     prefix, _ = interpreter()
     cmd = [shutil.which("unshare") or "unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
            "--kill-child", "--propagation", "private"]
@@ -250,7 +257,42 @@ def choose(mode: str) -> str:
                            "without namespaces")
 
 
-def command(mode: str, workdir: str, root_dir: str, seccomp: int | None = None) -> list[str]:
-    """argv prefix that runs a command contained by ``mode`` (already chosen), [] for ``none``; ``seccomp``:
-    a descriptor from :func:`seccomp_fd` for bwrap (the caller passes it to the child and closes it)."""
-    return [] if mode == "none" else BUILDERS[mode](workdir, root_dir, os.geteuid() == 0, seccomp)
+def command(mode: str, workdir: str, root_dir: str, seccomp: int | None = None, userns: int | None = None) -> list[str]:
+    """argv prefix that runs a command contained by ``mode`` (already chosen), [] for ``none``; ``seccomp``
+    and ``userns``: descriptors from :func:`seccomp_fd` and :func:`user_namespace` for bwrap (the caller
+    passes them to the child and closes them)."""
+    return [] if mode == "none" else BUILDERS[mode](workdir, root_dir, os.geteuid() == 0, seccomp, userns)
+
+
+def user_namespace(uid: int, gid: int) -> int | str:
+    """A descriptor of a new user namespace for one run (root only), or why there is none.
+
+    It maps uid/gid 0 to the host's 0, which bubblewrap needs to set up the mounts (the interpreter may
+    sit under /root), and ``uid``/``gid`` (nobody) to themselves, which the program drops to. So each
+    run is nobody in a namespace of its own: its own user keyring, its own RLIMIT_NPROC count, nothing
+    of another run's. util-linux ``unshare --user`` creates it; this process writes the maps (as root in
+    the parent namespace), keeps a descriptor and ends the helper."""
+    tool = shutil.which("unshare")
+    if tool is None or os.geteuid() != 0:
+        return "not root" if tool else "unshare (util-linux) is not installed"
+    try:
+        helper = subprocess.Popen([tool, "--user", "sleep", "30"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as err:
+        return f"cannot start unshare: {err}"
+    try:
+        mine, deadline = os.readlink("/proc/self/ns/user"), time.monotonic() + 5
+        while os.readlink(f"/proc/{helper.pid}/ns/user") == mine:
+            if helper.poll() is not None or time.monotonic() > deadline:
+                return f"unshare --user failed: {helper.stderr.read().decode(errors='replace').strip()[:200]}"
+            time.sleep(0.0005)
+        for name, inner in (("uid_map", uid), ("gid_map", gid)):
+            with open(f"/proc/{helper.pid}/{name}", "w") as fh:
+                fh.write(f"0 0 1\n{inner} {inner} 1\n")
+        return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        return f"cannot set up a user namespace: {err}"
+    finally:
+        helper.kill()
+        helper.wait()
+        helper.stderr.close()

@@ -17,7 +17,9 @@ One call runs one program in a fresh interpreter. The layers, outermost first:
    address space (RLIMIT_AS), CPU seconds, file size, open files, no core dumps, and, where no
    cgroup is writable, processes (RLIMIT_NPROC, counted over the uid). ``Result.bounds`` says
    which bound the run had.
-3. **Privileges.** When we are root the child drops to ``nobody`` before the program runs.
+3. **Privileges.** When we are root the child drops to ``nobody`` before the program runs; under
+   bubblewrap inside a user namespace of the run's own (:func:`inilora.sandbox.contain.user_namespace`),
+   so no two runs share a keyring or a process count.
 4. **Audit hook** (PEP 578): refuses writes outside the working directory, process creation,
    signals, sockets, ctypes, tracing and profiling hooks and the introspection that reaches
    the harness. Its lists live in a closure, not in globals the program could empty; it is a
@@ -41,17 +43,18 @@ contained, not to score it.
 Replies are read with limits (:mod:`inilora.sandbox.wire`: size, items, depth, values sharing
 one hash), so no return value can make the harness slow or large.
 
-Known gaps, found by red-teaming and not closed (no user namespace per run):
+Known gaps, found by red-teaming and not closed:
 
 - a program that gets past the audit hook (it is a tripwire) can start processes; they stay
   inside the namespaces and the run's cgroup and die with the run;
 - under the ``unshare`` fallback (no seccomp filter there) it can create a nested user namespace
   and mount a tmpfs in it; the run's cgroup bounds its pages (without a writable cgroup, nothing
   but the run's 3 s does, as for memfd); bubblewrap's filter refuses the namespace;
-- the kernel keyring of uid ``nobody`` is shared by runs (``add_key`` / ``keyctl``), and which pages
-  of the shared read-only files sit in the host's page cache can be probed without privilege
-  (``preadv2`` with ``RWF_NOWAIT``): channels from one run to a later one. Since the call sequence no
-  longer depends on the verdict, nothing a run learns can be carried through them to score.
+- under the ``unshare`` fallback the runs share uid ``nobody`` of the host, and so its kernel keyring
+  (``add_key`` / ``keyctl``); under bubblewrap each run has its own. In every mode, which pages of the
+  shared read-only files sit in the host's page cache can be probed without privilege (``preadv2``
+  with ``RWF_NOWAIT``), and no namespace closes that: a channel from one run to a later one. Since the
+  call sequence no longer depends on the verdict, nothing a run learns can be carried through it to score.
 """
 
 from __future__ import annotations
@@ -269,23 +272,27 @@ class _Child:
         config = {"workdir": inside, "result_fd": write_end, "ids": cfg.ids, "limits": cfg.limits,
                   "audit_hook": cfg.audit_hook, "containment": mode, "serve": entry_point}
         seccomp = contain.seccomp_fd() if mode == "bwrap" else None
-        argv = contain.command(mode, workdir, root, seccomp) + [contain.interpreter()[1], "-I", "-B", "-S", "-c",
-                                                                _BOOTSTRAP, json.dumps(config)]
+        userns = contain.user_namespace(*cfg.ids) if mode == "bwrap" and cfg.ids else "no privilege drop"
+        if isinstance(userns, str):  # the program's uid is then the host's nobody, shared with every run
+            config["userns"], userns = f"shared uid: {userns}", None
+        else:
+            config["userns"] = "own user namespace"
+        passed = tuple(fd for fd in (write_end, seccomp, userns) if fd is not None)
+        argv = contain.command(mode, workdir, root, seccomp, userns) + [
+            contain.interpreter()[1], "-I", "-B", "-S", "-c", _BOOTSTRAP, json.dumps(config)]
         if group is not None:  # the run's first process joins its cgroup before anything else runs
             argv = group.join_prefix() + argv
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     cwd=workdir, env={**SAFE_ENV, "HOME": inside, "TMPDIR": inside},
-                                    pass_fds=(write_end,) if seccomp is None else (write_end, seccomp),
-                                    start_new_session=True)
+                                    pass_fds=passed, start_new_session=True)
         except OSError as err:
             os.close(read_end)
             return Result(False, "error", f"cannot start {argv[0]}: {err}", time.monotonic() - start,
                           containment=mode, bounds=bounds)
         finally:
-            os.close(write_end)
-            if seccomp is not None:
-                os.close(seccomp)
+            for fd in passed:
+                os.close(fd)
         nonce = secrets.token_hex(16).encode()
         child = cls(proc, read_end, mode, workdir, cfg, start, nonce, group, bounds)
         os.set_blocking(proc.stdin.fileno(), False)
