@@ -788,3 +788,11 @@ def test_each_bubblewrap_run_is_nobody_in_a_user_namespace_of_its_own():
     run_untrusted(KEYRING.format(add=True, name=shared), audit_hook=False, containment="unshare")
     still = run_untrusted(KEYRING.format(add=False, name=shared), audit_hook=False, containment="unshare")
     assert still.stdout == "True\n", still
+
+
+def test_without_a_user_namespace_of_its_own_the_run_says_why(monkeypatch):
+    monkeypatch.setattr(contain, "user_namespace", lambda uid, gid: "unshare --user failed: test")
+    result = run_untrusted("print('fine')", containment="bwrap")
+    assert result.passed, result
+    if os.geteuid() == 0:
+        assert "the host's user namespace (unshare --user failed: test) + uid 65534" in result.isolation, result

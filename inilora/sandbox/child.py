@@ -85,8 +85,9 @@ def drop_privileges(uid, gid):
 def isolation(cfg):
     """Drop privileges if asked; describe the layers in force, the namespaces first."""
     walls = "%s namespaces + " % cfg["containment"] if cfg["containment"] != "none" else "no namespaces: "
-    if cfg["containment"] == "bwrap" and cfg["ids"] and cfg.get("userns") == "own user namespace":
-        walls += "own user namespace + "
+    if cfg["containment"] == "bwrap" and cfg["ids"]:  # else why not: the host's uid, shared by every run
+        userns = cfg.get("userns", "")
+        walls += "own user namespace + " if userns == "own user namespace" else "the host's user namespace (%s) + " % userns
     hook = " + audit hook" if cfg["audit_hook"] else " (audit hook off)"
     if cfg["ids"]:
         uid, gid = cfg["ids"]

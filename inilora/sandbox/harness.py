@@ -274,7 +274,7 @@ class _Child:
         seccomp = contain.seccomp_fd() if mode == "bwrap" else None
         userns = contain.user_namespace(*cfg.ids) if mode == "bwrap" and cfg.ids else "no privilege drop"
         if isinstance(userns, str):  # the program's uid is then the host's nobody, shared with every run
-            config["userns"], userns = f"shared uid: {userns}", None
+            config["userns"], userns = userns, None
         else:
             config["userns"] = "own user namespace"
         passed = tuple(fd for fd in (write_end, seccomp, userns) if fd is not None)
