@@ -4,7 +4,7 @@
 CPU; ``cpu`` and ``cuda`` force one; ``cuda`` on a machine without a GPU stops the job before it
 reads anything, naming the key. Evaluation runs in ``evaluation_dtype``: ``auto`` is bf16 on a GPU
 and fp32 on the CPU. Every job's JSON gets a ``runtime`` record: device, dtype, wall time, peak RSS,
-peak GPU memory and its throughput.
+peak GPU memory, its throughput and its provenance (:mod:`inilora.provenance`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import time
 
 import torch
+
+from inilora import provenance
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class JobStats:
         if self.device == "cuda":
             out["gpu"] = torch.cuda.get_device_name()
         out["gpus_granted"] = granted_gpus()  # by the scheduler; with device "cpu", granted but unusable here
+        out["provenance"] = provenance.record(self.device)
         for name, count in throughput.items():
             if count is None:
                 continue

@@ -103,7 +103,7 @@ def tiny_run(tmp_path_factory, tiny_llama_dir):
 
 def test_every_job_json_names_the_device_it_ran_on(tiny_run):
     """decompose, finetune (and its init step), evaluate and evaluate_base record device, dtype, wall
-    time, peak memory and throughput."""
+    time, peak memory and throughput, and each job its provenance."""
     work = tiny_run[0]
     here = "cuda" if __import__("torch").cuda.is_available() else "cpu"
     meta = json.loads((work / "results/decompose/tiny/r4_lr0.01/it60.json").read_text())
@@ -113,6 +113,9 @@ def test_every_job_json_names_the_device_it_ran_on(tiny_run):
     assert len(evals) == 20 and all(r["device"] == here and r["wall_seconds"] >= 0 and r["peak_rss_mb"] > 0
                                     for r in records)
     assert train["runtime"]["train_tokens"] > 0 and train["runtime"]["train_tokens_per_second"] > 0
+    jobs = [meta["runtime"], train["runtime"], *(e["runtime"] for e in evals)]  # where each result came from
+    assert all(r["provenance"]["versions"]["torch"] and r["provenance"]["machine"]["cpu"] and "git" in r["provenance"]
+               for r in jobs)
     generated = [e["runtime"] for e in evals if e["kind"] in ("numeric", "math", "humaneval")]
     assert all(r["generated_tokens"] > 0 and r["dtype"] == ("bfloat16" if here == "cuda" else "float32")
                for r in generated)

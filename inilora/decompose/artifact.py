@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from inilora.io import IntegrityError, atomic_write, atomic_write_json, check_recorded_hash, file_sha256
+from inilora.provenance import versions
 
 
 def fingerprint(weights: dict[str, torch.Tensor]) -> str:
@@ -24,18 +25,6 @@ def fingerprint(weights: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}:{tuple(w.shape)};".encode())
         h.update(w.numpy().tobytes())
     return h.hexdigest()
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("inilora", "torch", "transformers", "peft"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def save_artifact(path_st, path_json, res: dict, meta: dict) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inilora import paths
+from inilora import paths, provenance
 from inilora.config.methods import parse_variant
 from inilora.evaluate.kinds import headlines
 from inilora.io import atomic_write_text
@@ -140,7 +140,7 @@ def rank_table(spec: dict, eval_paths: list[str], paper_csv: Path, csv: Path, ma
     paired_cols, paired_notes = _paired_columns(df, keys, spec["ranks"], reference)
     for name in dict.fromkeys(c for v in paired_cols.values() for c in v):
         table[name] = [paired_cols.get(k, {}).get(name) for k in zip(*(table[c] for c in keys))]
-    notes = [*spec["notes"], *paired_notes]
+    notes = [*spec["notes"], *paired_notes, *provenance.differences(list(df.drop_duplicates("path")["provenance"]))]
     paper = study_rows(spec, paper_csv)
     if paper is not None:
         table = table.merge(paper, how="left", on=[k for k in keys if k in paper.columns])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from inilora import provenance
 from inilora.evaluate.kinds import headlines
 from inilora.io import atomic_write_text, read_result
 from inilora.paths import parse_eval
@@ -25,8 +26,9 @@ from inilora.report.stats import comparison_columns, metric_scores, prediction_c
 
 def read_evals(paths: list[str]) -> pd.DataFrame:
     """One row per evaluation JSON and metric: model, task, method, rank, lr, seed, benchmark, metric,
-    value, n, path, and ``scores``: every per-item score of the evaluation
-    (inilora.report.stats.metric_scores, the headline first; None where the JSON has no records).
+    value, n, path, ``scores``: every per-item score of the evaluation
+    (inilora.report.stats.metric_scores, the headline first; None where the JSON has no records), and
+    ``provenance``: the job's record of versions, commit and machine (None before it was recorded).
 
     Each JSON is read once: the tables' intervals and paired tests take their items from this frame.
     The identity comes from the path, read back through inilora.paths.parse_eval.
@@ -36,9 +38,10 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
         data = read_result(str(p))
         ident = {k: v for k, v in parse_eval(p).items() if k != "bench"}
         scores = metric_scores(data) if "records" in data else None
+        origin = (data.get("runtime") or {}).get("provenance")
         for metric, value in data["metrics"].items():
             rows.append({**ident, "benchmark": data["benchmark"], "n": data["n"], "metric": metric, "value": value,
-                         "path": str(p), "scores": scores})
+                         "path": str(p), "scores": scores, "provenance": origin})
     return pd.DataFrame(rows)
 
 
@@ -103,7 +106,8 @@ def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_cs
     for p in run_paths:
         run = json.loads(Path(p).read_text())
         runs.append(run)
-        ident = {"model": run["model"], "method": run["method"], "rank": run["rank"], "seed": run["seed"]}
+        ident = {"model": run["model"], "method": run["method"], "rank": run["rank"], "seed": run["seed"],
+                 "path": str(p), "provenance": (run.get("runtime") or {}).get("provenance")}
         main = run["main_metric"]
         rows.append({**ident, "benchmark": run["task"], "metric": main, "value": run["best"][main],
                      "n": run["eval_examples"]})
@@ -189,6 +193,8 @@ def _write(wide: pd.DataFrame, df: pd.DataFrame, title: str, spec: dict, csv: Pa
     atomic_write_text(csv, wide.to_csv(index=False, float_format="%.6g"))
     md = [f"# {title}", ""]
     md += [f"- {n}" for n in spec.get("notes", [])]
+    if "provenance" in df:  # what differs between the runs combined here (versions, commit, machine)
+        md += [f"- {n}" for n in provenance.differences(list(df.drop_duplicates("path")["provenance"]))]
     for bench, n in df.groupby("benchmark")["n"].max().items():
         md.append(f"- {bench}: {n} items scored, so one item is {1 / n:.4f} of accuracy (or pass@k)")
     md += ["", markdown_table(wide), ""]
