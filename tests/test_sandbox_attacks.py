@@ -585,6 +585,32 @@ HOOK_CLASS = {  # (program given the target path, what the hook must say)
                                      "a path of type Lying cannot be checked"),
     "other process, patched globals": (lambda t: PATCHED_GLOBALS + "open('/proc/1/status').read()\n",
                                        "of another process is not allowed"),
+    # the "open" event carries no dir_fd: a descriptor of a directory outside would be another base
+    "write, dir_fd of a folder outside": (
+        lambda t: "import os\nfd = os.open(%r, os.O_RDONLY | os.O_DIRECTORY)\n"
+                  "os.write(os.open('escaped', os.O_WRONLY | os.O_CREAT, 0o666, dir_fd=fd), b'pwned')\n"
+                  % os.path.dirname(t), "opening the directory"),
+    "write, opener with a dir_fd": (
+        lambda t: "import os\nfd = os.open(%r, os.O_RDONLY)\n"
+                  "open('escaped', 'w', opener=lambda p, f: os.open(p, f, 0o666, dir_fd=fd)).write('pwned')\n"
+                  % os.path.dirname(t), "opening the directory"),
+    "other process, dir_fd of /": (
+        lambda t: "import os\nprint(os.read(os.open('proc/1/cmdline', os.O_RDONLY, dir_fd=os.open('/', os.O_RDONLY)), 99))\n",
+        "opening the directory"),
+    "other process, scandir": (lambda t: "import os\nprint([e.name for e in os.scandir('/proc')])\n",
+                               "listing other processes"),
+    # modules that write files or start processes from C, with no audit event
+    "sqlite3 writes a file": (lambda t: f"import sqlite3\nsqlite3.connect({t!r}).execute('create table t(x)')\n",
+                              "importing sqlite3 is not allowed"),
+    "Tcl runs a shell": (lambda t: "import _tkinter\n", "importing _tkinter is not allowed"),
+    "readline writes its history": (lambda t: f"import readline\nreadline.write_history_file({t!r})\n",
+                                    "importing readline is not allowed"),
+    # a relative path whose absolute form passes PATH_MAX, through a link in the working directory
+    "write, past PATH_MAX through a link": (
+        lambda t: "import os\ntop = os.getcwd()\nos.symlink(%r, 'L')\nname = 'd' * 250\n"
+                  "for _ in range(16):\n    os.mkdir(name)\n    os.chdir(name)\nos.chdir(top)\n"
+                  "open((name + '/') * 16 + '../' * 16 + 'L/escaped', 'w').write('pwned')\n" % os.path.dirname(t),
+        "sandbox: writing"),
 }
 
 
@@ -796,3 +822,37 @@ def test_without_a_user_namespace_of_its_own_the_run_says_why(monkeypatch):
     assert result.passed, result
     if os.geteuid() == 0:
         assert "the host's user namespace (unshare --user failed: test) + uid 65534" in result.isolation, result
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "unshare", "none"])
+def test_the_program_holds_no_descriptor_but_its_streams_and_the_result_pipe(mode):
+    """The launchers' descriptors (bwrap's user namespace and seccomp filter) are closed before the program runs."""
+    result = run_untrusted("import os\nfor f in sorted(os.listdir('/proc/self/fd'), key=int)[3:]:\n"
+                           "    try:\n        print(os.readlink('/proc/self/fd/' + f))\n"
+                           "    except OSError:\n        pass\n", containment=mode, audit_hook=False)
+    assert result.passed, result
+    held = result.stdout.split()
+    pipes = [h for h in held if h.startswith("pipe:")]
+    others = [h for h in held if not h.startswith("pipe:") and not h.endswith("/fd")]  # listdir's own stream
+    others = [h for h in others if h != contain.interpreter()[0]]  # the install, an alias across the uid drop
+    assert len(pipes) == 1 and others == [], held
+
+
+@needs_cgroups
+def test_a_dead_harnesss_groups_are_removed_with_what_still_runs_in_them():
+    """A harness killed by a signal leaves its cgroups (its exit handler does not run); the next one removes
+    them, killing what still ran there."""
+    import subprocess
+
+    from inilora.sandbox import cgroups
+
+    version, parents = cgroups.setup()
+    base = os.path.dirname(parents[0])
+    dead = os.path.join(base, "inilora-sandbox-4194303")  # above pid_max's default: no live process has it
+    run = os.path.join(dead, "run-test")
+    os.makedirs(run)
+    orphan = subprocess.Popen(["sleep", "60"])
+    with open(os.path.join(run, "cgroup.procs"), "w") as fh:
+        fh.write(str(orphan.pid))
+    assert dead in cgroups.remove_stale(base)
+    assert orphan.wait(timeout=5) == -9 and not os.path.exists(dead)

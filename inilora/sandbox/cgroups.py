@@ -15,7 +15,9 @@ below the cgroup the harness already runs in (so a batch job's own limits still 
 - cgroup v1 (``memory``, ``pids`` and ``cpu`` mounted under /sys/fs/cgroup): ``memory.limit_in_bytes``
   and ``memory.memsw.limit_in_bytes`` (where swap is accounted), ``pids.max``, ``cpu.shares`` 1024.
 
-Every run has the same CPU weight, so a busy run cannot starve a sibling's deadline. Where no
+Every run has the same CPU weight, so a busy run cannot starve a sibling's deadline. A harness
+killed by a signal leaves its groups behind (its exit handler does not run); the next harness to
+start removes them, killing whatever still ran in them. Where no
 hierarchy is writable (not root, no delegation), :func:`setup` says why, and the harness falls back
 to rlimits and the tmpfs sizes, recording in each result which bound applied (``Result.bounds``).
 """
@@ -150,11 +152,50 @@ def _parent_name() -> str:
     return f"inilora-sandbox-{os.getpid()}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(base: str) -> list[str]:
+    """Remove the run cgroups of harnesses that died without cleaning up (killed by a signal: atexit did
+    not run), killing what still runs in them; returns the parents removed."""
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        prefix, _, pid = name.rpartition("-")
+        if prefix != "inilora-sandbox" or not pid.isdigit() or _alive(int(pid)) or int(pid) == os.getpid():
+            continue
+        parent = os.path.join(base, name)
+        try:
+            runs = [os.path.join(parent, r) for r in os.listdir(parent) if r.startswith("run-")]
+        except OSError:
+            continue
+        for run in runs:
+            RunGroup(0, [run], "").remove()
+        try:
+            os.rmdir(parent)
+            removed.append(parent)
+        except OSError:
+            pass
+    return removed
+
+
 def _setup_v1(mount: str, own: dict[str, str]) -> list[str] | str:
     parents = []
     try:
         for c in V1_CONTROLLERS:
-            parent = os.path.join(mount, c, own.get(c, "/").lstrip("/"), _parent_name())
+            base = os.path.join(mount, c, own.get(c, "/").lstrip("/"))
+            remove_stale(base)
+            parent = os.path.join(base, _parent_name())
             os.makedirs(parent, exist_ok=True)
             parents.append(parent)
     except OSError as err:
@@ -166,6 +207,7 @@ def _setup_v1(mount: str, own: dict[str, str]) -> list[str] | str:
 
 def _setup_v2(mount: str, own_path: str) -> list[str] | str:
     own = os.path.join(mount, own_path.lstrip("/"))
+    remove_stale(own)
     parent = os.path.join(own, _parent_name())
     try:
         with open(os.path.join(own, "cgroup.controllers")) as fh:

@@ -118,11 +118,14 @@ def make_guard(workdir):
         "sys._current_exceptions", "sys.addaudithook", "sys.settrace", "sys.setprofile",
         "resource.setrlimit", "resource.prlimit", "webbrowser.open", "urllib.Request",
     })
-    # Modules whose functions bypass the events above (_posixsubprocess.fork_exec raises none)
-    # or poke at memory. signal.pidfd_send_signal raises no event either: the pid namespace is
-    # what keeps it from reaching another run.
+    # Modules whose functions bypass the events above (_posixsubprocess.fork_exec raises none; Tcl
+    # runs processes and opens files itself; sqlite, dbm and readline write files from C without an
+    # "open" event) or poke at memory. signal.pidfd_send_signal raises no event either: the pid
+    # namespace is what keeps it from reaching another run. os.mknod and os.mkfifo raise no event in
+    # 3.11: the mount namespace (a read-only root, the run's own tmpfs) is what bounds them.
     denied_imports = frozenset({"_posixsubprocess", "_ctypes", "ctypes", "_testcapi", "_testinternalcapi",
-                                "_xxsubinterpreters"})
+                                "_xxsubinterpreters", "_tkinter", "tkinter", "_sqlite3", "sqlite3", "readline",
+                                "_dbm", "_gdbm", "dbm"})
     # event -> ((index of a path argument, index of its dir_fd argument or None), ...); immutable
     path_events = tuple({
         "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),), "os.rename": ((0, 2), (1, 3)),
@@ -137,7 +140,8 @@ def make_guard(workdir):
     # (``any = lambda *a: False``), and a str subclass could answer the guard differently from the
     # kernel (its own ``__str__``, ``startswith``). So paths are resolved below with the os primitives
     # bound now, never through os.path, and any other type of name or path is refused.
-    readlink, lstat, getcwd = os.readlink, os.lstat, os.getcwd
+    readlink, lstat, stat, getcwd = os.readlink, os.lstat, os.stat, os.getcwd
+    FileNotFoundError = builtins.FileNotFoundError  # noqa: A001
     encoding = sys.getfilesystemencoding()
     type, str, bytes, int, len = builtins.type, builtins.str, builtins.bytes, builtins.int, builtins.len
     frozenset_ = builtins.frozenset
@@ -175,8 +179,8 @@ def make_guard(workdir):
             here = "/" + "/".join(done + [part])
             try:
                 is_link = lstat(here).st_mode & 0o170000 == 0o120000
-            except OSError:
-                is_link = False
+            except (FileNotFoundError, PermissionError):  # a tail not created yet, or a directory it may
+                is_link = False  # not search (its own /proc/self/fd after the uid drop); ENAMETOOLONG... refuses
             if not is_link:
                 done.append(part)
                 continue
@@ -215,6 +219,12 @@ def make_guard(workdir):
         return real == "/proc" or (len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and not (
             real == own_proc or real.startswith(own_proc + "/")))
 
+    def directory(path):
+        try:
+            return stat(resolve(path)).st_mode & 0o170000 == 0o040000
+        except (OSError, TypeError, ValueError):
+            return False
+
     def writes(mode, flags):
         if type(flags) is int:
             return flags & write_flags
@@ -234,11 +244,17 @@ def make_guard(workdir):
         if event == "open":
             path, mode, flags = args
             checkable(path)
-            if writes(mode, flags) and not inside(path):  # a relative path with dir_fd resolves against the cwd: refused too
+            # the event carries no dir_fd: a relative path is checked against the working directory, and
+            # no descriptor of a directory outside it can be had to serve as another base
+            if writes(mode, flags) and not inside(path):
                 raise PermissionError("sandbox: writing %s outside the working directory is not allowed" % shown(path))
             if other_process(path):
                 raise PermissionError("sandbox: opening %s of another process is not allowed" % shown(path))
-        if event == "os.listdir" and args and args[0] is not None and checkable(args[0]) and other_process(args[0]):
+            if type(path) is not int and not inside(path) and directory(path):
+                raise PermissionError("sandbox: opening the directory %s outside the working directory is not "
+                                      "allowed" % shown(path))
+        if event in ("os.listdir", "os.scandir") and args and args[0] is not None and checkable(args[0]) \
+                and other_process(args[0]):
             raise PermissionError("sandbox: listing other processes is not allowed")
         if event in events_with_paths:
             for name, pairs in path_events:
@@ -288,6 +304,8 @@ def main():
 
     cfg = json.loads(sys.argv[1])
     fd = cfg["result_fd"]
+    os.closerange(3, fd)  # nothing the launchers passed on (a namespace, a filter) reaches the program
+    os.closerange(fd + 1, 65536)
     kind, frame = read_frame()
     nonce, _, source = (frame or b"").partition(b"\n")
     set_limits(cfg["limits"])

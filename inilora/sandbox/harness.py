@@ -46,7 +46,11 @@ one hash), so no return value can make the harness slow or large.
 Known gaps, found by red-teaming and not closed:
 
 - a program that gets past the audit hook (it is a tripwire) can start processes; they stay
-  inside the namespaces and the run's cgroup and die with the run;
+  inside the namespaces and the run's cgroup and die with the run. Under ``containment="none"``
+  the hook is the only wall, and calls that raise no audit event (``os.mknod``, ``os.mkfifo``)
+  pass it;
+- a harness killed by a signal leaves its cgroups and its runs' temporary folders (its exit
+  handlers do not run); the next harness removes the cgroups, killing what still runs there;
 - under the ``unshare`` fallback (no seccomp filter there) it can create a nested user namespace
   and mount a tmpfs in it; the run's cgroup bounds its pages (without a writable cgroup, nothing
   but the run's 3 s does, as for memfd); bubblewrap's filter refuses the namespace;
