@@ -856,3 +856,15 @@ def test_a_dead_harnesss_groups_are_removed_with_what_still_runs_in_them():
         fh.write(str(orphan.pid))
     assert dead in cgroups.remove_stale(base)
     assert orphan.wait(timeout=5) == -9 and not os.path.exists(dead)
+
+
+def test_a_dead_harnesss_run_folders_are_removed_by_the_next():
+    import tempfile
+
+    from inilora.sandbox import harness
+
+    stale = tempfile.mkdtemp(prefix="inilora-sandbox-4194303-")  # a pid no process has
+    os.makedirs(os.path.join(stale, "work", "left"))
+    harness._remove_stale_folders.cache_clear()
+    assert run_untrusted("print('fine')").passed
+    assert not os.path.exists(stale)

@@ -50,7 +50,8 @@ Known gaps, found by red-teaming and not closed:
   the hook is the only wall, and calls that raise no audit event (``os.mknod``, ``os.mkfifo``)
   pass it;
 - a harness killed by a signal leaves its cgroups and its runs' temporary folders (its exit
-  handlers do not run); the next harness removes the cgroups, killing what still runs there;
+  handlers do not run) until the next harness starts: that one removes both, killing what still
+  runs in the cgroups;
 - under the ``unshare`` fallback (no seccomp filter there) it can create a nested user namespace
   and mount a tmpfs in it; the run's cgroup bounds its pages (without a writable cgroup, nothing
   but the run's 3 s does, as for memfd); bubblewrap's filter refuses the namespace;
@@ -64,6 +65,7 @@ Known gaps, found by red-teaming and not closed:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -228,8 +230,9 @@ def _run(program: str, entry_point: str | None, check: Callable | None, args: di
 def _run_bounded(program: str, entry_point: str | None, check: Callable | None, mode: str, cfg: _Settings,
                  start: float, group: cgroups.RunGroup | None, bounds: str) -> Result:
     """:func:`_run` once the run's cgroup (or its fallback) is set: the working directory, the child, the verdict."""
+    _remove_stale_folders()
     try:
-        base = tempfile.mkdtemp(prefix="inilora-sandbox-")
+        base = tempfile.mkdtemp(prefix=f"inilora-sandbox-{os.getpid()}-")
         workdir, root = os.path.join(base, "work"), os.path.join(base, "root")
         os.chmod(base, 0o711)  # mode none: nobody must reach work/ (and nothing else here)
         os.mkdir(workdir, 0o700)
@@ -494,6 +497,26 @@ class _Child:
         for stream in (self.proc.stdout, self.proc.stderr):
             stream.close()
         os.close(self.result_fd)
+
+
+@functools.lru_cache(maxsize=None)
+def _remove_stale_folders() -> None:
+    """Once per process: the run folders of harnesses that died without cleaning up (killed by a signal)."""
+    top = tempfile.gettempdir()
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) == 4 and parts[:2] == ["inilora", "sandbox"] and parts[2].isdigit() and int(parts[2]) != os.getpid():
+            try:
+                os.kill(int(parts[2]), 0)
+                continue  # its harness still runs
+            except ProcessLookupError:
+                _remove_tree(os.path.join(top, name))
+            except PermissionError:
+                continue
 
 
 def _children(pid: int) -> list[int]:
