@@ -868,3 +868,46 @@ def test_a_dead_harnesss_run_folders_are_removed_by_the_next():
     harness._remove_stale_folders.cache_clear()
     assert run_untrusted("print('fine')").passed
     assert not os.path.exists(stale)
+
+
+def test_cgroup_v2_gets_its_controllers_delegated_and_each_runs_bounds_written(tmp_path, monkeypatch):
+    """The v2 path against a tree laid out as a delegated cgroup v2 hierarchy (this machine's is v1):
+    the harness's cgroup hands memory, pids and cpu down, and each run's files get its bounds."""
+    from inilora.sandbox import cgroups
+
+    own = tmp_path / "job"
+    own.mkdir()
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (own / "cgroup.controllers").write_text("cpu memory pids\n")
+    monkeypatch.setattr(cgroups, "_own_paths", lambda: {"": "/job"})
+    real_setup = cgroups.setup
+    real_setup.cache_clear()
+    try:
+        version, parents = real_setup(str(tmp_path))
+        assert version == 2 and parents == [str(own / f"inilora-sandbox-{os.getpid()}")]
+        assert (own / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+        monkeypatch.setattr(cgroups, "setup", lambda mount=cgroups.MOUNT: (version, parents))
+        group = cgroups.create(256 * 1024 * 1024, 16)
+        run = group.dirs[0]
+        assert group.bounds == "cgroup v2: memory 256 MiB (swap included), 16 processes, cpu.weight 100"
+        assert {f: open(os.path.join(run, f)).read() for f in ("memory.max", "memory.swap.max", "pids.max", "cpu.weight")} \
+            == {"memory.max": str(256 * 1024 * 1024), "memory.swap.max": "0", "pids.max": "19", "cpu.weight": "100"}
+        assert group.join_prefix()[2].startswith(f"for f in {run}/cgroup.procs;")
+    finally:
+        real_setup.cache_clear()
+
+
+def test_cgroup_v2_without_the_controllers_delegated_falls_back_and_says_why(tmp_path, monkeypatch):
+    from inilora.sandbox import cgroups
+
+    (tmp_path / "job").mkdir()
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "job" / "cgroup.controllers").write_text("cpu\n")
+    monkeypatch.setattr(cgroups, "_own_paths", lambda: {"": "/job"})
+    monkeypatch.setattr(cgroups, "V1_CONTROLLERS", ("no-such-controller",))
+    cgroups.setup.cache_clear()
+    try:
+        why = cgroups.setup(str(tmp_path))
+        assert why == f"cgroup v2: the controllers ['memory', 'pids'] are not delegated to {tmp_path / 'job'}"
+    finally:
+        cgroups.setup.cache_clear()
