@@ -111,10 +111,10 @@ def differences(records: list[dict | None]) -> list[str]:
         for key, value in flat.items():
             fields.setdefault(key, []).append(value)
     for key, values in fields.items():
-        counts = {}
+        counts = {"absent": len(known) - len(values)} if len(values) < len(known) else {}
         for v in values:
             counts[str(v)] = counts.get(str(v), 0) + 1
-        if len(counts) > 1 or len(values) < len(known):
+        if len(counts) > 1:
             spread = "; ".join(f"{v}: {n} run(s)" for v, n in sorted(counts.items()))
             notes.append(f"the runs differ in {key} ({spread})")
     return notes

@@ -283,3 +283,20 @@ def test_and_or_in_an_assert_evaluate_every_operand_with_the_short_circuit_truth
     with pytest.raises(AssertionError, match="1 of 4 asserts failed; the first at line 2"):
         he.trusted_check(p)(candidate)
     assert seen == [1, 3, 4, 5, 6, 7, 8, 9, "boom"]
+
+
+def test_an_and_or_used_as_a_value_in_an_assert_keeps_its_value():
+    p = {"task_id": "t", "entry_point": "f", "prompt": "def f(x):\n    pass\n",
+         "test": "def check(candidate):\n"
+                 "    assert candidate(0) == (0 or 5)\n"  # 5, not True
+                 "    assert not (candidate(1) == 2 and candidate(3) == 4)\n"  # under not: every operand evaluated
+                 "    assert [candidate(6)] == ([] or [5])\n"}
+    seen = []
+
+    def candidate(x):
+        seen.append(x)
+        return x - 1 if x in (0, 6) else x
+
+    with pytest.raises(AssertionError, match="1 of 3 asserts failed; the first at line 2"):
+        he.trusted_check(p)(candidate)  # candidate(0) is -1, not 5
+    assert seen == [0, 1, 3, 6]

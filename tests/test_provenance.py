@@ -34,6 +34,8 @@ def _record(cpu="AMD EPYC", torch="2.13.0", commit="abc", dirty=False):
 
 def test_differences_name_each_field_that_differs_with_its_counts():
     assert provenance.differences([_record(), _record()]) == []
+    gpu = {**_record(), "machine": {**_record()["machine"], "gpu": "H100"}}
+    assert provenance.differences([_record(), gpu]) == ["the runs differ in gpu (H100: 1 run(s); absent: 1 run(s))"]
     notes = provenance.differences([_record(), _record(cpu="Intel Xeon"), _record(torch="2.12.0"), None])
     assert notes == ["1 of 4 runs record no provenance",
                      "the runs differ in version of torch (2.12.0: 1 run(s); 2.13.0: 2 run(s))",

@@ -594,6 +594,10 @@ HOOK_CLASS = {  # (program given the target path, what the hook must say)
         lambda t: "import os\nfd = os.open(%r, os.O_RDONLY)\n"
                   "open('escaped', 'w', opener=lambda p, f: os.open(p, f, 0o666, dir_fd=fd)).write('pwned')\n"
                   % os.path.dirname(t), "opening the directory"),
+    "write, dir_fd of a folder inside holding a link out": (
+        lambda t: "import os\nos.mkdir('a')\nos.symlink(%r, 'a/l')\nfd = os.open('a', os.O_RDONLY)\n"
+                  "os.write(os.open('l/escaped', os.O_WRONLY | os.O_CREAT, 0o666, dir_fd=fd), b'pwned')\n"
+                  % os.path.dirname(t), "opening the directory"),
     "other process, dir_fd of /": (
         lambda t: "import os\nprint(os.read(os.open('proc/1/cmdline', os.O_RDONLY, dir_fd=os.open('/', os.O_RDONLY)), 99))\n",
         "opening the directory"),
@@ -891,8 +895,8 @@ def test_cgroup_v2_gets_its_controllers_delegated_and_each_runs_bounds_written(t
         run = group.dirs[0]
         assert group.bounds == "cgroup v2: memory 256 MiB (swap included), 16 processes, cpu.weight 100"
         assert {f: open(os.path.join(run, f)).read() for f in ("memory.max", "memory.swap.max", "pids.max", "cpu.weight")} \
-            == {"memory.max": str(256 * 1024 * 1024), "memory.swap.max": "0", "pids.max": "19", "cpu.weight": "100"}
-        assert group.join_prefix()[2].startswith(f"for f in {run}/cgroup.procs;")
+            == {"memory.max": str(256 * 1024 * 1024), "memory.swap.max": "0", "pids.max": "18", "cpu.weight": "100"}
+        assert group.join_prefix()[4:] == ["1", f"{run}/cgroup.procs"]
     finally:
         real_setup.cache_clear()
 

@@ -68,16 +68,17 @@ class _RecordAsserts(ast.NodeTransformer):
     """Every ``assert test`` of a check becomes ``try: ok = bool(test) except Exception as e: ok = e``
     followed by ``__inilora_assert__(ok, line)``: evaluated, recorded, never stopping the check.
 
-    An ``and`` / ``or`` in an assert evaluates every operand (``__inilora_all__`` / ``__inilora_any__``
-    over thunks, a raising operand counting as false), so a wrong first answer cannot skip the next
-    call. The truth value is the short-circuit one: a false (or raising) operand makes an ``and``
-    false whatever follows, and a true one makes an ``or`` true."""
+    An ``and`` / ``or`` whose truth value is all that counts (the assert's test, under ``not``, or
+    inside another such ``and`` / ``or``) evaluates every operand (``__inilora_all__`` /
+    ``__inilora_any__`` over thunks, a raising operand counting as false), so a wrong first answer
+    cannot skip the next call. The truth value is the short-circuit one: a false (or raising)
+    operand makes an ``and`` false whatever follows, and a true one makes an ``or`` true. An
+    ``and`` / ``or`` used as a value (``x == (a or b)``) is left as written."""
 
     def visit_Assert(self, node: ast.Assert):
         ok = ast.Name("__inilora_ok__", ast.Store())
-        test = _EveryOperand().visit(node.test)
         evaluate = ast.Try(
-            body=[ast.Assign([ok], ast.Call(ast.Name("bool", ast.Load()), [test], []))],
+            body=[ast.Assign([ok], ast.Call(ast.Name("bool", ast.Load()), [_every_operand(node.test)], []))],
             handlers=[ast.ExceptHandler(ast.Name("Exception", ast.Load()), "__inilora_err__",
                                         [ast.Assign([ok], ast.Name("__inilora_err__", ast.Load()))])],
             orelse=[], finalbody=[])
@@ -86,12 +87,15 @@ class _RecordAsserts(ast.NodeTransformer):
         return [ast.copy_location(evaluate, node), ast.copy_location(record, node)]
 
 
-class _EveryOperand(ast.NodeTransformer):
-    def visit_BoolOp(self, node: ast.BoolOp):
-        self.generic_visit(node)
-        thunks = [ast.Lambda(ast.arguments([], [], None, [], [], None, []), v) for v in node.values]
+def _every_operand(node: ast.expr) -> ast.expr:
+    """``node`` (an expression whose truth value is what counts) with its and/or evaluating every operand."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return ast.copy_location(ast.UnaryOp(ast.Not(), _every_operand(node.operand)), node)
+    if isinstance(node, ast.BoolOp):
+        thunks = [ast.Lambda(ast.arguments([], [], None, [], [], None, []), _every_operand(v)) for v in node.values]
         name = "__inilora_all__" if isinstance(node.op, ast.And) else "__inilora_any__"
         return ast.copy_location(ast.Call(ast.Name(name, ast.Load()), thunks, []), node)
+    return node
 
 
 def _truths(thunks) -> list[bool]:

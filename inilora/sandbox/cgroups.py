@@ -25,10 +25,12 @@ to rlimits and the tmpfs sizes, recording in each result which bound applied (``
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import os
 import secrets
 import signal
+import threading
 import time
 
 MOUNT = "/sys/fs/cgroup"
@@ -37,21 +39,22 @@ CPU_SHARES = 1024  # v1 default: the same share for every run
 CPU_WEIGHT = 100  # v2 default
 # Tasks of a run besides the program's own: bubblewrap's monitor and its pid-1 reaper (unshare: its
 # parent and the shell that builds the root), so ``max_procs`` stays what the program itself may have.
-OVERHEAD_TASKS = 3
+OVERHEAD_TASKS = 2
 
 
 class RunGroup:
     """One run's cgroup directories (one per v1 hierarchy, one for v2): created with the run's bounds,
     joined by the run's first process before it executes, emptied and removed with the run."""
 
-    def __init__(self, version: int, dirs: list[str], bounds: str):
-        self.version, self.dirs, self.bounds = version, dirs, bounds
+    def __init__(self, dirs: list[str], bounds: str):
+        self.dirs, self.bounds = dirs, bounds
 
     def join_prefix(self) -> list[str]:
         """argv prefix: a shell that moves itself into the run's cgroups, then execs the rest (exit 125 if
         it cannot; then nothing of the program runs)."""
-        files = " ".join(os.path.join(d, "cgroup.procs") for d in self.dirs)
-        return ["/bin/sh", "-c", f'for f in {files}; do echo $$ > "$f" || exit 125; done; exec "$@"', "inilora-cgroup"]
+        files = [os.path.join(d, "cgroup.procs") for d in self.dirs]  # as arguments: a path may hold any byte
+        script = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n - 1)); done; exec "$@"'
+        return ["/bin/sh", "-c", script, "inilora-cgroup", str(len(files)), *files]
 
     def pids(self) -> list[int]:
         found = set()
@@ -152,7 +155,8 @@ def _parent_name() -> str:
     return f"inilora-sandbox-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -172,7 +176,7 @@ def remove_stale(base: str) -> list[str]:
         return removed
     for name in names:
         prefix, _, pid = name.rpartition("-")
-        if prefix != "inilora-sandbox" or not pid.isdigit() or _alive(int(pid)) or int(pid) == os.getpid():
+        if prefix != "inilora-sandbox" or not pid.isdigit() or alive(int(pid)) or int(pid) == os.getpid():
             continue
         parent = os.path.join(base, name)
         try:
@@ -180,7 +184,7 @@ def remove_stale(base: str) -> list[str]:
         except OSError:
             continue
         for run in runs:
-            RunGroup(0, [run], "").remove()
+            RunGroup([run], "").remove()
         try:
             os.rmdir(parent)
             removed.append(parent)
@@ -217,8 +221,20 @@ def _setup_v2(mount: str, own_path: str) -> list[str] | str:
             return f"cgroup v2: the controllers {sorted(missing)} are not delegated to {own}"
         os.makedirs(parent, exist_ok=True)
         # a cgroup hands controllers to its children only if it holds no process itself (v2's rule): the
-        # new parent holds none, and the harness's own cgroup must already delegate them to it
-        _write(os.path.join(own, "cgroup.subtree_control"), "+memory +pids +cpu")
+        # new parent holds none; the harness's own cgroup does, so the harness first moves into a leaf of it
+        try:
+            _write(os.path.join(own, "cgroup.subtree_control"), "+memory +pids +cpu")
+        except OSError as err:
+            if err.errno != errno.EBUSY:
+                raise
+            leaf = os.path.join(own, f"inilora-harness-{os.getpid()}")
+            os.makedirs(leaf, exist_ok=True)
+            _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+            try:
+                _write(os.path.join(own, "cgroup.subtree_control"), "+memory +pids +cpu")
+            except OSError as again:
+                return (f"cgroup v2: other processes share {own} ({again.strerror}); run the harness in a "
+                        "delegated cgroup of its own (systemd-run --scope -p Delegate=yes, or a batch step)")
         _write(os.path.join(parent, "cgroup.subtree_control"), "+memory +pids +cpu")
     except OSError as err:
         _remove_parents([parent])
@@ -235,9 +251,13 @@ def _remove_parents(parents: list[str]) -> None:
             pass
 
 
+_SETUP_LOCK = threading.Lock()  # the worker threads' first runs would otherwise set up twice
+
+
 def create(memory_bytes: int, max_procs: int) -> RunGroup | str:
     """A run's cgroup with these bounds, or why there is none (then the caller falls back to rlimits)."""
-    found = setup()
+    with _SETUP_LOCK:
+        found = setup()
     if isinstance(found, str):
         return found
     version, parents = found
@@ -250,12 +270,12 @@ def create(memory_bytes: int, max_procs: int) -> RunGroup | str:
             made.append(d)
             _configure(version, d, memory_bytes, max_procs)
     except OSError as err:
-        RunGroup(version, made, "").remove()
+        RunGroup(made, "").remove()
         return f"cannot create a cgroup for the run ({err.strerror}: {err.filename})"
     swap = "swap included" if version == 2 or any(os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes"))
                                                    for d in dirs) else "swap not accounted"
     cpu = f"cpu.weight {CPU_WEIGHT}" if version == 2 else f"cpu.shares {CPU_SHARES}"
-    return RunGroup(version, dirs, f"cgroup v{version}: memory {memory_bytes // (1024 * 1024)} MiB ({swap}), "
+    return RunGroup(dirs, f"cgroup v{version}: memory {memory_bytes // (1024 * 1024)} MiB ({swap}), "
                                    f"{max_procs} processes, {cpu}")
 
 

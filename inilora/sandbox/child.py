@@ -201,28 +201,33 @@ def make_guard(workdir):
             path = fd_path(dir_fd) + "/" + path
         return realpath(path)
 
-    def inside(path, dir_fd=None):
+    def resolved(path, dir_fd=None):
+        """The real path, or None where it cannot be told (then every check refuses)."""
         try:
-            real = resolve(path, dir_fd)
+            return resolve(path, dir_fd)
         except (OSError, TypeError, ValueError):
-            return False  # cannot tell where it points: refuse
-        return real == workdir or real.startswith(workdir + "/")
+            return None
 
-    def other_process(path):
-        if type(path) is int:
-            return False
-        try:
-            real = realpath(text(path))
-        except (OSError, TypeError, ValueError):
-            return True  # cannot tell: refuse
+    def within(real):
+        return real is not None and (real == workdir or real.startswith(workdir + "/"))
+
+    def inside(path, dir_fd=None):
+        return within(resolved(path, dir_fd))
+
+    def of_other_process(real):
+        if real is None:
+            return True
         parts = real.split("/")
         return real == "/proc" or (len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and not (
             real == own_proc or real.startswith(own_proc + "/")))
 
-    def directory(path):
+    def other_process(path):
+        return type(path) is not int and of_other_process(resolved(path))
+
+    def directory(real):
         try:
-            return stat(resolve(path)).st_mode & 0o170000 == 0o040000
-        except (OSError, TypeError, ValueError):
+            return real is not None and stat(real).st_mode & 0o170000 == 0o040000
+        except OSError:
             return False
 
     def writes(mode, flags):
@@ -244,15 +249,16 @@ def make_guard(workdir):
         if event == "open":
             path, mode, flags = args
             checkable(path)
-            # the event carries no dir_fd: a relative path is checked against the working directory, and
-            # no descriptor of a directory outside it can be had to serve as another base
-            if writes(mode, flags) and not inside(path):
+            real = resolved(path)  # once per event
+            # the event carries no dir_fd: a relative path is checked against the working directory, so
+            # no descriptor of a directory, inside it or out, can be had to serve as another base
+            if writes(mode, flags) and not within(real):
                 raise PermissionError("sandbox: writing %s outside the working directory is not allowed" % shown(path))
-            if other_process(path):
+            if type(path) is not int and of_other_process(real):
                 raise PermissionError("sandbox: opening %s of another process is not allowed" % shown(path))
-            if type(path) is not int and not inside(path) and directory(path):
-                raise PermissionError("sandbox: opening the directory %s outside the working directory is not "
-                                      "allowed" % shown(path))
+            if type(path) is not int and directory(real):
+                raise PermissionError("sandbox: opening the directory %s is not allowed (it could serve as "
+                                      "a dir_fd)" % shown(path))
         if event in ("os.listdir", "os.scandir") and args and args[0] is not None and checkable(args[0]) \
                 and other_process(args[0]):
             raise PermissionError("sandbox: listing other processes is not allowed")

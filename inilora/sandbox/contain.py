@@ -35,7 +35,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
+import threading
 
 MODES = ("auto", "bwrap", "unshare", "none")
 INSIDE = "/sandbox"  # where the working directory appears in a contained run
@@ -199,10 +199,14 @@ def _seccomp_memfd() -> int | None:
     return fd
 
 
+_MEMFD_LOCK = threading.Lock()  # the worker threads' first runs would otherwise each make one
+
+
 def seccomp_fd() -> int | None:
     """A fresh descriptor of the filter for one bwrap (each reads it from offset 0), to close after
     starting it; None where there is no filter for this architecture."""
-    memfd = _seccomp_memfd()
+    with _MEMFD_LOCK:
+        memfd = _seccomp_memfd()
     return None if memfd is None else os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY)
 
 
@@ -275,17 +279,15 @@ def user_namespace(uid: int, gid: int) -> int | str:
     tool = shutil.which("unshare")
     if tool is None or os.geteuid() != 0:
         return "not root" if tool else "unshare (util-linux) is not installed"
-    try:
-        helper = subprocess.Popen([tool, "--user", "sleep", "30"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:  # the helper says "ready" from inside the new namespace, then waits to be killed
+        helper = subprocess.Popen([tool, "--user", "/bin/sh", "-c", "echo ready; exec sleep 30"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as err:
         return f"cannot start unshare: {err}"
     try:
-        mine, deadline = os.readlink("/proc/self/ns/user"), time.monotonic() + 5
-        while os.readlink(f"/proc/{helper.pid}/ns/user") == mine:
-            if helper.poll() is not None or time.monotonic() > deadline:
-                return f"unshare --user failed: {helper.stderr.read().decode(errors='replace').strip()[:200]}"
-            time.sleep(0.0005)
+        if helper.stdout.readline() != b"ready\n":  # it failed and exited: EOF
+            helper.wait()
+            return f"unshare --user failed: {helper.stderr.read().decode(errors='replace').strip()[:200]}"
         for name, inner in (("uid_map", uid), ("gid_map", gid)):
             with open(f"/proc/{helper.pid}/{name}", "w") as fh:
                 fh.write(f"0 0 1\n{inner} {inner} 1\n")
@@ -295,4 +297,5 @@ def user_namespace(uid: int, gid: int) -> int | str:
     finally:
         helper.kill()
         helper.wait()
+        helper.stdout.close()
         helper.stderr.close()

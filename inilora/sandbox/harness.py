@@ -77,6 +77,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -230,7 +231,8 @@ def _run(program: str, entry_point: str | None, check: Callable | None, args: di
 def _run_bounded(program: str, entry_point: str | None, check: Callable | None, mode: str, cfg: _Settings,
                  start: float, group: cgroups.RunGroup | None, bounds: str) -> Result:
     """:func:`_run` once the run's cgroup (or its fallback) is set: the working directory, the child, the verdict."""
-    _remove_stale_folders()
+    with _STALE_LOCK:
+        _remove_stale_folders()
     try:
         base = tempfile.mkdtemp(prefix=f"inilora-sandbox-{os.getpid()}-")
         workdir, root = os.path.join(base, "work"), os.path.join(base, "root")
@@ -275,30 +277,34 @@ class _Child:
     def start(cls, program: str, entry_point: str | None, mode: str, workdir: str, root: str, cfg: _Settings,
               start: float, group: cgroups.RunGroup | None, bounds: str):
         inside = contain.INSIDE if mode != "none" else os.path.realpath(workdir)
-        read_end, write_end = os.pipe()
-        config = {"workdir": inside, "result_fd": write_end, "ids": cfg.ids, "limits": cfg.limits,
-                  "audit_hook": cfg.audit_hook, "containment": mode, "serve": entry_point}
-        seccomp = contain.seccomp_fd() if mode == "bwrap" else None
-        userns = contain.user_namespace(*cfg.ids) if mode == "bwrap" and cfg.ids else "no privilege drop"
-        if isinstance(userns, str):  # the program's uid is then the host's nobody, shared with every run
-            config["userns"], userns = userns, None
-        else:
-            config["userns"] = "own user namespace"
-        passed = tuple(fd for fd in (write_end, seccomp, userns) if fd is not None)
-        argv = contain.command(mode, workdir, root, seccomp, userns) + [
-            contain.interpreter()[1], "-I", "-B", "-S", "-c", _BOOTSTRAP, json.dumps(config)]
-        if group is not None:  # the run's first process joins its cgroup before anything else runs
-            argv = group.join_prefix() + argv
+        opened: list[int] = []  # every descriptor made here, closed on every path out
         try:
+            read_end, write_end = os.pipe()
+            opened += [read_end, write_end]
+            config = {"workdir": inside, "result_fd": write_end, "ids": cfg.ids, "limits": cfg.limits,
+                      "audit_hook": cfg.audit_hook, "containment": mode, "serve": entry_point}
+            seccomp = contain.seccomp_fd() if mode == "bwrap" else None
+            opened += [seccomp] if seccomp is not None else []
+            userns = contain.user_namespace(*cfg.ids) if mode == "bwrap" and cfg.ids else "no privilege drop"
+            if isinstance(userns, str):  # the program's uid is then the host's nobody, shared with every run
+                config["userns"], userns = userns, None
+            else:
+                config["userns"] = "own user namespace"
+                opened.append(userns)
+            argv = contain.command(mode, workdir, root, seccomp, userns) + [
+                contain.interpreter()[1], "-I", "-B", "-S", "-c", _BOOTSTRAP, json.dumps(config)]
+            if group is not None:  # the run's first process joins its cgroup before anything else runs
+                argv = group.join_prefix() + argv
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     cwd=workdir, env={**SAFE_ENV, "HOME": inside, "TMPDIR": inside},
-                                    pass_fds=passed, start_new_session=True)
+                                    pass_fds=tuple(fd for fd in opened if fd != read_end), start_new_session=True)
         except OSError as err:
-            os.close(read_end)
-            return Result(False, "error", f"cannot start {argv[0]}: {err}", time.monotonic() - start,
+            for fd in opened:
+                os.close(fd)
+            return Result(False, "error", f"cannot start the contained interpreter: {err}", time.monotonic() - start,
                           containment=mode, bounds=bounds)
-        finally:
-            for fd in passed:
+        for fd in opened:  # the child holds its own copies; the read end stays ours
+            if fd != read_end:
                 os.close(fd)
         nonce = secrets.token_hex(16).encode()
         child = cls(proc, read_end, mode, workdir, cfg, start, nonce, group, bounds)
@@ -499,6 +505,9 @@ class _Child:
         os.close(self.result_fd)
 
 
+_STALE_LOCK = threading.Lock()  # the worker threads' first runs would otherwise both clean up
+
+
 @functools.lru_cache(maxsize=None)
 def _remove_stale_folders() -> None:
     """Once per process: the run folders of harnesses that died without cleaning up (killed by a signal)."""
@@ -510,13 +519,8 @@ def _remove_stale_folders() -> None:
     for name in names:
         parts = name.split("-")
         if len(parts) == 4 and parts[:2] == ["inilora", "sandbox"] and parts[2].isdigit() and int(parts[2]) != os.getpid():
-            try:
-                os.kill(int(parts[2]), 0)
-                continue  # its harness still runs
-            except ProcessLookupError:
+            if not cgroups.alive(int(parts[2])):
                 _remove_tree(os.path.join(top, name))
-            except PermissionError:
-                continue
 
 
 def _children(pid: int) -> list[int]:
