@@ -915,3 +915,35 @@ def test_cgroup_v2_without_the_controllers_delegated_falls_back_and_says_why(tmp
         assert why == f"cgroup v2: the controllers ['memory', 'pids'] are not delegated to {tmp_path / 'job'}"
     finally:
         cgroups.setup.cache_clear()
+
+
+def test_cgroup_v2_moves_the_harness_into_a_leaf_when_its_own_cgroup_holds_processes(tmp_path, monkeypatch):
+    """v2 refuses to delegate from a cgroup that holds processes (EBUSY): the harness moves itself into a
+    leaf of its cgroup first; if the kernel still refuses (other processes), the run falls back and says why."""
+    import errno
+
+    from inilora.sandbox import cgroups
+
+    own = tmp_path / "job"
+    own.mkdir()
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    (own / "cgroup.controllers").write_text("cpu memory pids\n")
+    monkeypatch.setattr(cgroups, "_own_paths", lambda: {"": "/job"})
+    real_write, busy = cgroups._write, {"left": 1}
+
+    def write(path, value, quiet=False):
+        if path == str(own / "cgroup.subtree_control") and busy["left"]:
+            busy["left"] -= 1
+            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        return real_write(path, value, quiet)
+
+    monkeypatch.setattr(cgroups, "_write", write)
+    cgroups.setup.cache_clear()
+    try:
+        version, _ = cgroups.setup(str(tmp_path))
+        assert version == 2 and (own / f"inilora-harness-{os.getpid()}" / "cgroup.procs").read_text() == str(os.getpid())
+        busy["left"] = 2
+        cgroups.setup.cache_clear()
+        assert "other processes share" in cgroups.setup(str(tmp_path))
+    finally:
+        cgroups.setup.cache_clear()
