@@ -285,10 +285,10 @@ class _Child:
                       "audit_hook": cfg.audit_hook, "containment": mode, "serve": entry_point}
             seccomp = contain.seccomp_fd() if mode == "bwrap" else None
             opened += [seccomp] if seccomp is not None else []
-            userns = contain.user_namespace(*cfg.ids) if mode == "bwrap" and cfg.ids else "no privilege drop"
+            userns = contain.user_namespace(*cfg.ids) if mode == "bwrap" and cfg.ids else None
             if isinstance(userns, str):  # the program's uid is then the host's nobody, shared with every run
                 config["userns"], userns = userns, None
-            else:
+            elif userns is not None:
                 config["userns"] = "own user namespace"
                 opened.append(userns)
             argv = contain.command(mode, workdir, root, seccomp, userns) + [
