@@ -26,6 +26,7 @@ localrules:
     table2,
     table5,
     lr_sweep,
+    select_rates,
     study_table,
     figure,
 

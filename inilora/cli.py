@@ -104,9 +104,19 @@ def cmd_table1(a) -> None:
 
 
 def cmd_table2(a) -> None:
+    from inilora.report.selection import read_selection, table_marks
     from inilora.report.tables import table2
 
-    table2(_spec(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
+    tuned = table_marks(read_selection(a.selection)) if a.selection else None
+    table2(_spec(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None, tuned)
+
+
+def cmd_select_rates(a) -> None:
+    from inilora.report.selection import describe, select
+
+    result = select(_spec(a.spec), a.evals, Path(a.json), Path(a.markdown), Path(a.figure))
+    for s in result["selections"]:
+        log.info("%s", describe(s))
 
 
 def cmd_table5(a) -> None:
@@ -191,6 +201,11 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("evals", nargs="+")
         if name in ("table1", "table2"):
             s.add_argument("--paper", help=f"the paper's numbers (workflow/reference/paper_{name}.csv)")
+        if name == "table2":
+            s.add_argument("--selection", help="the rates tuning chose (results/selection.json): marks and notes")
+    s = command("select-rates", cmd_select_rates, "choose each method's fine-tuning rate from its tuning "
+                "evaluations (results/selection.json, .md, .png)", "--spec", "--json", "--markdown", "--figure")
+    s.add_argument("evals", nargs="+")
     command("table5", cmd_table5, "build results/table5.csv from decomposition metadata and timing files",
             "--paper", "--csv", "--markdown", "--paper-names", lists=("--meta", "--timing"))
     s = command("study-table", cmd_study_table, "build results/table{3,4,6,7}.csv: accuracy by rank, beside the paper's",

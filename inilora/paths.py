@@ -44,6 +44,10 @@ TABLE2_HTML = f"{RESULTS}/table2.html"  # the table as the report shows it
 LR_SWEEP = f"{RESULTS}/lr_sweep.csv"
 LR_SWEEP_MD = f"{RESULTS}/lr_sweep.md"
 LR_SWEEP_HTML = f"{RESULTS}/lr_sweep.html"  # the table as the report shows it
+# tune, then compare: each method's chosen rate (a checkpoint's output), its table and its figure
+SELECTION = f"{RESULTS}/selection.json"
+SELECTION_MD = f"{RESULTS}/selection.md"
+SELECTION_FIGURE = f"{RESULTS}/selection.png"
 
 # the paper's analyses: accuracy by rank (Tables 3, 4, 6, 7) and Figures 2-6
 STUDY_TABLE = f"{RESULTS}/{{table}}.csv"
@@ -68,6 +72,7 @@ LOG = {
     "table2": f"{LOGS}/table2.log",
     "table5": f"{LOGS}/table5.log",
     "lr_sweep": f"{LOGS}/lr_sweep.log",
+    "select_rates": f"{LOGS}/select_rates.log",
     "study_table": f"{LOGS}/{{table}}.log",
     "figure": f"{LOGS}/{{figure}}.log",
 }

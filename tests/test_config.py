@@ -1,6 +1,7 @@
 """Bad config values stop before any job, with a message naming the key, the value and what is allowed."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,26 @@ def test_the_default_config_is_valid_and_gets_defaults():
     (lambda c: c.update(variants={"wide": {"method": "dora"}}), "config key 'variants.wide.method': unknown method 'dora'"),
     (lambda c: c.update(variants={"wide": {"method": "inilora_alpha", "options": {"sd": 1}}}, table3={"methods": ["wide"]}),
      "config key 'table3.methods': wide: method 'inilora_alpha' got unknown option(s) ['sd']"),
+    (lambda c: c.update(tuning={"rates": [1e-3]}), "config key 'tuning.rates': [0.001] leaves nothing to choose"),
+    (lambda c: c.update(tuning={"benchmarks": {"arithmetic": "champ"}}),
+     "config key 'tuning.rates' is empty, but 'tuning.benchmarks' is set"),
+    (lambda c: c.update(tuning={"rates": [1e-3, 1e-2]}),
+     "config key 'tuning.benchmarks': no tuning benchmark for Table 2 task(s) ['arithmetic']"),
+    (lambda c: c.update(tuning={"rates": [1e-3, 1e-2], "benchmarks": {"arithmetic": "chain_sum"}}),
+     "config key 'tuning.benchmarks.arithmetic': 'chain_sum' is one of the task's test benchmarks"),
+    (lambda c: c.update(tuning={"rates": [1e-3, 1e-2], "benchmarks": {"poetry": "x"}}),
+     "config key 'tuning.benchmarks.poetry': 'poetry' is not a Table 2 task ['arithmetic']"),
+    (lambda c: (c["tasks"]["arithmetic"].update(benchmarks=["chain_sum"]),
+                c.update(tuning={"rates": [1e-3, 1e-2], "benchmarks": {"arithmetic": "humaneval"}})),
+     "config key 'tuning.rule': heldout_loss, but the tuning benchmark 'humaneval' of task 'arithmetic' is of kind "
+     "'humaneval', which scores no held-out loss; use rule 'headline'"),
+    (lambda c: (c["tasks"]["arithmetic"].update(benchmarks=["chain_sum"]),
+                c.update(tuning={"rates": [1e-3, 1e-2], "benchmarks": {"arithmetic": "champ"}, "rule": "loss"})),
+     "config key 'tuning.rule': 'loss' is not one of ['heldout_loss', 'headline']"),
+    (lambda c: (c["tasks"]["arithmetic"].update(benchmarks=["chain_sum"]),
+                c.update(tuning={"rates": [1e-3, 1e-2], "benchmarks": {"arithmetic": "champ"}},
+                         method_train={"lora": {"learning_rate": 1e-3}})),
+     "config key 'method_train.lora.learning_rate': 0.001 is set by hand, but 'tuning.rates' chooses every method's rate"),
 ])
 def test_bad_values_are_named(mutate, message):
     with pytest.raises(cfg.ConfigError) as err:
@@ -101,6 +122,29 @@ def test_per_method_training_settings_override_the_shared_ones():
     spec = cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "pissa", 8, "0.0005", 11)
     assert spec["train"]["learning_rate"] == 5e-4
     assert "pissa: trained with learning_rate 0.0005 (per-method setting)" in cfg.table2_spec(config)["notes"]
+
+
+def test_tuning_plans_every_method_at_every_rate_on_its_tuning_items_and_table2_reads_the_choice(tmp_path):
+    def tune(c):
+        c["tasks"]["arithmetic"]["benchmarks"] = ["chain_sum"]
+        c["tuning"] = {"rates": [1e-3, 1e-2], "benchmarks": {"arithmetic": "champ"}, "seeds": [11, 12]}
+    config = checked(tune)
+    inputs = cfg.tuning_inputs(config)
+    assert len(inputs) == 4 * 2 * 2 and all(p.endswith("/champ.json") for p in inputs)
+    assert sum("/pissa/r8/lr0.01/seed12/" in p for p in inputs) == 1
+    chosen = {"selections": [{"model": "smollm2-135m", "task": "arithmetic", "method": m, "rank": 8, "chosen_lr": lr}
+                             for m, lr in zip(config["methods"], [1e-3, 1e-2, 1e-2, 1e-3])]}
+    (tmp_path / "selection.json").write_text(json.dumps(chosen))
+    rates = cfg.selected_rates(tmp_path / "selection.json")
+    table = [p for p in cfg.table2_inputs(config, rates) if "/base/" not in p]
+    assert sorted({p.split("/")[4] + "@" + p.split("/")[6] for p in table}) == [
+        "inilora@lr0.001", "lora@lr0.001", "milora@lr0.01", "pissa@lr0.01"]
+    notes = cfg.table2_spec(config)["notes"]
+    assert any(n.startswith("rates tuned per method (results/selection.json): of [0.001, 0.01], the lowest mean "
+                            "held-out loss") for n in notes)
+    assert any("fine-tuning: lr tuned per method" in n for n in notes)
+    with pytest.raises(cfg.ConfigError, match="config key 'tuning.rates' is empty"):
+        cfg.tuning_inputs(checked(lambda c: None))
 
 
 def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():

@@ -24,7 +24,7 @@ from inilora.inits import REGISTRY, InitError, check_options, needing, option_na
 def check(config: dict) -> dict:
     """Every cross-key check; returns ``config`` when it passes."""
     for section in (check_methods, check_data, check_seeds, check_benchmarks, check_table2, check_glue,
-                    check_lr_sweep, check_decompose, check_study, check_figures):
+                    check_lr_sweep, check_tuning, check_decompose, check_study, check_figures):
         section(config)
     return config
 
@@ -168,6 +168,42 @@ def check_lr_sweep(config: dict) -> None:
     if sw["seeds"] and not set(sw["seeds"]) <= set(config["seeds"]):
         raise ConfigError(f"config key 'lr_sweep.seeds': {sw['seeds']} are not all among 'seeds' {config['seeds']}; "
                           "a sweep tunes on seeds that the table then compares")
+
+
+def check_tuning(config: dict) -> None:
+    """``tuning``: at least two rates, a tuning benchmark for every Table 2 task that is not one of
+    its test benchmarks and can be scored by the rule, and no per-method rate set by hand."""
+    tu = config["tuning"]
+    if not tu["rates"]:
+        if tu["benchmarks"]:
+            raise ConfigError("config key 'tuning.rates' is empty, but 'tuning.benchmarks' is set; list the rates "
+                              "to choose from (at least 2), or remove 'tuning'")
+        return
+    if len(tu["rates"]) < 2:
+        raise ConfigError(f"config key 'tuning.rates': {tu['rates']} leaves nothing to choose; list at least 2 rates")
+    tasks = table2_tasks(config)
+    for task, bench in tu["benchmarks"].items():
+        if task not in tasks:
+            raise ConfigError(f"config key 'tuning.benchmarks.{task}': '{task}' is not a Table 2 task {tasks}")
+        if bench not in config["benchmarks"]:
+            raise ConfigError(f"config key 'tuning.benchmarks.{task}': unknown benchmark '{bench}'; defined: "
+                              f"{sorted(config['benchmarks'])}")
+        if bench in config["tasks"][task]["benchmarks"]:
+            raise ConfigError(f"config key 'tuning.benchmarks.{task}': '{bench}' is one of the task's test benchmarks "
+                              f"{config['tasks'][task]['benchmarks']}; tune on items drawn apart from them")
+        kind = config["benchmarks"][bench]["kind"]
+        if tu["rule"] == "heldout_loss" and not KINDS[kind].heldout_loss:
+            raise ConfigError(f"config key 'tuning.rule': heldout_loss, but the tuning benchmark '{bench}' of task "
+                              f"'{task}' is of kind '{kind}', which scores no held-out loss; use rule 'headline' or "
+                              f"a benchmark of kind {sorted(k for k, v in KINDS.items() if v.heldout_loss)}")
+    missing = [t for t in tasks if t not in tu["benchmarks"]]
+    if missing:
+        raise ConfigError(f"config key 'tuning.benchmarks': no tuning benchmark for Table 2 task(s) {missing}; "
+                          "name one per task, e.g. {" + f"{missing[0]}: <benchmark>" + "}")
+    for m, over in config.get("method_train", {}).items():
+        if "learning_rate" in over:
+            raise ConfigError(f"config key 'method_train.{m}.learning_rate': {over['learning_rate']} is set by hand, "
+                              "but 'tuning.rates' chooses every method's rate; remove one of them")
 
 
 def check_decompose(config: dict) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from inilora.config.methods import factors_wildcards, method_options
 from inilora.config.specs import glue_models, model_entry
 from inilora.config.targets import (study_benchmark, study_models, study_rank, study_task, sweep_benchmarks,
-                                    sweep_task, table2_tasks)
+                                    sweep_task, table2_methods, table2_tasks, tuning_on, tuning_seeds)
 from inilora.data import glue
 from inilora.inits import option_defaults
 
@@ -19,7 +19,8 @@ def training_budget(train: dict) -> str:
 
 def fine_tuning_note(config: dict) -> str:
     tr = config["train"]
-    return (f"fine-tuning: lr {tr['learning_rate']} (unless set per method), {training_budget(tr)}, "
+    lr = "tuned per method" if tuning_on(config) else f"{tr['learning_rate']} (unless set per method)"
+    return (f"fine-tuning: lr {lr}, {training_budget(tr)}, "
             f"seeds {config['seeds']}, alpha {config['lora']['alpha']}")
 
 
@@ -43,13 +44,41 @@ def table2_spec(config: dict) -> dict:
     for m, over in config.get("method_train", {}).items():
         notes.append(f"{m}: trained with " + ", ".join(f"{k} {v}" for k, v in over.items()) + " (per-method setting)")
     notes.append(fine_tuning_note(config))
+    if tuning_on(config):
+        notes.append(tuning_note(config))
     notes.append("columns: <benchmark>:<metric>: accuracy (greedy exact match, Hendrycks equivalence for math "
                  "kinds, next-token choice for mmlu), heldout_loss (mean token cross-entropy of the reference "
                  "answers), pass@k (humaneval, unbiased estimator); _std over seeds")
     models = {m: e["paper_name"] for m, e in config["models"].items() if e.get("paper_name")}
     named = {b: config["benchmarks"][b]["paper_name"] for b in benches if config["benchmarks"][b].get("paper_name")}
-    return {"methods": config["table2"]["methods"] or config["methods"], "benchmarks": benches, "notes": notes,
+    return {"methods": table2_methods(config), "benchmarks": benches, "notes": notes,
             "paper": {"models": models, "benchmarks": named} if models and named else {}}
+
+
+RULES = {"heldout_loss": "the lowest mean held-out loss of the tuning items' reference answers",
+         "headline": "the highest headline metric (accuracy, pass@1) on the tuning items"}
+
+
+def tuning_note(config: dict) -> str:
+    tu = config["tuning"]
+    benches = "; ".join(f"task {t}: {b} ({config['benchmarks'][b].get('label', b)})" for t, b in tu["benchmarks"].items())
+    return (f"rates tuned per method (results/selection.json): of {[float(r) for r in tu['rates']]}, "
+            f"{RULES[tu['rule']]} (ties: the smaller rate), fine-tuned on seed(s) {tuning_seeds(config)}, "
+            f"scored on the tuning benchmark, drawn apart from the test items ({benches}); 'train.learning_rate' "
+            "plays no part")
+
+
+def selection_spec(config: dict) -> dict:
+    """What the rate selection needs besides the tuning evaluations: the rule, its bootstrap and the
+    notes of its table and figure."""
+    tu = config["tuning"]
+    notes = [tuning_note(config),
+             f"stability: the share of {tu['resamples']} bootstrap resamples of the tuning items (the same items "
+             f"for every rate, each item's score averaged over the tuning seeds) that pick each rate; a choice "
+             f"picked in fewer than {tu['stable_at']:.0%} of them is marked unstable",
+             f"{training_budget(config['train'])}, alpha {config['lora']['alpha']}"]
+    return {"rule": tu["rule"], "rates": [float(r) for r in tu["rates"]], "resamples": tu["resamples"],
+            "stable_at": tu["stable_at"], "methods": table2_methods(config), "notes": notes}
 
 
 def lr_sweep_spec(config: dict) -> dict:

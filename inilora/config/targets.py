@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from inilora import paths
 from inilora.config.methods import factors_wildcards, figure2_iterations, fmt_lr, iteration_counts, method_lr, variant
 from inilora.config.precheck import check_models
@@ -14,9 +17,16 @@ def table2_tasks(config: dict) -> list[str]:
     return config["table2"]["tasks"] or list(config["tasks"])
 
 
-def table2_inputs(config: dict) -> list[str]:
-    """Table 2's evaluations: every model x task x benchmark x method x rank x seed (and the base's)."""
-    methods = config["table2"]["methods"] or config["methods"]
+def table2_methods(config: dict) -> list[str]:
+    """Table 2's rows: ``table2.methods``, else every method."""
+    return config["table2"]["methods"] or config["methods"]
+
+
+def table2_inputs(config: dict, rates: dict | None = None) -> list[str]:
+    """Table 2's evaluations: every model x task x benchmark x method x rank x seed (and the base's),
+    each method at its rate: the one ``rates`` (:func:`selected_rates`) chose when tuning is on,
+    else its ``method_train`` or ``train`` rate."""
+    methods = table2_methods(config)
     out = []
     for model in config["models"]:
         for task in table2_tasks(config):
@@ -26,9 +36,40 @@ def table2_inputs(config: dict) -> list[str]:
                 for method in methods:
                     for rank in config["ranks"]:
                         for seed in config["seeds"]:
+                            lr = rates[(model, task, method, int(rank))] if rates else method_lr(config, method)
                             out.append(paths.EVAL.format(model=model, task=task, method=method, rank=rank,
-                                                         lr=method_lr(config, method), seed=seed, bench=bench))
+                                                         lr=lr, seed=seed, bench=bench))
     return list(dict.fromkeys(out))
+
+
+def tuning_on(config: dict) -> bool:
+    """Whether Table 2's rates are chosen by the workflow (``tuning.rates`` set)."""
+    return bool(config["tuning"]["rates"])
+
+
+def tuning_seeds(config: dict) -> list[int]:
+    """The tuning runs' seeds: ``tuning.seeds``, else the first of ``seeds``."""
+    return config["tuning"]["seeds"] or config["seeds"][:1]
+
+
+def tuning_inputs(config: dict) -> list[str]:
+    """The tuning evaluations: every Table 2 model x task x method x rank at each rate of
+    ``tuning.rates`` and each tuning seed, scored on the task's tuning benchmark."""
+    tu = config["tuning"]
+    if not tu["rates"]:
+        raise ConfigError("config key 'tuning.rates' is empty; list the learning rates to choose from, "
+                          "e.g. [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]")
+    return [paths.EVAL.format(model=model, task=task, method=method, rank=rank, lr=fmt_lr(lr), seed=seed,
+                              bench=tu["benchmarks"][task])
+            for model in config["models"] for task in table2_tasks(config) for method in table2_methods(config)
+            for rank in config["ranks"] for lr in tu["rates"] for seed in tuning_seeds(config)]
+
+
+def selected_rates(path) -> dict[tuple, str]:
+    """{(model, task, method, rank): learning rate as in run paths} from a selection JSON
+    (inilora.report.selection writes it; its ``selections`` list is the contract)."""
+    data = json.loads(Path(path).read_text())
+    return {(s["model"], s["task"], s["method"], int(s["rank"])): fmt_lr(s["chosen_lr"]) for s in data["selections"]}
 
 
 def table5_inputs(config: dict) -> dict[str, list[str]]:

@@ -52,6 +52,7 @@ class Kind:
     sampled: bool  # ``samples`` completions per problem at ``temperature``, reported as pass@k
     matches_training: bool  # question/answer items, dropped where they occur in the training data
     sandboxed: bool  # runs generated code: the containment is checked before a model is loaded
+    heldout_loss: bool  # also scores each item's held-out loss of its reference answer (a tuning rule can read it)
     cost: Callable[[dict, int], dict]  # its work on ``items`` items: {"decode_steps", "forward_tokens"}
 
 
@@ -238,13 +239,14 @@ def _answers(model, tok, spec: dict, gen, exclude: set[str], **_) -> dict:
 
 QA_LOADERS = ("reasoning_gym", "hf", "math_hub", "champ")
 register_kind("numeric", loaders=QA_LOADERS, headline="accuracy", item_score=_correct, generates=True, sampled=False,
-              matches_training=True, sandboxed=False, cost=_decoded)(_answers)
+              matches_training=True, sandboxed=False, heldout_loss=True, cost=_decoded)(_answers)
 register_kind("math", loaders=QA_LOADERS, headline="accuracy", item_score=_correct, generates=True, sampled=False,
-              matches_training=True, sandboxed=False, cost=_decoded)(_answers)
+              matches_training=True, sandboxed=False, heldout_loss=True, cost=_decoded)(_answers)
 
 
 @register_kind("humaneval", loaders=("humaneval", "humaneval_hub"), headline="pass@1", item_score=_pass_at_1,
-               generates=True, sampled=True, matches_training=False, sandboxed=True, cost=_decoded)
+               generates=True, sampled=True, matches_training=False, sandboxed=True, heldout_loss=False,
+               cost=_decoded)
 def _code(model, tok, spec: dict, gen, workers: int, generations_path, **_) -> dict:
     """HumanEval: :func:`evaluate_humaneval` with the benchmark's sampling and sandbox settings."""
     return evaluate_humaneval(model, tok, load_humaneval(spec["data"]), spec["samples"], spec["temperature"],
@@ -255,7 +257,8 @@ def _code(model, tok, spec: dict, gen, workers: int, generations_path, **_) -> d
 
 
 @register_kind("mmlu", loaders=("mmlu_hub", "mmlu_standin"), headline="accuracy", item_score=_correct,
-               generates=False, sampled=False, matches_training=False, sandboxed=False, cost=_choices)
+               generates=False, sampled=False, matches_training=False, sandboxed=False, heldout_loss=False,
+               cost=_choices)
 def _choice(model, tok, spec: dict, **_) -> dict:
     """MMLU: the next-token choice among A-D (inilora.evaluate.mmlu)."""
     from inilora.evaluate import mmlu

@@ -275,3 +275,37 @@ def figure6(df: pd.DataFrame, out: Path, note: str = "",
     ax.set(title="accuracy vs learning rate", xlabel="learning rate", ylabel=", ".join(dict.fromkeys(df["metric"])))
     ax.legend(fontsize=7)
     return _finish(fig, out, title, f"{note} {_seeds_note(df)}")
+
+
+def selection_figure(selections: list[dict], out: Path, note: str = "",
+                     title: str = "Learning-rate selection: the tuning score against the rate") -> Drawn:
+    """One panel per selection (model, task, method, rank): its tuning score at each rate with the
+    bootstrap's 95% band, the chosen rate starred, and the share of resamples picking each rate
+    written over its point (the paper's Figure 6, with the noise of the choice shown).
+
+    ``selections``: the ``selections`` of a selection JSON (inilora.report.selection)."""
+    if not selections:
+        raise ValueError("no selections to draw: expected one per (model, task, method, rank)")
+    cols = min(3, len(selections))
+    rows = -(-len(selections) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    vary = {k: len({s[k] for s in selections}) > 1 for k in ("model", "task", "rank")}
+    for ax, s in zip(axes.flat, selections):
+        x, y = np.asarray(s["rates"]), np.asarray(s["scores"])
+        ax.fill_between(x, s["ci_low"], s["ci_high"], alpha=0.25, color="tab:blue", linewidth=0)
+        ax.plot(x, y, marker="o", color="tab:blue")
+        best = s["rates"].index(s["chosen_lr"])
+        ax.plot([x[best]], [y[best]], marker="*", markersize=15, color="tab:red" if not s["stable"] else "tab:orange",
+                linestyle="none", label=f"chosen {s['chosen_lr']:g} ({s['stability']:.0%})")
+        for xi, yi, f in zip(x, y, s["frequency"]):
+            ax.annotate(f"{f:.0%}", (xi, yi), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+        _log_x_at(ax, x)
+        extra = " ".join(f"r{s[k]}" if k == "rank" else str(s[k]) for k in ("model", "task", "rank") if vary[k])
+        ax.set(title=f"{s['method']} {extra}".strip() + ("" if s["stable"] else " (unstable)"),
+               xlabel="learning rate", ylabel=f"{s['metric']} ({s['direction']} is better)")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(selections):]:
+        ax.remove()
+    seeds = sorted({len(s["seeds"]) for s in selections})
+    return _finish(fig, out, title, f"{note} Points: tuning score, item mean over {seeds[0]} seed(s); bands: 95% "
+                   "bootstrap interval over the tuning items; over each point, the share of resamples picking it.")

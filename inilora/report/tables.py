@@ -45,10 +45,13 @@ def read_evals(paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None) -> pd.DataFrame:
+def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None,
+           tuned: tuple[dict, list[str]] | None = None) -> pd.DataFrame:
     """Rows model x method (x rank), a column per benchmark metric; mean and std over seeds.
 
-    ``spec``: {"methods": [...order...], "benchmarks": [...order...], "notes": [...]}.
+    ``spec``: {"methods": [...order...], "benchmarks": [...order...], "notes": [...]}. ``tuned``: the
+    rows' rate selection (inilora.report.selection.table_marks): columns per (model, method, rank,
+    lr) row, ``tuned:stability`` and ``tuned:stable``, and notes.
     """
     df = read_evals(eval_paths)
     wide = _over_seeds(df, ["model", "method", "rank", "lr"])
@@ -60,6 +63,10 @@ def table2(spec: dict, eval_paths: list[str], csv: Path, markdown: Path, paper_c
     if paper_csv is not None and spec.get("paper"):
         wide = beside_table2(wide, spec, paper_csv)
     wide, spec = with_uncertainty(wide, df, spec)
+    if tuned is not None:
+        marks, notes = tuned
+        wide = _place(wide, marks, ["model", "method", "rank", "lr"])
+        spec = {**spec, "notes": [*spec["notes"], *notes]}
     wide["method"] = wide["method"].replace({"base": "base (no fine-tune)"})
     _write(wide, df, "Table 2: methods x benchmarks", spec, csv, markdown)
     return wide

@@ -118,6 +118,25 @@ def launcher(gpus):
     return INILORA.replace("-m inilora", f"-m torch.distributed.run --standalone --nproc_per_node {gpus} -m inilora")
 
 
+# ----------------------------------------------------------------------------- tables
+
+
+def table2_input(w):
+    """Table 2's evaluations; with tuning on, at the rates the select_rates checkpoint chose (and
+    its JSON, for the table's marks and notes). A changed choice plans new runs; an unchanged one
+    reuses them."""
+    if not cfg.tuning_on(config):
+        return {"evals": cfg.table2_inputs(config)}
+    selection = checkpoints.select_rates.get().output.json
+    return {"evals": cfg.table2_inputs(config, cfg.selected_rates(selection)), "selection": selection}
+
+
+def named(input, name: str) -> list[str]:
+    """The files of one named input (none when it is absent, as before a checkpoint is done)."""
+    files = input.get(name, [])
+    return [files] if isinstance(files, str) else list(files)
+
+
 # ----------------------------------------------------------------------------- figures
 
 

@@ -42,7 +42,7 @@ rule table5:
 rule table2:
     """Methods x benchmarks (the paper's Table 2), mean and std over seeds, beside the paper's where it is the paper's setting."""
     input:
-        evals=cfg.table2_inputs(config),
+        unpack(table2_input),
         paper=shipped(paths.PAPER_TABLE, table="table2"),
     output:
         csv=report(paths.TABLE2, caption="../report/table.rst", category="Table data (CSV)"),
@@ -50,13 +50,37 @@ rule table2:
         html=report(paths.TABLE2_HTML, caption="../report/table.rst", category="Tables"),
     params:
         spec=spec_json(cfg.table2_spec(config)),
+        # from the input's names, which exist once the checkpoint (if any) is done; a dry run formats
+        # this job before that
+        selection=lambda w, input: " ".join(f"--selection {shlex.quote(f)}" for f in named(input, "selection")),
+        evals=lambda w, input: " ".join(shlex.quote(f) for f in named(input, "evals")),
     log:
         paths.LOG["table2"],
     conda:
         ENV
     shell:
         f"{INILORA} table2 --spec {{params.spec:q}} --paper {{input.paper:q}} --csv {{output.csv:q}}"
-        " --markdown {output.md:q} {input.evals:q} > {log:q} 2>&1"
+        " --markdown {output.md:q} {params.selection} {params.evals} > {log:q} 2>&1"
+
+
+checkpoint select_rates:
+    """Tune, then compare: each Table 2 method's rate, chosen from its tuning runs by `tuning.rule`
+    (a checkpoint, so Table 2's runs are planned from its choice)."""
+    input:
+        lambda w: cfg.tuning_inputs(config),  # tuning off fails here, naming the key
+    output:
+        json=paths.SELECTION,
+        md=paths.SELECTION_MD,
+        figure=report(paths.SELECTION_FIGURE, caption="../report/figure.rst", category="Figures"),
+    params:
+        spec=spec_json(cfg.selection_spec(config) if cfg.tuning_on(config) else {}),
+    log:
+        paths.LOG["select_rates"],
+    conda:
+        ENV
+    shell:
+        f"{INILORA} select-rates --spec {{params.spec:q}} --json {{output.json:q}} --markdown {{output.md:q}}"
+        " --figure {output.figure:q} {input:q} > {log:q} 2>&1"
 
 
 rule lr_sweep:
