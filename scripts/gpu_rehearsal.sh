@@ -19,8 +19,11 @@ device: cuda
 threads: 8
 models:
   llama2-7b: {path: "rehearsal:llama2-7b", paper_name: LLaMA2-7B, target_modules: [q_proj, v_proj]}
-methods: [lora, pissa, milora, inilora, loraga, hrp]
-method_options: {loraga: {batches: 64, batch_size: 2}}
+methods: [lora, pissa, milora, inilora, loraga, hrp, inilora_dora]
+# pissa: the official recipe's fast SVD (pissa_niter_16), seeded by the run; inilora_dora: rsLoRA
+# scaling and DoRA's magnitude on top of IniLoRA (docs/init-methods.md sec. 2.6)
+method_options: {loraga: {batches: 64, batch_size: 2}, pissa: {svd_niter: 16}}
+variants: {inilora_dora: {method: inilora, options: {use_rslora: true, use_dora: true}}}
 ranks: [8]
 seeds: [11]
 decompose: {lr: [5.0e-4], iterations: 20000}
@@ -44,8 +47,10 @@ YAML
 # every method's init and fine-tune; evaluation for LoRA and IniLoRA (table2's rows)
 time .venv/bin/snakemake --directory "$WORK" --configfile "$WORK/config.yaml" --cores 8 --resources gpu=1 \
   results/table2.csv \
-  $(for m in pissa milora loraga hrp; do echo "results/finetune/llama2-7b/metamath/$m/r8/lr2e-05/seed11/train.json"; done)
+  $(for m in pissa milora loraga hrp inilora_dora; do echo "results/finetune/llama2-7b/metamath/$m/r8/lr2e-05/seed11/train.json"; done)
 $PY -m inilora.report.runtime "$WORK/results" > "$WORK/report.md"
+# the checks that need a GPU: seeded fast PiSSA on CUDA, rsLoRA and DoRA inits there
+$PY -m pytest -q -p no:cacheprovider tests/test_inits.py -k on_the_gpu
 cat "$WORK/report.md"
 # Every job that computes ran on the GPU (a CPU run on this machine is a failure, not a slow pass).
 $PY - "$WORK/results" <<'PY'

@@ -139,3 +139,54 @@ def test_a_changed_base_with_another_adapter_is_warned_about_once(tiny_llama):
         warnings.simplefilter("always")
         apply_init(copy.deepcopy(tiny_llama), "lora", 4, ALPHA, TARGETS).add_adapter("x", LoraConfig(r=2, target_modules=TARGETS))
     assert not [w for w in none if "changed this model's base weights" in str(w.message)]
+
+
+VARIANTS = {"rslora": {"use_rslora": True}, "rslora+dora": {"use_rslora": True, "use_dora": True}}
+ADAPTER_CASES = [(m, v) for m in sorted(REGISTRY) for v in VARIANTS if REGISTRY[m].takes_adapter_options(VARIANTS[v])]
+
+
+@pytest.mark.parametrize("method,variant", ADAPTER_CASES, ids=[f"{m}-{v}" for m, v in ADAPTER_CASES])
+def test_rslora_and_dora_keep_the_init_contract(method, variant, tiny_llama, input_ids, factors_file, tmp_path):
+    """With rsLoRA's scaling and/or DoRA, every init that takes them still: keeps the step-0 output
+    (where it claims to), scales by alpha / sqrt(r), and saves an adapter that reproduces the
+    fine-tuned output on the original base (residual inits through PEFT's rank-2r conversion)."""
+    from peft import PeftModel
+
+    opts = VARIANTS[variant]
+    record = REGISTRY[method]
+    with torch.no_grad():
+        base = tiny_llama(input_ids).logits
+    peft_model = apply_init(copy.deepcopy(tiny_llama), method, 4, ALPHA, TARGETS, **opts, **options(method, factors_file))
+    config = peft_model.peft_config["default"]
+    assert config.use_rslora == opts.get("use_rslora", False) and config.use_dora == opts.get("use_dora", False)
+    for layer in lora_layers(peft_model).values():
+        assert layer.scaling["default"] == pytest.approx(ALPHA / (2 if opts.get("use_rslora") else 4))
+        assert ("default" in layer.lora_magnitude_vector) == opts.get("use_dora", False)
+        if opts.get("use_dora"):  # the magnitude of the weight the init left, W + s B A, as PEFT's own inits get
+            with torch.no_grad():
+                A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+                weight = layer.get_base_layer().weight + layer.scaling["default"] * B @ A
+                assert torch.allclose(layer.lora_magnitude_vector["default"].weight, weight.norm(dim=1), atol=1e-5)
+    with torch.no_grad():
+        init = peft_model(input_ids).logits
+    if record.keeps_output():
+        assert (init - base).abs().max() < 1e-4
+    save_initial_adapter(peft_model, tmp_path / "init")
+    _move_adapters(peft_model)
+    with torch.no_grad():
+        tuned = peft_model(input_ids).logits
+    assert (tuned - init).abs().max() > 1e-4  # the stand-in for training moved the output
+    kwargs = {"path_initial_model_for_weight_conversion": str(tmp_path / "init")} if record.is_residual() else {}
+    peft_model.save_pretrained(str(tmp_path / "final"), **kwargs)
+    reloaded = PeftModel.from_pretrained(copy.deepcopy(tiny_llama), str(tmp_path / "final"))
+    with torch.no_grad():
+        assert (reloaded(input_ids).logits - tuned).abs().max() < 1e-4
+
+
+def test_dora_is_refused_where_it_cannot_keep_the_contract_naming_the_option(tiny_llama):
+    refused = sorted(m for m in REGISTRY if not REGISTRY[m].takes_adapter_options({"use_dora": True}))
+    for method in refused:
+        with pytest.raises(InitError, match=f"method '{method}' option use_dora=True: .+"):
+            REGISTRY[method](copy.deepcopy(tiny_llama), 4, ALPHA, TARGETS, use_dora=True)
+    with pytest.raises(InitError, match="method 'lora' option use_rslora='yes': allowed is true or false"):
+        apply_init(copy.deepcopy(tiny_llama), "lora", 4, ALPHA, TARGETS, use_rslora="yes")

@@ -141,6 +141,43 @@ def test_svd_inits_hold_principal_or_minor_part(method, minor, tiny_llama):
         torch.testing.assert_close(BA, _truncated(originals[name], 4, minor), atol=1e-5, rtol=1e-4)
 
 
+def test_fast_pissa_is_seeded_and_leaves_the_callers_generator_alone(tiny_llama):
+    def factors(seed):
+        torch.manual_seed(123)
+        layers = lora_layers(apply_init(copy.deepcopy(tiny_llama), "pissa", 4, 4, TARGETS, svd_niter=1, seed=seed))
+        after = torch.rand(1)  # the caller's generator, as if PiSSA had drawn nothing
+        return [layer.lora_A["default"].weight.detach().clone() for layer in layers.values()], after
+
+    (a1, after1), (a2, after2), (b, _) = factors(1), factors(1), factors(2)
+    torch.manual_seed(123)
+    assert all(torch.equal(x, y) for x, y in zip(a1, a2)) and torch.equal(after1, torch.rand(1)) and torch.equal(after1, after2)
+    assert any(not torch.equal(x, y) for x, y in zip(a1, b))  # one randomised-SVD iteration: the start shows
+    assert REGISTRY["pissa"].takes_run_seed({"svd_niter": 1}) and not REGISTRY["pissa"].takes_run_seed({})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_rehearsal.sh runs it)")
+def test_fast_pissa_and_dora_are_seeded_and_exact_on_the_gpu(tiny_llama, input_ids):
+    """On CUDA: the randomised SVD draws from the run's seed (the caller's CUDA generator untouched),
+    and rsLoRA + DoRA keep the base model's step-0 output."""
+    model = tiny_llama.to("cuda")
+    ids = input_ids.to("cuda")
+
+    def factors(seed):
+        torch.cuda.manual_seed(7)
+        layers = lora_layers(apply_init(copy.deepcopy(model), "pissa", 4, 4, TARGETS, svd_niter=1, seed=seed))
+        return [layer.lora_A["default"].weight.detach().clone() for layer in layers.values()], torch.rand(1, device="cuda")
+
+    (a1, after1), (a2, after2) = factors(1), factors(1)
+    torch.cuda.manual_seed(7)
+    assert all(torch.equal(x, y) for x, y in zip(a1, a2)) and torch.equal(after1, torch.rand(1, device="cuda"))
+    assert torch.equal(after1, after2)
+    with torch.no_grad():
+        base = model(ids).logits
+        dora = apply_init(copy.deepcopy(model), "pissa", 4, 4, TARGETS, use_rslora=True, use_dora=True)
+        assert next(dora.parameters()).device.type == "cuda"
+        assert (dora(ids).logits - base).abs().max() < 1e-3
+
+
 def test_pissa_is_peft_pissa(tiny_llama):
     from peft import LoraConfig, get_peft_model
 
@@ -191,7 +228,7 @@ def test_non_finite_init_is_stopped_naming_the_tensor(tiny_llama):
 def test_unknown_method_and_option_name_the_valid_ones(tiny_llama):
     with pytest.raises(InitError, match=r"unknown init method 'nope'; valid: \['corda', 'eva', 'gaussian', 'hrp', "):
         apply_init(tiny_llama, "nope", 4, 4, TARGETS)
-    with pytest.raises(InitError, match=r"unknown option\(s\) \['sigma'\]; valid: \['svd_niter'\]"):
+    with pytest.raises(InitError, match=r"unknown option\(s\) \['sigma'\]; valid: \['seed', 'svd_niter', 'use_dora', 'use_rslora'\]"):
         apply_init(tiny_llama, "pissa", 4, 4, TARGETS, sigma=0.1)
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from inilora import paths
 from inilora.inits import REGISTRY
+from inilora.inits.residual import ADAPTER_OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
@@ -42,7 +43,8 @@ def test_the_readme_methods_table_lists_every_registered_method_as_its_record_sa
         else:
             assert row["residual"] == ("yes" if record.residual else "no"), name
         shown = set(re.findall(r"`([a-z][a-z0-9_]*)`", row["options"]))
-        assert shown == record.option_names - {"factors_path", "factors", "check", "data"} | (
+        # the adapter options (use_rslora, use_dora) every method takes are described below the table
+        assert shown == record.option_names - {"factors_path", "factors", "check", "data", *ADAPTER_OPTIONS} | (
             {"iterations", "decompose_lr"} if "factors" in record.needs else set()) | (
             {"batch_size"} if "data" in record.needs else set()), name
 

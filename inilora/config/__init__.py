@@ -7,7 +7,7 @@ The Snakefile imports this package as ``cfg``; every name below is part of that 
 """
 
 from inilora.config.schema import ConfigError, SCHEMA, validate_schema  # noqa: F401
-from inilora.config.methods import VARIANT_FORMS, factors_wildcards, figure2_iterations, fmt_lr, init_options, iteration_counts, method_lists, method_lr, method_options, method_train, parse_variant, resolve, variant, workflow_options  # noqa: F401
+from inilora.config.methods import VARIANT_FORMS, factors_wildcards, figure2_iterations, fmt_lr, init_options, iteration_counts, method_lists, method_lr, method_options, method_train, parse_variant, resolve, run_options, variant, workflow_options  # noqa: F401
 from inilora.config.specs import alpha, decompose_spec, decomposed_models, evaluate_spec, finetune_spec, glue_models, glue_spec, model_entry, task_entry  # noqa: F401
 from inilora.config.targets import all_factors, figure_inputs, figure2_inputs, figure3_inputs, figure4_inputs, figure5_inputs, glue_inputs, lr_sweep_inputs, require, study_benchmark, study_evals, study_models, study_rank, study_runs, study_task, sweep_benchmarks, sweep_task, selected_rates, table2_inputs, table2_methods, table2_tasks, table4_tasks, table5_inputs, table_inputs, tuning_inputs, tuning_on, tuning_seeds  # noqa: F401
 from inilora.config.table_specs import figure_spec, lr_sweep_spec, paper_names, selection_spec, study_notes, study_spec, table1_spec, table2_spec  # noqa: F401

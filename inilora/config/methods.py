@@ -139,6 +139,15 @@ def method_lr(config: dict, method: str) -> str:
     return fmt_lr(method_train(config, method).get("learning_rate", config["train"]["learning_rate"]))
 
 
+def run_options(config: dict, method: str, seed: int | str) -> dict:
+    """The init options of one run: :func:`init_options`, and the run's seed as ``seed`` where the
+    init draws random numbers the run should seed (PiSSA's randomised SVD) and the config sets none."""
+    opts = init_options(config, method)
+    if REGISTRY[resolve(config, method)[0]].takes_run_seed(opts) and "seed" not in opts:
+        opts["seed"] = int(seed)
+    return opts
+
+
 def init_options(config: dict, method: str) -> dict:
     """The options the init function gets: ``iterations`` and ``decompose_lr`` pick the
     decomposition (the workflow passes its path instead), so they are not passed on."""

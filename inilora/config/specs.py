@@ -3,7 +3,7 @@ the job's identity, so a changed setting reruns exactly the jobs it touches."""
 
 from __future__ import annotations
 
-from inilora.config.methods import init_options, iteration_counts, method_train, resolve
+from inilora.config.methods import iteration_counts, method_train, resolve, run_options
 from inilora.config.schema import ConfigError
 from inilora.evaluate.kinds import KINDS
 
@@ -59,7 +59,7 @@ def finetune_spec(config: dict, model: str, task: str, method: str, rank: int | 
         "train_data": task_entry(config, task)["train"],
         "method": resolve(config, method)[0],
         "variant": method,
-        "method_options": init_options(config, method),
+        "method_options": run_options(config, method, seed),
         "rank": int(rank),
         "alpha": alpha(config, int(rank)),
         "device": config["device"],
@@ -97,7 +97,7 @@ def evaluate_spec(config: dict, bench: str, task: str | None = None) -> dict:
 
 def glue_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
     g = config["glue"]
-    opts = init_options(config, method)
+    opts = run_options(config, method, seed)
     return {"model": model, "task": task, "method": method, "method_options": opts, "rank": int(rank),
             "alpha": alpha(config, int(rank)), "seed": int(seed), "device": config["device"],
             "target_modules": model_entry(config, model)["target_modules"],

@@ -11,7 +11,8 @@ base model's (a callable of the options where that depends on them). ``changes_o
 method means the step-0 output to differ from the base model's (LoRA-One's first step, Non-zero
 LoRA's unsubtracted product); every other method keeps it. ``needs``: what the workflow
 hands the init besides the model: ``"factors"`` (a decomposition artifact, ``factors_path``) or
-``"data"`` (training batches, ``data``). The README's methods table and the config schema's
+``"data"`` (training batches, ``data``). ``run_seeded``: the init's ``seed`` option takes the
+run's seed unless the config sets it (PiSSA's randomised SVD). The README's methods table and the config schema's
 method list are checked against this record by tests/test_inits.py.
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from inilora.inits.residual import lora_layers
+from inilora.inits.residual import ADAPTER_OPTIONS, adapter_options, lora_layers, refresh_magnitudes
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -51,11 +52,30 @@ class Method:
     needs: tuple[str, ...]
     paper: str
     changes_output: bool | Callable[[dict], bool] = False
+    run_seeded: bool | Callable[[dict], bool] = False
 
     def __call__(self, *args, **kwargs) -> PeftModel:
-        """Run the init; its option names and annotated values are checked first, on every path."""
+        """Run the init; its option names and annotated values are checked first, on every path.
+
+        The adapter options (``use_rslora``, ``use_dora``) go to every LoRA config the init builds;
+        with DoRA, each magnitude is then taken from the weight the init left (W + s B A), so DoRA
+        keeps the init's step-0 output."""
         check_options(self.name, {k: v for k, v in kwargs.items() if k != "task_type"})
-        return self.init(*args, **kwargs)
+        adapter = {k: kwargs.pop(k) for k in ADAPTER_OPTIONS if k in kwargs}
+        with adapter_options(**adapter):
+            peft_model = self.init(*args, **kwargs)
+        if adapter.get("use_dora"):
+            refresh_magnitudes(peft_model)
+        return peft_model
+
+    def takes_adapter_options(self, options: dict) -> bool:
+        """Whether the adapter options among ``options`` make sense with this init (:data:`NO_DORA`)."""
+        return not (options.get("use_dora") and self.name in NO_DORA)
+
+    def takes_run_seed(self, options: dict | None = None) -> bool:
+        """Whether the init draws random numbers that the workflow seeds with the run's seed (option
+        ``seed``), as PiSSA's randomised SVD: its draw is then part of the job's spec."""
+        return self.run_seeded(options or {}) if callable(self.run_seeded) else bool(self.run_seeded)
 
     def is_residual(self, options: dict | None = None) -> bool:
         return self.residual(options or {}) if callable(self.residual) else bool(self.residual)
@@ -67,20 +87,28 @@ class Method:
 
     @property
     def option_names(self) -> set[str]:
-        """The keyword options the init takes (from its function's signature)."""
-        return set(inspect.signature(self.init).parameters) - set(FIXED_ARGS)
+        """The keyword options the init takes (from its function's signature), and the adapter
+        options every method takes (``use_rslora``, ``use_dora``)."""
+        return (set(inspect.signature(self.init).parameters) - set(FIXED_ARGS)) | set(ADAPTER_OPTIONS)
 
     @property
     def defaults(self) -> dict:
-        return {k: p.default for k, p in inspect.signature(self.init).parameters.items()
-                if k in self.option_names and p.default is not inspect.Parameter.empty}
+        own = {k: p.default for k, p in inspect.signature(self.init).parameters.items()
+               if k in self.option_names and p.default is not inspect.Parameter.empty}
+        return {**own, **{k: False for k in ADAPTER_OPTIONS}}
 
 
 REGISTRY: dict[str, Method] = {}
 
+# Inits that refuse DoRA, and why (the contract tests in tests/test_init_contract.py hold the others).
+NO_DORA: dict[str, str] = {
+    "mica": "PEFT has no DoRA form of MiCA (its LoRA variants table refuses the combination ('mica', 'use_dora'))",
+}
+
 
 def register(name: str, *, residual: bool | Callable[[dict], bool] = False, needs: tuple[str, ...] = (),
-             paper: str, changes_output: bool | Callable[[dict], bool] = False):
+             paper: str, changes_output: bool | Callable[[dict], bool] = False,
+             run_seeded: bool | Callable[[dict], bool] = False):
     """Add the decorated init function to REGISTRY under ``name``."""
     unknown = set(needs) - set(NEEDS)
     if unknown:
@@ -89,7 +117,7 @@ def register(name: str, *, residual: bool | Callable[[dict], bool] = False, need
     def add(init: Callable[..., PeftModel]) -> Callable[..., PeftModel]:
         if name in REGISTRY:
             raise ValueError(f"init method '{name}' is registered twice")
-        REGISTRY[name] = Method(name, init, residual, tuple(needs), paper, changes_output)
+        REGISTRY[name] = Method(name, init, residual, tuple(needs), paper, changes_output, run_seeded)
         return init
 
     return add
@@ -133,10 +161,12 @@ def check_options(method: str, options: dict, extra: set[str] = frozenset()) -> 
     unknown = set(options) - allowed
     if unknown:
         raise InitError(f"method '{method}' got unknown option(s) {sorted(unknown)}; valid: {sorted(allowed) or 'none'}")
-    hints = _option_hints(get(method).init)
+    hints = {**_option_hints(get(method).init), **{k: bool for k in ADAPTER_OPTIONS}}
     for name, value in options.items():
         if name in hints and not _fits(value, hints[name]):
             raise InitError(f"method '{method}' option {name}={value!r}: allowed is {_describe(hints[name])}")
+    if not get(method).takes_adapter_options(options):
+        raise InitError(f"method '{method}' option use_dora=True: {NO_DORA[method]}")
 
 
 def check_positive(method: str, option: str, value, integer: bool = False) -> None:

@@ -4,6 +4,8 @@
 # Snakemake parses the workflow (in every cluster job too), which must not import them.
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -12,6 +14,23 @@ if TYPE_CHECKING:
     from torch import nn
 
 Factors = tuple["torch.Tensor", "torch.Tensor"]  # (A: r x in, B: out x r)
+
+
+# Options of the adapter itself rather than of its init, which every method takes (where it makes
+# sense, inilora.inits.registry says): PEFT's rsLoRA scaling alpha / sqrt(r) and DoRA's magnitude.
+ADAPTER_OPTIONS = ("use_rslora", "use_dora")
+_ADAPTER: contextvars.ContextVar[dict | None] = contextvars.ContextVar("inilora_adapter_options", default=None)
+
+
+@contextlib.contextmanager
+def adapter_options(**options: bool):
+    """Within the block, every LoRA config an init builds (:func:`lora_config`) carries ``options``;
+    an init's own code then sees rsLoRA's scaling in ``layer.scaling``, as PEFT's own inits do."""
+    token = _ADAPTER.set(dict(options))
+    try:
+        yield
+    finally:
+        _ADAPTER.reset(token)
 
 
 def lora_config(rank: int, alpha: float, target_modules: list[str], init, task_type: str | None) -> LoraConfig:
@@ -24,7 +43,23 @@ def lora_config(rank: int, alpha: float, target_modules: list[str], init, task_t
         target_modules=list(target_modules),
         init_lora_weights=init,
         task_type=task_type,
+        **(_ADAPTER.get() or {}),
     )
+
+
+def refresh_magnitudes(peft_model: PeftModel) -> None:
+    """DoRA's magnitude of every layer from its weight as the init left it, ``||W + s B A||`` per
+    output row, as PEFT computes it when an init runs inside ``update_layer``. An init that sets its
+    factors afterwards (most here) would otherwise keep the magnitude of PEFT's default factors."""
+    import torch
+
+    with torch.no_grad():
+        for layer in lora_layers(peft_model).values():
+            if "default" not in getattr(layer, "lora_magnitude_vector", {}):
+                continue
+            layer.lora_magnitude_vector["default"].update_layer(
+                base_layer=layer.get_base_layer(), lora_A=layer.lora_A["default"].weight,
+                lora_B=layer.lora_B["default"].weight, scaling=layer.scaling["default"])
 
 
 def lora_layers(peft_model: PeftModel) -> dict[str, nn.Module]:

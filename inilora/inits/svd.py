@@ -14,16 +14,27 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 
-@register("pissa", residual=True, paper="Meng et al. 2024, arXiv:2404.02948")
-def init_pissa(model, rank, alpha, target_modules, task_type=None, svd_niter: int | None = None) -> PeftModel:
+@register("pissa", residual=True, paper="Meng et al. 2024, arXiv:2404.02948",
+          run_seeded=lambda options: options.get("svd_niter") is not None)
+def init_pissa(model, rank, alpha, target_modules, task_type=None, svd_niter: int | None = None,
+               seed: int = 0) -> PeftModel:
     """PiSSA (Meng et al. 2024): principal singular triplets, residual base; PEFT's own code.
 
-    ``svd_niter`` selects PEFT's fast randomized SVD (``pissa_niter_K``).
+    ``svd_niter`` selects PEFT's fast randomized SVD (``pissa_niter_K``, ``torch.svd_lowrank``),
+    whose random start PEFT leaves to the global generator: here it is drawn from ``seed`` (the
+    workflow passes the run's seed, so it is part of the job's spec), on a forked generator that
+    leaves the caller's as it was. The full SVD (no ``svd_niter``) draws nothing.
     """
+    import torch
     from peft import get_peft_model
 
-    init = "pissa" if svd_niter is None else f"pissa_niter_{int(svd_niter)}"
-    return get_peft_model(model, lora_config(rank, alpha, target_modules, init, task_type))
+    if svd_niter is None:
+        return get_peft_model(model, lora_config(rank, alpha, target_modules, "pissa", task_type))
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(seed)
+        return get_peft_model(model, lora_config(rank, alpha, target_modules, f"pissa_niter_{int(svd_niter)}",
+                                                 task_type))
 
 
 @register("milora", residual=True, paper="Wang et al. 2024, arXiv:2406.09044")
