@@ -27,7 +27,10 @@ def test_the_default_config_is_valid_and_gets_defaults():
 @pytest.mark.parametrize("mutate,message", [
     (lambda c: c.update(methods=["lora", "dora"]), "config key 'methods': unknown method 'dora'; valid: ["),
     (lambda c: c.update(method_options={"pissa": {"niter": 4}}),
-     "config key 'method_options.pissa': method 'pissa' got unknown option(s) ['niter']; valid: ['svd_niter']"),
+     "config key 'method_options.pissa': method 'pissa' got unknown option(s) ['niter']; valid: ['seed', 'svd_niter', "
+     "'use_dora', 'use_rslora']"),
+    (lambda c: c.update(method_options={"mica": {"use_dora": True}}, methods=["lora", "mica"]),
+     "config key 'method_options.mica': method 'mica' option use_dora=True: PEFT has no DoRA form of MiCA"),
     (lambda c: c.update(methods=["lora", "orthogonal"], ranks=[8, 5]),
      "config key 'ranks': method 'orthogonal' needs even ranks; got [5] in [8, 5]"),
     (lambda c: c.update(method_options={"corda": {"corda_method": "xpm"}}),
@@ -147,6 +150,21 @@ def test_tuning_plans_every_method_at_every_rate_on_its_tuning_items_and_table2_
         cfg.tuning_inputs(checked(lambda c: None))
 
 
+def test_fast_pissa_takes_the_runs_seed_in_its_spec_and_rslora_dora_reach_every_init():
+    config = checked(lambda c: c.update(method_options={"pissa": {"svd_niter": 4}},
+                                        variants={"lora_rs": {"method": "lora", "options": {"use_rslora": True}},
+                                                  "inilora_dora": {"method": "inilora", "options": {"use_dora": True}}},
+                                        methods=["lora", "pissa", "lora_rs", "inilora_dora"]))
+    spec = cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "pissa", 8, "0.002", 12)
+    assert spec["method_options"] == {"svd_niter": 4, "seed": 12}
+    assert cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "lora_rs", 8, "0.002", 12)["method_options"] == \
+        {"use_rslora": True}
+    assert cfg.finetune_spec(config, "smollm2-135m", "arithmetic", "inilora_dora", 8, "0.002", 12)["method_options"] \
+        == {"use_dora": True}
+    full = checked(lambda c: None)  # the full SVD draws nothing: no seed, the spec as it was
+    assert cfg.finetune_spec(full, "smollm2-135m", "arithmetic", "pissa", 8, "0.002", 12)["method_options"] == {}
+
+
 def test_an_empty_sweep_names_its_key_and_a_sweep_lists_each_rate():
     with pytest.raises(cfg.ConfigError, match="config key 'lr_sweep.values' is empty"):
         cfg.lr_sweep_inputs(checked(lambda c: c.update(lr_sweep={})))
@@ -234,3 +252,19 @@ def test_the_powered_preset_tunes_apart_from_its_test_items_and_has_the_pairs_it
     assert cfg.evaluate_spec(config, "chain_sum_tune", "arithmetic")["exclude"] == config["tasks"]["arithmetic"]["train"]
     n = items_for(0.03, 16 / 255)  # lora at its chosen rate on the tuning items
     assert n == 1026 and len(config["seeds"]) * 396 >= n and min_detectable_difference(4 * 396, 16 / 255) < 0.025
+
+
+def test_the_tuned_preset_tunes_five_methods_over_two_decades_on_items_apart_from_its_test_items():
+    """workflow/presets/tuned.yaml: what its header states it runs."""
+    from inilora.data import load_examples
+
+    config = cfg.check(cfg.validate_schema(yaml.safe_load((REPO / "workflow/presets/tuned.yaml").read_text())))
+    rates = config["tuning"]["rates"]
+    assert len(rates) >= 5 and max(rates) / min(rates) >= 100 and config["tuning"]["rule"] == "heldout_loss"
+    methods = cfg.table2_methods(config)
+    assert {"lora", "pissa", "milora", "inilora"} <= set(methods) and set(methods) & {"loraga", "lora_one", "eva", "corda"}
+    tuning = cfg.tuning_inputs(config)
+    assert len(tuning) == len(methods) * len(rates) and all(p.endswith("/seed11/chain_sum_tune.json") for p in tuning)
+    questions = {b: {ex.question for ex in load_examples(config["benchmarks"][b]["data"])}
+                 for b in ("chain_sum", "chain_sum_tune")}
+    assert not questions["chain_sum"] & questions["chain_sum_tune"]
