@@ -30,6 +30,8 @@ def test_ties_go_to_the_smaller_rate_and_each_rule_has_its_direction():
     assert pick(np.array([0.5, 0.5 + 1e-15, 0.2]), minimise=False) == 0  # equal to 12 decimals: a tie
     assert pick(np.array([2.0, 1.0, 1.0]), minimise=True) == 1
     assert pick(np.array([[1.0, 3.0], [2.0, 1.0]]), minimise=True, axis=0).tolist() == [0, 1]
+    assert pick(np.array([np.nan, 2.0, np.inf]), minimise=True) == 1  # a diverged run is never chosen
+    assert pick(np.array([np.nan, 0.1, 0.0]), minimise=False) == 1
 
 
 def test_a_clear_winner_is_stable_and_a_coin_toss_is_not():

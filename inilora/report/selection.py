@@ -36,8 +36,10 @@ DECIMALS = 12  # scores equal to this many decimals are a tie: the smaller rate 
 
 
 def pick(scores: np.ndarray, minimise: bool, axis: int = 0) -> np.ndarray:
-    """Index of the chosen rate along ``axis`` (rates ascending): the first best, i.e. the smaller rate on ties."""
-    rounded = np.round(scores, DECIMALS)
+    """Index of the chosen rate along ``axis`` (rates ascending): the first best, i.e. the smaller
+    rate on ties. A non-finite score (a run that diverged) is the worst, never chosen over a finite one."""
+    worst = np.inf if minimise else -np.inf
+    rounded = np.where(np.isfinite(scores), np.round(scores, DECIMALS), worst)
     return np.argmin(rounded, axis=axis) if minimise else np.argmax(rounded, axis=axis)
 
 
