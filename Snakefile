@@ -27,6 +27,7 @@ localrules:
     table5,
     lr_sweep,
     select_rates,
+    select_glue_rates,
     study_table,
     figure,
 

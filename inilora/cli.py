@@ -98,9 +98,11 @@ def cmd_merge(a) -> None:
 
 
 def cmd_table1(a) -> None:
+    from inilora.report.selection import glue_marks, read_selection
     from inilora.report.tables import table1
 
-    table1(_spec(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None)
+    tuned = glue_marks(read_selection(a.selection)) if a.selection else None
+    table1(_spec(a.spec), a.evals, Path(a.csv), Path(a.markdown), Path(a.paper) if a.paper else None, tuned)
 
 
 def cmd_table2(a) -> None:
@@ -201,10 +203,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("evals", nargs="+")
         if name in ("table1", "table2"):
             s.add_argument("--paper", help=f"the paper's numbers (workflow/reference/paper_{name}.csv)")
-        if name == "table2":
-            s.add_argument("--selection", help="the rates tuning chose (results/selection.json): marks and notes")
+        if name in ("table1", "table2"):
+            s.add_argument("--selection", help="the rates tuning chose (results/selection.json, or "
+                           "selection_table1.json for table1): marks and notes")
     s = command("select-rates", cmd_select_rates, "choose each method's fine-tuning rate from its tuning "
-                "evaluations (results/selection.json, .md, .png)", "--spec", "--json", "--markdown", "--figure")
+                "evaluations, or Table 1's GLUE runs (results/selection.json or selection_table1.json, .md, .png)",
+                "--spec", "--json", "--markdown", "--figure")
     s.add_argument("evals", nargs="+")
     command("table5", cmd_table5, "build results/table5.csv from decomposition metadata and timing files",
             "--paper", "--csv", "--markdown", "--paper-names", lists=("--meta", "--timing"))

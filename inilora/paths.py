@@ -30,7 +30,7 @@ MERGED = f"{RUN_DIR}/merged"  # optional: a standalone model folder, base + adap
 EVAL = f"{RESULTS}/eval/{{model}}/{{task}}/{{method}}/r{{rank}}/lr{{lr}}/seed{{seed}}/{{bench}}.json"
 BASE_EVAL = f"{RESULTS}/eval/{{model}}/base/{{bench}}.json"
 
-GLUE_RUN = f"{RESULTS}/glue/{{model}}/{{task}}/{{method}}/r{{rank}}/seed{{seed}}.json"
+GLUE_RUN = f"{RESULTS}/glue/{{model}}/{{task}}/{{method}}/r{{rank}}/lr{{lr}}/seed{{seed}}.json"
 TABLE1 = f"{RESULTS}/table1.csv"
 TABLE1_MD = f"{RESULTS}/table1.md"
 TABLE1_HTML = f"{RESULTS}/table1.html"  # the table as the report shows it
@@ -48,6 +48,10 @@ LR_SWEEP_HTML = f"{RESULTS}/lr_sweep.html"  # the table as the report shows it
 SELECTION = f"{RESULTS}/selection.json"
 SELECTION_MD = f"{RESULTS}/selection.md"
 SELECTION_FIGURE = f"{RESULTS}/selection.png"
+# the same for Table 1's GLUE runs (their tuning split is held out of each task's training split)
+GLUE_SELECTION = f"{RESULTS}/selection_table1.json"
+GLUE_SELECTION_MD = f"{RESULTS}/selection_table1.md"
+GLUE_SELECTION_FIGURE = f"{RESULTS}/selection_table1.png"
 
 # the paper's analyses: accuracy by rank (Tables 3, 4, 6, 7) and Figures 2-6
 STUDY_TABLE = f"{RESULTS}/{{table}}.csv"
@@ -65,7 +69,7 @@ LOG = {
     "decompose": f"{LOGS}/decompose/{{model}}_r{{rank}}_lr{{dlr}}.log",
     "finetune": f"{LOGS}/finetune/{{model}}_{{task}}_{{method}}_r{{rank}}_lr{{lr}}_seed{{seed}}.log",
     "merge": f"{LOGS}/merge/{{model}}_{{task}}_{{method}}_r{{rank}}_lr{{lr}}_seed{{seed}}.log",
-    "glue": f"{LOGS}/glue/{{model}}_{{task}}_{{method}}_r{{rank}}_seed{{seed}}.log",
+    "glue": f"{LOGS}/glue/{{model}}_{{task}}_{{method}}_r{{rank}}_lr{{lr}}_seed{{seed}}.log",
     "evaluate": f"{LOGS}/evaluate/{{model}}_{{task}}_{{method}}_r{{rank}}_lr{{lr}}_seed{{seed}}_{{bench}}.log",
     "evaluate_base": f"{LOGS}/evaluate/{{model}}_base_{{bench}}.log",
     "table1": f"{LOGS}/table1.log",
@@ -73,6 +77,7 @@ LOG = {
     "table5": f"{LOGS}/table5.log",
     "lr_sweep": f"{LOGS}/lr_sweep.log",
     "select_rates": f"{LOGS}/select_rates.log",
+    "select_glue_rates": f"{LOGS}/select_glue_rates.log",
     "study_table": f"{LOGS}/{{table}}.log",
     "figure": f"{LOGS}/{{figure}}.log",
 }

@@ -19,9 +19,10 @@ from inilora.data.glue import (
     matthews_corr,
     pearson,
     spearman,
+    tuning_split,
     wrong_answer,
 )
-from inilora.train.glue import best_epoch, finetune_classifier
+from inilora.train.glue import best_epoch, finetune_classifier, item_losses
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -188,6 +189,34 @@ def test_champ_topic_split_is_stratified_and_seeded():
     assert d == champ_topic(seed=0) and d["validation"] != champ_topic(seed=1)["validation"]
 
 
+def test_tuning_split_is_held_out_stratified_and_seeded():
+    d = champ_topic(seed=0)["train"]
+    train, tune = tuning_split(d, "champ_topic", 0.2, seed=3)
+    assert len(train["label"]) + len(tune["label"]) == len(d["label"]) == 216
+    assert not set(train["sentence"]) & set(tune["sentence"])
+    for c in range(5):  # each class gives round(0.2 x its count)
+        assert tune["label"].count(c) == round(d["label"].count(c) * 0.2)
+    # the rows keep their order, and the draw follows the seed
+    assert tune["sentence"] == [x for x in d["sentence"] if x in set(tune["sentence"])]
+    assert tuning_split(d, "champ_topic", 0.2, seed=3) == (train, tune)
+    assert tuning_split(d, "champ_topic", 0.2, seed=4)[1] != tune
+    rows = [{"sentence1": f"a{i}", "sentence2": "b", "label": i / 10} for i in range(10)]  # regression: a plain draw
+    train, tune = tuning_split(rows, "stsb", 0.3, seed=0)
+    assert len(tune["label"]) == 3 and sorted(train["label"] + tune["label"]) == [r["label"] for r in rows]
+    with pytest.raises(ValueError, match="leaves 0 to tune on"):
+        tuning_split(rows[:2], "stsb", 0.2, seed=0)
+
+
+def test_item_losses_are_the_training_losses():
+    logits = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 2, 1, 1, 0, 2, 2])
+    ce = torch.nn.functional.cross_entropy(logits.double(), labels, reduction="none")
+    assert item_losses("mnli", logits.numpy(), labels.numpy()) == pytest.approx(ce.numpy(), rel=1e-9)
+    scores, targets = torch.randn(5, 1), torch.randn(5)
+    assert item_losses("stsb", scores.numpy(), targets.numpy()) == pytest.approx(
+        ((scores[:, 0] - targets) ** 2).numpy(), rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- fine-tuning
 
 WORDS = ["red", "blue", "green", "cat", "dog", "tree", "house", "road", "sun", "moon", "sky", "sea",
@@ -205,10 +234,14 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory):
-    """A tiny random BERT encoder (no head, like a pretrained checkpoint) and a WordPiece vocab."""
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def tiny_bert(path):
+    """A tiny random BERT encoder (no head, like a pretrained checkpoint) and a WordPiece vocab, saved in ``path``."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
-    path = tmp_path_factory.mktemp("tiny-bert")
+    path.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "apple", *WORDS]
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(path)
@@ -266,6 +299,22 @@ def test_finetune_regression_reports_pearson_and_spearman(tiny_bert_dir):
     assert all(isinstance(v, float) for v in res["predictions"]["last"])  # scores, not class ids
 
 
+def test_tuning_rows_are_scored_after_the_last_epoch(tiny_bert_dir):
+    """Scored on the validation rows too, the tuning record is the last epoch's validation record."""
+    rows = apple_rows(32, 1)
+    res = finetune_classifier(tiny_bert_dir, "sst2", train_rows=apple_rows(64, 0), eval_rows=rows, tuning_rows=rows,
+                              **{**FAST, "epochs": 2})
+    tuning = res["tuning"]
+    assert tuning["examples"] == 32 and tuning["metrics"] == pytest.approx(
+        {k: res["last"][k] for k in tuning["metrics"]})
+    assert tuning["items"]["correct"] == [float(p == y) for p, y in zip(res["predictions"]["last"],
+                                                                         res["predictions"]["labels"])]
+    losses = tuning["items"]["heldout_loss"]
+    assert len(losses) == 32 and all(x > 0 for x in losses) and tuning["loss"] == pytest.approx(sum(losses) / 32)
+    assert "tuning" not in finetune_classifier(tiny_bert_dir, "sst2", train_rows=apple_rows(16, 0), eval_rows=rows,
+                                               **{**FAST, "epochs": 1})
+
+
 @pytest.mark.parametrize("method,options", [("pissa", {}), ("loraga", {"batches": 2})])
 def test_residual_inits_run_through_the_same_path(tiny_bert_dir, method, options):
     """loraga also gets its gradient batches from the task's training rows."""
@@ -287,21 +336,15 @@ def test_table1_runs_every_encoder_of_glue_model_and_sets_the_papers_scores_besi
     import pandas as pd
     import yaml
 
-    from conftest import save_tiny_llama
     from test_workflow import snakemake
 
     sst2 = {"train": str(write_jsonl(tmp_path / "train.jsonl", apple_rows(32, 0))),
             "validation": str(write_jsonl(tmp_path / "validation.jsonl", apple_rows(16, 1)))}
-    config = {"models": {"tiny": {"path": str(save_tiny_llama(tmp_path / "llama"))}},
-              "encoders": {"base": {"path": str(tiny_bert_dir), "paper_name": "RoBERTa Base"},
-                           "large": {"path": str(tiny_bert_dir), "paper_name": "RoBERTa Large"}},
-              "glue": {"model": ["base", "large"], "tasks": ["sst2"], "data": {"sst2": {"data_files": sst2}},
-                       "methods": ["lora"], "ranks": [4], "seeds": [0], "epochs": 1, "batch_size": 16,
-                       "max_length": 16},
-              "methods": ["lora"], "ranks": [4], "seeds": [1], "threads": 1,
-              "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
-                              "benchmarks": ["b"]}},
-              "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 2}}}}
+    config = table1_config(tmp_path, {"base": {"path": str(tiny_bert_dir), "paper_name": "RoBERTa Base"},
+                                      "large": {"path": str(tiny_bert_dir), "paper_name": "RoBERTa Large"}},
+                           {"model": ["base", "large"], "tasks": ["sst2"], "data": {"sst2": {"data_files": sst2}},
+                            "methods": ["lora"], "ranks": [4], "seeds": [0], "epochs": 1, "batch_size": 16,
+                            "max_length": 16})
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(config))
     snakemake(tmp_path, cfg, "--cores", "2", "results/table1.csv")
@@ -311,3 +354,15 @@ def test_table1_runs_every_encoder_of_glue_model_and_sets_the_papers_scores_besi
     assert table.loc["large", "sst2:accuracy:paper"] == pytest.approx(0.965)  # LoRA, RoBERTa Large
     assert table.loc["large", "sst2:accuracy:ours_minus_paper"] == pytest.approx(
         table.loc["large", "sst2:accuracy"] - 0.965)
+
+
+def table1_config(work, encoders: dict, glue: dict, **top) -> dict:
+    """A workflow config for Table 1 alone: the causal-LM sections the schema requires are a tiny
+    model and task that no Table 1 job reads."""
+    from conftest import save_tiny_llama
+
+    return {"models": {"tiny": {"path": str(save_tiny_llama(work / "llama"))}}, "encoders": encoders, "glue": glue,
+            "methods": glue["methods"], "ranks": [4], "seeds": [1], "threads": 1,
+            "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
+                            "benchmarks": ["b"]}},
+            "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 2}}}, **top}

@@ -97,3 +97,54 @@ def test_one_command_tunes_selects_and_compares_and_a_changed_rule_reruns_only_w
     assert snapshot(work, "results/finetune") == trained
     retuned = {p: v for p, v in snapshot(work, "results/eval").items() if p.endswith("chain_tune.json")}
     assert retuned.keys() == tuned.keys() and all(retuned[p][0] != tuned[p][0] for p in tuned)
+
+
+def test_table1_tunes_on_a_split_held_out_of_training_and_reports_validation_at_the_chosen_rates(tmp_path):
+    """Table 1 in one command: every method at each rate, the rate picked from the tuning split (held
+    out of the training rows), the table at the picked rates; a changed rule retrains nothing."""
+    from test_glue import apple_rows, table1_config, tiny_bert, write_jsonl
+
+    work = tmp_path
+    sst2 = {"train": str(write_jsonl(work / "train.jsonl", apple_rows(40, 0))),
+            "validation": str(write_jsonl(work / "validation.jsonl", apple_rows(16, 1)))}
+    config = table1_config(
+        work, {"bert": {"path": str(tiny_bert(work / "bert"))}},
+        {"model": "bert", "tasks": ["sst2"], "data": {"sst2": {"data_files": sst2}}, "methods": ["lora", "pissa"],
+         "ranks": [4], "seeds": [0], "epochs": 1, "batch_size": 8, "max_length": 16,
+         "learning_rate": 5e-4,  # outside the grid: a fallback would show
+         "tuning": {"rates": [1e-3, 5e-2], "fraction": 0.25, "seed": 1}},
+        method_options={"pissa": {"svd_niter": 2}}, tuning={"resamples": 200})
+    cfg = work / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    snakemake(work, cfg, "--cores", "2", "results/table1.csv")
+
+    selection = json.loads((work / "results/selection_table1.json").read_text())
+    table = pd.read_csv(work / "results/table1.csv").set_index("method")
+    assert selection["rule"] == "heldout_loss" and len(selection["selections"]) == 2
+    for s in selection["selections"]:
+        runs = [json.loads((work / p).read_text()) for p in s["runs"]]
+        assert [r["learning_rate"] for r in runs] == s["rates"] == [1e-3, 5e-2]
+        assert all(r["tuning"]["examples"] == 10 and r["train_examples"] == 30 and r["eval_examples"] == 16
+                   for r in runs)  # a quarter of the 40 training rows held out, the validation rows untouched
+        scores = [r["tuning"]["loss"] for r in runs]
+        assert np.allclose(s["scores"], scores)
+        assert s["chosen_lr"] == s["rates"][expected_choice(scores, lower=True)]
+        assert table.loc[s["method"], "sst2:lr"] == s["chosen_lr"]  # the table reports the chosen rate's run
+        chosen = runs[s["rates"].index(s["chosen_lr"])]
+        assert table.loc[s["method"], "sst2:accuracy"] == pytest.approx(chosen["best"]["accuracy"])
+        assert table.loc[s["method"], "sst2:tuned:stability"] == s["stability"]
+    assert "rates tuned per method (results/selection_table1.json)" in (work / "results/table1.md").read_text()
+
+    trained = snapshot(work, "results/glue")
+    cfg.write_text(yaml.safe_dump({**config, "tuning": {**config["tuning"], "rule": "headline"}}))
+    plan = snakemake(work, cfg, "-n", "results/table1.csv").stdout
+    assert "checkpoint select_glue_rates" in plan and "rule glue:" not in plan
+    snakemake(work, cfg, "--cores", "2", "results/table1.csv")
+    assert snapshot(work, "results/glue") == trained
+    selection = json.loads((work / "results/selection_table1.json").read_text())
+    table = pd.read_csv(work / "results/table1.csv").set_index("method")
+    for s in selection["selections"]:
+        runs = [json.loads((work / p).read_text()) for p in s["runs"]]
+        scores = [r["tuning"]["metrics"]["accuracy"] for r in runs]
+        assert s["metric"] == "accuracy" and s["chosen_lr"] == s["rates"][expected_choice(scores, lower=False)]
+        assert table.loc[s["method"], "sst2:lr"] == s["chosen_lr"]

@@ -153,6 +153,25 @@ def check_glue(config: dict) -> None:
     clash = set(config["encoders"]) & set(config["models"])
     if clash:
         raise ConfigError(f"config key 'encoders': names {sorted(clash)} are also under 'models'; use distinct names")
+    check_glue_tuning(config)
+
+
+def check_glue_tuning(config: dict) -> None:
+    """``glue.tuning``: at least two rates, and a rule the tasks can be scored by (``headline`` reads
+    per-example correctness, so it needs a task whose main metric is accuracy)."""
+    g = config["glue"]
+    rates = g["tuning"]["rates"]
+    if not rates:
+        return
+    if len(rates) < 2:
+        raise ConfigError(f"config key 'glue.tuning.rates': {rates} leaves nothing to choose; list at least 2 rates")
+    if config["tuning"]["rule"] == "headline":
+        other = [t for t in g["tasks"] if TASKS[t].main_metric != "accuracy"]
+        if other:
+            raise ConfigError(
+                f"config key 'tuning.rule': headline, but Table 1's task(s) {other} report "
+                f"{sorted({TASKS[t].main_metric for t in other})}, not an item mean that the rule can resample; "
+                "use rule 'heldout_loss' (every task scores a per-example loss)")
 
 
 def check_lr_sweep(config: dict) -> None:

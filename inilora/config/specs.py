@@ -95,14 +95,18 @@ def evaluate_spec(config: dict, bench: str, task: str | None = None) -> dict:
             "device": config["device"], "dtype": config["evaluation_dtype"]}
 
 
-def glue_spec(config: dict, model: str, task: str, method: str, rank: int | str, seed: int | str) -> dict:
+def glue_spec(config: dict, model: str, task: str, method: str, rank: int | str, lr: str, seed: int | str) -> dict:
+    """One GLUE run at rate ``lr`` (as in its path). While Table 1's rates are tuned, ``tuning``
+    names the held-out tuning split, which every run at every rate leaves out of training."""
     g = config["glue"]
     opts = run_options(config, method, seed)
+    tuning = {k: g["tuning"][k] for k in ("fraction", "seed")} if g["tuning"]["rates"] else None
     return {"model": model, "task": task, "method": method, "method_options": opts, "rank": int(rank),
             "alpha": alpha(config, int(rank)), "seed": int(seed), "device": config["device"],
             "target_modules": model_entry(config, model)["target_modules"],
             "data": g["data"].get(task),
             # what the run records per validation example; a run from before it recorded them is rerun
             "per_example": ["labels", "best", "last"],
-            **{k: g[k] for k in ("epochs", "learning_rate", "batch_size", "max_length",
-                                                             "warmup_ratio", "weight_decay")}}
+            "learning_rate": float(lr),
+            **({"tuning": tuning} if tuning else {}),
+            **{k: g[k] for k in ("epochs", "batch_size", "max_length", "warmup_ratio", "weight_decay")}}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from inilora.config.methods import factors_wildcards, method_options
 from inilora.config.specs import glue_models, model_entry
-from inilora.config.targets import (study_benchmark, study_models, study_rank, study_task, sweep_benchmarks,
-                                    sweep_task, table2_methods, table2_tasks, tuning_on, tuning_seeds)
+from inilora.config.targets import (glue_methods, glue_tuning_on, study_benchmark, study_models, study_rank, study_task,
+                                    sweep_benchmarks, sweep_task, table2_methods, table2_tasks, tuning_on, tuning_seeds)
 from inilora.data import glue
 from inilora.inits import option_defaults
 
@@ -92,17 +92,47 @@ def lr_sweep_spec(config: dict) -> dict:
     return {"methods": sw["methods"] or config["methods"], "notes": notes}
 
 
+def glue_tuning_note(config: dict) -> str:
+    g, tu = config["glue"], config["tuning"]
+    return (f"rates tuned per method (results/selection_table1.json): of {[float(r) for r in g['tuning']['rates']]}, "
+            f"{GLUE_RULES[tu['rule']]} after the last epoch (ties: the smaller rate), seeds {g['seeds']}; the tuning "
+            f"split is {g['tuning']['fraction']:.0%} of each task's training split (draw seed {g['tuning']['seed']}), "
+            "left out of training at every rate; the validation split plays no part in the choice, and "
+            "'glue.learning_rate' none")
+
+
+GLUE_RULES = {"heldout_loss": "the lowest mean loss on the tuning split (cross-entropy, or squared error for "
+                              "regression)",
+              "headline": "the highest accuracy on the tuning split"}
+
+
+def glue_selection_spec(config: dict) -> dict:
+    """The rate selection of Table 1's runs: as :func:`selection_spec`, read from the GLUE runs."""
+    g, tu = config["glue"], config["tuning"]
+    notes = [glue_tuning_note(config),
+             f"stability: the share of {tu['resamples']} bootstrap resamples of the tuning split's examples (the "
+             f"same examples for every rate, each averaged over the seeds) that pick each rate; a choice picked in "
+             f"fewer than {tu['stable_at']:.0%} of them is marked unstable",
+             f"{g['epochs']} epochs, batch {g['batch_size']}, alpha {config['lora']['alpha']}"]
+    return {"source": "glue", "rule": tu["rule"], "rates": [float(r) for r in g["tuning"]["rates"]],
+            "resamples": tu["resamples"], "stable_at": tu["stable_at"], "methods": glue_methods(config),
+            "notes": notes}
+
+
 def table1_spec(config: dict) -> dict:
     g = config["glue"]
     notes = [f"encoder: {e} = {model_entry(config, e)['path']}; LoRA on "
              f"{model_entry(config, e)['target_modules']} plus the classifier head" for e in glue_models(config)]
-    notes += [f"{g['epochs']} epochs, lr {g['learning_rate']}, batch {g['batch_size']}, max length {g['max_length']}, "
+    lr = "tuned per method" if glue_tuning_on(config) else g["learning_rate"]
+    notes += [f"{g['epochs']} epochs, lr {lr}, batch {g['batch_size']}, max length {g['max_length']}, "
               f"linear warmup {g['warmup_ratio']}, AdamW weight decay {g['weight_decay']}, seeds {g['seeds']}",
               "<task>:<metric> is the paper's protocol, the best validation score over epochs; "
               "<task>:<metric>@last is the last epoch's"]
+    if glue_tuning_on(config):
+        notes.append(glue_tuning_note(config))
     notes += [f"task {t}: {glue.get_task(t).label}" for t in g["tasks"]]
     paper = {e: config["encoders"][e]["paper_name"] for e in glue_models(config) if config["encoders"][e].get("paper_name")}
-    return {"methods": g["methods"] or config["methods"], "tasks": g["tasks"], "notes": notes, "paper": paper}
+    return {"methods": glue_methods(config), "tasks": g["tasks"], "notes": notes, "paper": paper}
 
 
 def study_notes(config: dict) -> list[str]:

@@ -114,12 +114,36 @@ def sweep_benchmarks(config: dict) -> list[str]:
     return config["lr_sweep"]["benchmarks"] or config["tasks"][sweep_task(config)]["benchmarks"]
 
 
-def glue_inputs(config: dict) -> list[str]:
-    """Every GLUE run: encoder x task x method x rank x seed of the ``glue`` section."""
+def glue_methods(config: dict) -> list[str]:
+    """Table 1's rows: ``glue.methods``, else every method."""
+    return config["glue"]["methods"] or config["methods"]
+
+
+def glue_tuning_on(config: dict) -> bool:
+    """Whether Table 1's rates are chosen by the workflow (``glue.tuning.rates`` set)."""
+    return bool(config["glue"]["tuning"]["rates"])
+
+
+def glue_inputs(config: dict, rates: dict | None = None) -> list[str]:
+    """Every GLUE run of Table 1: encoder x task x method x rank x seed of the ``glue`` section, each
+    at the rate ``rates`` (:func:`selected_rates`) chose when tuning is on, else ``glue.learning_rate``."""
     g = config["glue"]
-    return [paths.GLUE_RUN.format(model=e, task=t, method=m, rank=r, seed=s)
-            for e in glue_models(config) for t in g["tasks"] for m in (g["methods"] or config["methods"]) for r in (g["ranks"] or config["ranks"])
-            for s in g["seeds"]]
+    return [paths.GLUE_RUN.format(model=e, task=t, method=m, rank=r, seed=s,
+                                  lr=rates[(e, t, m, int(r))] if rates else fmt_lr(g["learning_rate"]))
+            for e in glue_models(config) for t in g["tasks"] for m in glue_methods(config)
+            for r in (g["ranks"] or config["ranks"]) for s in g["seeds"]]
+
+
+def glue_tuning_inputs(config: dict) -> list[str]:
+    """Table 1's tuning runs: every encoder x task x method x rank x seed at each rate of
+    ``glue.tuning.rates``. They are the comparison's runs too: the one at the chosen rate is reused."""
+    g = config["glue"]
+    if not g["tuning"]["rates"]:
+        raise ConfigError("config key 'glue.tuning.rates' is empty; list the learning rates to choose from, "
+                          "e.g. [1e-4, 3e-4, 1e-3, 3e-3]")
+    return [paths.GLUE_RUN.format(model=e, task=t, method=m, rank=r, lr=fmt_lr(lr), seed=s)
+            for e in glue_models(config) for t in g["tasks"] for m in glue_methods(config)
+            for r in (g["ranks"] or config["ranks"]) for lr in g["tuning"]["rates"] for s in g["seeds"]]
 
 
 def study_models(config: dict) -> list[str]:

@@ -379,6 +379,31 @@ def champ_topic(validation_fraction: float = 0.2, seed: int = 0) -> dict[str, Co
     return out
 
 
+
+def tuning_split(rows, task: str, fraction: float, seed: int) -> tuple[Columns, Columns]:
+    """(train, tuning): a seeded ``fraction`` of the training rows held out to choose the learning
+    rate on, so that the validation split stays the test. Stratified by label for classification
+    (each class gives round(fraction x its count)), a plain seeded draw for regression; both parts
+    keep the rows' order."""
+    t = get_task(task)
+    cols = to_columns(rows, list(rows) if isinstance(rows, dict) else list(rows[0]))
+    labels = cols["label"]
+    rng = random.Random(seed)
+    groups = [list(range(len(labels)))] if t.regression else [
+        [i for i, y in enumerate(labels) if y == c] for c in sorted(set(labels))]
+    held = set()
+    for group in groups:
+        rng.shuffle(group)
+        held.update(group[:round(len(group) * fraction)])
+    if not held or len(held) == len(labels):
+        raise ValueError(f"task {task}: a tuning fraction of {fraction} of {len(labels)} training rows leaves "
+                         f"{len(held)} to tune on and {len(labels) - len(held)} to train on; both need rows")
+
+    def part(tuning: bool) -> Columns:
+        return {f: [v[i] for i in range(len(labels)) if (i in held) == tuning] for f, v in cols.items()}
+
+    return part(False), part(True)
+
 STANDINS: dict[str, Callable[..., dict[str, Columns]]] = {
     "arith_claim": arith_claim,
     "champ_topic": champ_topic,

@@ -14,6 +14,10 @@ here). Stability: ``scipy.stats.bootstrap`` resamples the tuning items, the same
 rate (``paired=True``); each resample picks a rate by the same rule, and the share of resamples that
 pick each rate is reported. The percentile intervals of the same resamples are the figure's bands.
 The tuning seeds are held fixed (an item's score is its mean over them), not resampled.
+
+Table 1's GLUE runs are selected the same way (``spec["source"] == "glue"``): their items are the
+examples of the tuning split held out of each task's training split, scored after the last epoch
+(inilora.train.glue.tuning_record): the loss, or for ``headline`` whether the prediction is right.
 """
 
 from __future__ import annotations
@@ -85,10 +89,31 @@ def _item_matrix(group, metric: str, where: str) -> tuple[list[float], np.ndarra
     return rates, np.stack(rows), seeds
 
 
+def read_glue_tuning(run_paths: list[str]) -> pd.DataFrame:
+    """One row per GLUE run, as :func:`inilora.report.tables.read_evals` gives an evaluation: model,
+    task, method, rank, lr, seed, benchmark (the task's tuning split), ``scores`` (per tuning example:
+    ``accuracy`` for classification, then ``heldout_loss``) and path."""
+    rows = []
+    for p in run_paths:
+        run = json.loads(Path(p).read_text())
+        if "tuning" not in run:
+            raise ValueError(f"{p}: the run held out no tuning split (it ran with 'glue.tuning.rates' empty); "
+                             "it cannot take part in a selection")
+        items = run["tuning"]["items"]
+        scores = {"accuracy": items["correct"]} if "correct" in items else {}
+        rows.append({"model": run["model"], "task": run["task"], "method": run["method"], "rank": int(run["rank"]),
+                     "lr": float(run["learning_rate"]), "seed": int(run["seed"]),
+                     "benchmark": f"{run['task']} tuning split", "path": str(p),
+                     "scores": {**scores, "heldout_loss": items["heldout_loss"]}})
+    return pd.DataFrame(rows)
+
+
 def select(spec: dict, eval_paths: list[str], out_json: Path, markdown: Path, figure: Path) -> dict:
-    """Choose every (model, task, method, rank)'s rate from its tuning evaluations by ``spec["rule"]``;
-    write the choice with its figures (JSON), a table (markdown) and the figure (PNG)."""
-    df = read_evals(eval_paths).drop_duplicates("path")
+    """Choose every (model, task, method, rank)'s rate from its tuning evaluations (or, with
+    ``spec["source"]`` "glue", its GLUE runs) by ``spec["rule"]``; write the choice with its figures
+    (JSON), a table (markdown) and the figure (PNG)."""
+    glue = spec.get("source") == "glue"
+    df = read_glue_tuning(eval_paths) if glue else read_evals(eval_paths).drop_duplicates("path")
     minimise = spec["rule"] == "heldout_loss"
     order = {m: i for i, m in enumerate(spec["methods"])}
     selections = []
@@ -98,7 +123,7 @@ def select(spec: dict, eval_paths: list[str], out_json: Path, markdown: Path, fi
         benches = sorted(set(group["benchmark"]))
         if len(benches) != 1:
             raise ValueError(f"{where}: tuning evaluations on several benchmarks {benches}; one per task")
-        headline = next(iter(group["scores"].iloc[0] or {"accuracy": None}))
+        headline = next(iter(group["scores"].iloc[0] or {"accuracy": None}))  # the kind's headline comes first
         metric = "heldout_loss" if minimise else headline
         rates, items, seeds = _item_matrix(group, metric, where)
         missing = sorted(set(spec["rates"]) - set(rates))
@@ -113,7 +138,7 @@ def select(spec: dict, eval_paths: list[str], out_json: Path, markdown: Path, fi
             "ci_high": c["ci_high"].tolist(), "frequency": c["frequency"].tolist(),
             "chosen_lr": rates[c["chosen"]], "chosen_score": float(c["scores"][c["chosen"]]),
             "stability": stability, "stable": stability >= spec["stable_at"],
-            "evaluations": sorted(group["path"]),
+            ("runs" if glue else "evaluations"): sorted(group["path"]),
         })
     if not selections:
         raise ValueError("no tuning evaluations to select from")
@@ -167,3 +192,14 @@ def table_marks(result: dict) -> tuple[dict, list[str]]:
             marks[row] = {"tuned:stability": s["stability"], "tuned:stable": s["stable"]}
     notes = [f"selection: {describe(s)}" for s in result["selections"]]
     return marks, notes
+
+
+def glue_marks(result: dict) -> tuple[dict, list[str]]:
+    """What Table 1 shows of its selection: per row (model, method, rank), for each task, the chosen
+    rate's stability as ``<task>:tuned:stability`` and ``<task>:tuned:stable`` (Table 1's rows span
+    tasks, and each task has its own rate); and a note per choice (:func:`describe`)."""
+    marks: dict[tuple, dict] = {}
+    for s in result["selections"]:
+        marks.setdefault((s["model"], s["method"], s["rank"]), {}).update(
+            {f"{s['task']}:tuned:stability": s["stability"], f"{s['task']}:tuned:stable": s["stable"]})
+    return marks, [f"selection: {describe(s)}" for s in result["selections"]]

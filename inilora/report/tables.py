@@ -103,12 +103,16 @@ def _place(wide: pd.DataFrame, columns: dict, keys: list[str]) -> pd.DataFrame:
     return wide[order + [n for n in names if n not in order]]
 
 
-def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None) -> pd.DataFrame:
+def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_csv: Path | None = None,
+           tuned: tuple[dict, list[str]] | None = None) -> pd.DataFrame:
     """Rows model x method (x rank), a column per task: its main metric at the best epoch (the paper's
-    protocol, ``<task>:<metric>``) and at the last epoch (``@last``); mean and std over seeds.
+    protocol, ``<task>:<metric>``) and at the last epoch (``@last``); mean and std over seeds; and the
+    rate the task's runs trained at (``<task>:lr``).
 
     With ``paper_csv`` (workflow/reference/paper_table1.csv) and encoders the config names as the
-    paper's (``spec["paper"]``), ``<task>:<metric>:paper`` and ``:ours_minus_paper`` (fractions)."""
+    paper's (``spec["paper"]``), ``<task>:<metric>:paper`` and ``:ours_minus_paper`` (fractions).
+    ``tuned``: the rows' rate selection (inilora.report.selection.glue_marks): columns per row and
+    task, ``<task>:tuned:stability`` and ``<task>:tuned:stable``, and notes."""
     rows, runs = [], []
     for p in run_paths:
         run = json.loads(Path(p).read_text())
@@ -129,8 +133,29 @@ def table1(spec: dict, run_paths: list[str], csv: Path, markdown: Path, paper_cs
     if paper_csv is not None and spec.get("paper"):
         wide = beside_table1(wide, df, spec, paper_csv)
     wide, spec = _with_prediction_uncertainty(wide, runs, spec)
+    wide = _place(wide, _rates(runs), ["model", "method", "rank"])
+    if tuned is not None:
+        marks, notes = tuned
+        wide = _place(wide, marks, ["model", "method", "rank"])
+        spec = {**spec, "notes": [*spec["notes"], *notes]}
     _write(wide, df, "Table 1: GLUE-style tasks x methods (encoder)", spec, csv, markdown)
     return wide
+
+
+def _rates(runs: list[dict]) -> dict[tuple, dict]:
+    """{(model, method, rank): {"<task>:lr": rate}} of Table 1's runs (a run that does not record its
+    rate gives none); one rate per row and task."""
+    rates: dict[tuple, dict] = {}
+    for run in runs:
+        if run.get("learning_rate") is None:
+            continue
+        row, column = (run["model"], run["method"], run["rank"]), f"{run['task']}:lr"
+        lr = float(run["learning_rate"])
+        if rates.get(row, {}).setdefault(column, lr) != lr:
+            raise ValueError(f"Table 1: {run['method']} ({run['model']}, rank {run['rank']}) has runs of task "
+                             f"{run['task']} at two rates, {rates[row][column]:g} and {lr:g}; one row holds one rate")
+        rates.setdefault(row, {})[column] = lr
+    return rates
 
 
 def table5(meta_paths: list[str], timing_paths: list[str], paper_csv: Path, csv: Path, markdown: Path,

@@ -32,7 +32,17 @@ from typing import Sequence
 import numpy as np
 
 from inilora import devices, models
-from inilora.data.glue import Task, check_fields, compute_metrics, get_task, load_glue, predicted, standin, to_columns
+from inilora.data.glue import (
+    Task,
+    check_fields,
+    compute_metrics,
+    get_task,
+    load_glue,
+    predicted,
+    standin,
+    to_columns,
+    tuning_split,
+)
 from inilora.inits import apply_init
 from inilora.io import atomic_write_json
 from inilora.train.common import StopOnNonFinite, training_arguments, with_init_data
@@ -67,6 +77,29 @@ def _logits(predictions):
     return predictions[0] if isinstance(predictions, tuple) else predictions  # extra model outputs ride along
 
 
+def item_losses(task: str, outputs, labels) -> np.ndarray:
+    """Each example's loss, as training scores it: cross-entropy of the label for classification,
+    the squared error for regression (the MSE head). From the model's raw outputs, in float64."""
+    out, y = np.asarray(_logits(outputs), dtype=np.float64), np.asarray(labels).reshape(-1)
+    if get_task(task).regression:
+        return (out.reshape(-1) - y) ** 2
+    top = out.max(axis=1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(out - top).sum(axis=1))
+    return log_z - out[np.arange(len(y)), y.astype(int)]
+
+
+def tuning_record(task: str, outputs, labels) -> dict:
+    """What the rate selection reads of a run (inilora.report.selection): per tuning example its loss
+    and, for classification, whether the prediction is right; and the split's metrics. Taken after
+    the last epoch."""
+    y = np.asarray(labels).reshape(-1)
+    p = predicted(task, _logits(outputs))
+    losses = item_losses(task, outputs, y)
+    return {"examples": int(len(y)), "loss": float(losses.mean()), "metrics": compute_metrics(task, p, y),
+            "items": {"heldout_loss": losses.tolist(),
+                      **({} if get_task(task).regression else {"correct": (p == y).astype(float).tolist()})}}
+
+
 def best_index(per_epoch: list[dict], metric: str) -> int:
     """The position of the epoch with the highest ``metric`` (the first on ties; NaN counts as lowest)."""
     def key(i):
@@ -79,6 +112,16 @@ def best_index(per_epoch: list[dict], metric: str) -> int:
 def best_epoch(per_epoch: list[dict], metric: str) -> dict:
     """The epoch record with the highest ``metric`` (the first on ties; NaN counts as lowest)."""
     return dict(per_epoch[best_index(per_epoch, metric)])
+
+
+def task_rows(task: str):
+    """(train, validation) rows of a task by default: a stand-in's own splits, else the hub's GLUE
+    train split and the task's validation split."""
+    t = get_task(task)
+    if not t.glue:
+        splits = standin(task)
+        return splits["train"], splits["validation"]
+    return load_glue(task, "train"), load_glue(task, t.validation_split)
 
 
 def finetune_classifier(
@@ -98,6 +141,7 @@ def finetune_classifier(
     init_options: dict | None = None,
     train_rows=None,
     eval_rows=None,
+    tuning_rows=None,
     output_dir=None,
     progress: bool = True,
     device: str | None = None,
@@ -110,18 +154,17 @@ def finetune_classifier(
     "per_epoch": [{"epoch", metrics..., "train_loss"}], "best" (epoch record with the highest
     main metric: the paper's number), "last", "predictions" ({"labels", "best", "last"}: one entry
     per validation example), "trainable_parameters", "head_parameters", "train_examples",
-    "eval_examples", "seconds"}.
+    "eval_examples", "seconds"}; with ``tuning_rows`` (held out of training), also "tuning"
+    (:func:`tuning_record`, after the last epoch).
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
 
     t = get_task(task)
     if train_rows is None or eval_rows is None:
-        splits = standin(task) if not t.glue else None
-        train_rows = train_rows if train_rows is not None else (
-            splits["train"] if splits else load_glue(task, "train"))
-        eval_rows = eval_rows if eval_rows is not None else (
-            splits["validation"] if splits else load_glue(task, t.validation_split))
+        default_train, default_eval = task_rows(task)
+        train_rows = default_train if train_rows is None else train_rows
+        eval_rows = default_eval if eval_rows is None else eval_rows
 
     set_seed(seed)  # the new classifier head is drawn in from_pretrained
     tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -170,6 +213,11 @@ def finetune_classifier(
         start = time.time()
         trainer.train()
         seconds = time.time() - start
+        tuning = None
+        if tuning_rows is not None:
+            trainer.compute_metrics = None  # the validation record is per epoch; this is apart from it
+            tuned = trainer.predict(encode_rows(tok, t, tuning_rows, max_length))
+            tuning = tuning_record(task, tuned.predictions, tuned.label_ids)
     per_epoch = _epoch_records(trainer.state.log_history, t)
     best = best_index(per_epoch, t.main_metric)
     if len(epochs_seen) != len(per_epoch):
@@ -192,6 +240,7 @@ def finetune_classifier(
         "train_examples": len(train_data),
         "eval_examples": len(eval_data),
         "seconds": seconds,
+        **({"tuning": tuning} if tuning is not None else {}),
     }
 
 
@@ -209,6 +258,10 @@ def run(spec: dict, manifest: Path, out: Path, factors: str | None = None) -> No
         t = get_task(spec["task"])
         rows = {"train_rows": load_glue(spec["task"], "train", **spec["data"]),
                 "eval_rows": load_glue(spec["task"], t.validation_split, **spec["data"])}
+    if spec.get("tuning"):  # the rate is being chosen: a share of the training rows is held out for it
+        train_rows = rows.get("train_rows") or task_rows(spec["task"])[0]
+        rows["train_rows"], rows["tuning_rows"] = tuning_split(train_rows, spec["task"], spec["tuning"]["fraction"],
+                                                               spec["tuning"]["seed"])
     scratch = out.with_suffix(".trainer")  # the Trainer's output_dir; nothing in it is kept
     with devices.JobStats(device, "float32") as stats:
         result = finetune_classifier(

@@ -131,6 +131,15 @@ def table2_input(w):
     return {"evals": cfg.table2_inputs(config, cfg.selected_rates(selection)), "selection": selection}
 
 
+def table1_input(w):
+    """Table 1's GLUE runs; with ``glue.tuning`` on, at the rates the select_glue_rates checkpoint
+    chose (and its JSON, for the table's marks and notes)."""
+    if not cfg.glue_tuning_on(config):
+        return {"runs": cfg.glue_inputs(config) or cfg.require("glue.tasks", "list GLUE tasks or stand-ins, e.g. [champ_topic]")}
+    selection = checkpoints.select_glue_rates.get().output.json
+    return {"runs": cfg.glue_inputs(config, cfg.selected_rates(selection)), "selection": selection}
+
+
 def named(input, name: str) -> list[str]:
     """The files of one named input (none when it is absent, as before a checkpoint is done)."""
     files = input.get(name, [])

@@ -6,7 +6,7 @@ rule glue:
     output:
         paths.GLUE_RUN,
     params:
-        spec=lambda w: spec_json(cfg.glue_spec(config, w.model, w.task, w.method, w.rank, w.seed)),
+        spec=lambda w: spec_json(cfg.glue_spec(config, w.model, w.task, w.method, w.rank, w.lr, w.seed)),
         factors=factors_flag,
     threads: THREADS
     resources:

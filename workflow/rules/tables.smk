@@ -1,7 +1,7 @@
 rule table1:
     """GLUE-style tasks x methods (the paper's Table 1): best validation score over epochs, and the last."""
     input:
-        runs=lambda w: cfg.glue_inputs(config) or cfg.require("glue.tasks", "list GLUE tasks or stand-ins, e.g. [champ_topic]"),
+        unpack(table1_input),
         paper=shipped(paths.PAPER_TABLE, table="table1"),
     output:
         csv=report(paths.TABLE1, caption="../report/table.rst", category="Table data (CSV)"),
@@ -9,13 +9,35 @@ rule table1:
         html=report(paths.TABLE1_HTML, caption="../report/table.rst", category="Tables"),
     params:
         spec=spec_json(cfg.table1_spec(config) if config["glue"]["tasks"] else {}),
+        selection=lambda w, input: " ".join(f"--selection {shlex.quote(f)}" for f in named(input, "selection")),
+        runs=lambda w, input: " ".join(shlex.quote(f) for f in named(input, "runs")),
     log:
         paths.LOG["table1"],
     conda:
         ENV
     shell:
         f"{INILORA} table1 --spec {{params.spec:q}} --paper {{input.paper:q}} --csv {{output.csv:q}}"
-        " --markdown {output.md:q} {input.runs:q} > {log:q} 2>&1"
+        " --markdown {output.md:q} {params.selection} {params.runs} > {log:q} 2>&1"
+
+
+checkpoint select_glue_rates:
+    """Tune, then compare, for Table 1: each method's rate, chosen by `tuning.rule` from its GLUE runs'
+    tuning split (held out of the training split), never from the validation split it reports."""
+    input:
+        lambda w: cfg.glue_tuning_inputs(config),  # tuning off fails here, naming the key
+    output:
+        json=paths.GLUE_SELECTION,
+        md=paths.GLUE_SELECTION_MD,
+        figure=report(paths.GLUE_SELECTION_FIGURE, caption="../report/figure.rst", category="Figures"),
+    params:
+        spec=spec_json(cfg.glue_selection_spec(config) if cfg.glue_tuning_on(config) else {}),
+    log:
+        paths.LOG["select_glue_rates"],
+    conda:
+        ENV
+    shell:
+        f"{INILORA} select-rates --spec {{params.spec:q}} --json {{output.json:q}} --markdown {{output.md:q}}"
+        " --figure {output.figure:q} {input:q} > {log:q} 2>&1"
 
 
 rule table5:
