@@ -219,6 +219,46 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(_fmt(c, r[c]) for c in cols) + " |")
 
 
+def decode_bound(model, batch: int, context: int, repeats: int = 5) -> dict:
+    """What one greedy decode step of ``batch`` sequences at ``context`` cached tokens cannot beat on
+    this machine: every ``nn.Linear`` of ``model`` (attention, MLP, the LM head) applied to one token
+    per sequence, timed bare (best of ``repeats``), and the bytes the step must read (the weights once,
+    the KV cache once) at the measured copy rate. FLOPs: 2 per weight per sequence, plus attention's
+    4 x layers x key-value width x context per sequence."""
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = [torch.randn(batch, lin.in_features, dtype=lin.weight.dtype, device=device) for lin in linears]
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first is a warm-up
+            sync()
+            t = time.perf_counter()
+            for x, lin in zip(xs, linears):
+                F.linear(x, lin.weight)
+            sync()
+            best = min(best, time.perf_counter() - t)
+    cfg = model.config
+    layers = cfg.num_hidden_layers
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_width = getattr(cfg, "num_key_value_heads", heads) * head_dim
+    weights = sum(lin.weight.numel() for lin in linears)
+    element = linears[0].weight.element_size()
+    flops = 2 * weights * batch + 4 * layers * heads * head_dim * context * batch
+    cache_bytes = 2 * layers * kv_width * context * batch * element  # keys and values
+    weight_bytes = weights * element
+    copy_gbs = copy_bandwidth(linears[-1].weight, sync)
+    memory_s = (weight_bytes + cache_bytes) / (copy_gbs / 2 * 1e9)  # the copy rate counts read and write
+    floor_s = max(best, memory_s)
+    return {"batch": batch, "context": context, "gflop_per_step": flops / 1e9,
+            "gb_read_per_step": (weight_bytes + cache_bytes) / 1e9, "matmul_ms": best * 1e3,
+            "matmul_gflops": 2 * weights * batch / best / 1e9, "copy_gbs": copy_gbs, "memory_ms": memory_s * 1e3,
+            "floor_tokens_per_s": batch / floor_s}
+
+
 def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, dataset: str = "gsm_symbolic",
                      compile: bool = False) -> list[dict]:
     """Greedy generation of ``n`` benchmark prompts, side by side: batched with the dynamic KV cache,
@@ -243,7 +283,12 @@ def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, d
         rows.append({"run": label, "prompts": n, "batch": size, "max_new_tokens": max_new_tokens, "seconds": seconds,
                      "generated_tokens_per_s": COUNTS["generated_tokens"] / seconds,
                      "same_output": sum(a == b for a, b in zip(outs, reference)) / n})
-    return rows
+    # the bound at the mean context of a decode step: the prompt plus half the new tokens
+    context = round(sum(len(tok(x)["input_ids"]) for x in prompts) / n + max_new_tokens / 2)
+    bounds = {size: decode_bound(model, size, context) for size in sorted({r["batch"] for r in rows})}
+    for r in rows:
+        r["share_of_floor"] = r["generated_tokens_per_s"] / bounds[r["batch"]]["floor_tokens_per_s"]
+    return rows, list(bounds.values())
 
 
 def sandbox_times(modes: list[str], workers: int, repeats: int) -> list[dict]:
@@ -407,7 +452,10 @@ def main(argv=None) -> None:
         torch.set_num_threads(a.threads)
     if a.what == "generate":
         print(f"# generation benchmark: {a.model}; gsm_symbolic prompts; greedy; torch threads {torch.get_num_threads()}")
-        print_table(generation_times(a.model, a.prompts, a.batch, a.max_new_tokens, compile=a.compile))
+        rows, bounds = generation_times(a.model, a.prompts, a.batch, a.max_new_tokens, compile=a.compile)
+        print_table(rows)
+        print("\n# the bound of one decode step on this machine (inilora.speed.decode_bound)")
+        print_table(bounds)
         return
     if a.what == "finetune":
         print(f"# fine-tuning step benchmark: {a.model}; LoRA r8 on q/v; torch threads {torch.get_num_threads()}")

@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -155,6 +156,13 @@ def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
     preempt, preempt_c = write_workdir(root, "preempt", preempt_cfg, tiny_llama_dir)
     reference, reference_c = write_workdir(root, "reference", preempt_cfg, tiny_llama_dir)
     second, second_c = write_workdir(root, "second", tiny_config(tiny_llama_dir))  # lora and inilora
+    # tune, then compare: the tuning jobs through SLURM, the checkpoint in the submitting process, then
+    # the comparison's jobs planned from its choice
+    tuned_cfg = tiny_config(tiny_llama_dir, methods=["lora"], table2={"include_base": False},
+                            tuning={"rates": [1e-3, 3e-2], "benchmarks": {"t": "tune"}, "resamples": 200},
+                            benchmarks={"tune": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 4,
+                                                          "seed": 7}, "max_new_tokens": 4}})
+    tuned, tuned_c = write_workdir(root, "tuned", tuned_cfg, tiny_llama_dir)
     from inilora.models import prepare
 
     # the manifest as prepare_model writes it: inside a job the cache key hashes its content
@@ -170,6 +178,7 @@ def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
         "preempt": start(snakemake_cmd(preempt, preempt_c, f"{RUN}/train.json"), root / "preempt.log"),
         "reference": start(snakemake_cmd(reference, reference_c, f"{RUN}/train.json", slurm=False),
                            root / "reference.log"),
+        "tuned": start(snakemake_cmd(tuned, tuned_c, "results/table2.csv"), root / "tuned.log"),
     }
     # Pre-empt the fine-tune once its first checkpoint is complete (marked), as a scheduler's
     # pre-emption would: scancel of its SLURM job. Meanwhile, start the second workflow once the
@@ -203,7 +212,7 @@ def runs(live_cluster, tmp_path_factory, tiny_llama_dir):
                 p.kill()
     seconds = time.time() - began
     logs = {name: (root / f"{name}.log").read_text() for name in procs}
-    dirs = {"table": table, "oom": oom, "preempt": preempt, "second": second, "local": local}
+    dirs = {"table": table, "oom": oom, "preempt": preempt, "second": second, "local": local, "tuned": tuned}
     jobs = sacct(dirs)
     print(f"\nall workflows done in {seconds:.0f} s; exit codes {codes}")
     for name, rows in jobs.items():  # what a reader of the run wants to see: sacct's own listing
@@ -283,6 +292,28 @@ def test_a_table_through_the_scheduler_equals_the_local_one_and_sacct_shows_what
         assert r["Timelimit"] == time.strftime("%H:%M:%S", time.gmtime(minutes * 60)), r
         assert tres["cpu"] == str(cpus), r
         assert tres.get("gres/gpu") == ("1" if rule in gpu_rules else None), r
+
+
+def test_tune_then_compare_submits_the_tuning_jobs_selects_in_the_submitting_process_then_submits_the_comparison(runs):
+    ok(runs, "tuned")
+    work = runs["dirs"]["tuned"]
+    (s,) = json.loads((work / "results/selection.json").read_text())["selections"]
+    chosen = f"{s['chosen_lr']:g}"
+    jobs = runs["jobs"]["tuned"]
+    assert all(r["State"] == "COMPLETED" for r in jobs), jobs
+    # SLURM ran a fine-tune and a tuning evaluation at each rate, then the test evaluation at the chosen one
+    assert sorted(rule_of(r) for r in jobs) == ["evaluate"] * 3 + ["finetune"] * 2, jobs
+    values = {}  # the wildcard values of each rule's jobs, from the comment the plugin submits
+    for r in jobs:
+        values.setdefault(rule_of(r), []).append(set(r["Comment"].split("_wildcards_")[1].split("_")))
+    assert sorted(v & {"0.001", "0.03"} for v in values["finetune"]) == [{"0.001"}, {"0.03"}], jobs
+    (test_eval,) = [v for v in values["evaluate"] if "b" in v]
+    assert chosen in test_eval and sum("tune" in v for v in values["evaluate"]) == 2, jobs
+    log = runs["logs"]["tuned"]
+    assert "localcheckpoint select_rates:" in log or "checkpoint select_rates:" in log, log[-3000:]
+    assert "localrule table2:" in log
+    table = pd.read_csv(work / "results/table2.csv")
+    assert table["lr"].tolist() == [s["chosen_lr"]] and table["tuned:stability"].tolist() == [s["stability"]]
 
 
 def test_a_gpu_job_gets_the_gres_slurm_gave_it_and_records_that_it_ran_on_the_cpu(runs):

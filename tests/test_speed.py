@@ -16,10 +16,28 @@ def test_reference_and_solver_reach_the_same_mse_side_by_side():
 def test_generation_benchmark_compares_caches_and_batching_on_the_same_prompts(tiny_llama_dir):
     from inilora.speed import generation_times
 
-    rows = generation_times(str(tiny_llama_dir), n=4, batch=4, max_new_tokens=4)
+    rows, bounds = generation_times(str(tiny_llama_dir), n=4, batch=4, max_new_tokens=4)
     assert [r["run"] for r in rows] == ["batched, dynamic cache", "batched, static cache", "one at a time, dynamic cache"]
     assert all(r["seconds"] > 0 and r["generated_tokens_per_s"] > 0 for r in rows)
     assert all(r["same_output"] == 1.0 for r in rows)  # neither the static cache nor left padding changes a greedy output
+    assert [b["batch"] for b in bounds] == [1, 4] and all(0 < r["share_of_floor"] for r in rows)
+
+
+def test_the_decode_bound_counts_every_linear_and_the_kv_cache(tiny_llama):
+    """FLOPs and bytes by hand from the model's shapes; the floor is the slower of the two limits."""
+    import torch
+
+    from inilora.speed import decode_bound
+
+    b = decode_bound(tiny_llama, batch=3, context=10, repeats=1)
+    cfg = tiny_llama.config
+    weights = sum(m.weight.numel() for m in tiny_llama.modules() if isinstance(m, torch.nn.Linear))
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    attention = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim * 10 * 3
+    assert b["gflop_per_step"] * 1e9 == pytest.approx(2 * weights * 3 + attention)
+    cache = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 10 * 3 * 4
+    assert b["gb_read_per_step"] * 1e9 == pytest.approx(weights * 4 + cache)
+    assert b["floor_tokens_per_s"] == pytest.approx(3 / (max(b["matmul_ms"], b["memory_ms"]) / 1e3))
 
 
 def test_a_benchmark_can_ask_for_the_static_cache_and_a_bad_cache_is_refused(tiny_llama_dir):
