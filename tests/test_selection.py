@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from inilora import paths
-from inilora.report.selection import choose, pick, select, table_marks
+from inilora.report.selection import choose, describe, pick, select, table_marks
 
 SPEC = {"rule": "heldout_loss", "rates": [1e-3, 3e-3, 1e-2], "resamples": 500, "stable_at": 0.8,
         "methods": ["lora", "pissa"], "notes": ["a note"]}
@@ -78,6 +78,10 @@ def test_the_selection_follows_the_rule_pairs_the_items_across_rates_and_average
     marks, notes = table_marks(saved)
     assert marks[("m", "lora", 4, 3e-3)] == {"tuned:stability": 1.0, "tuned:stable": True}
     assert notes[0].startswith("selection: lora (m, task t, rank 4): lr 0.003 chosen by heldout_loss")
+    # a choice in the middle of the grid is bracketed; one at its end is not, and says so
+    assert not by["lora"]["at_edge"] and "GRID" not in notes[0]
+    assert by["pissa"]["at_edge"] and "AT THE GRID'S LOWEST RATE" in notes[1]
+    assert all(s["at_edge"] and "AT THE GRID'S HIGHEST RATE" in describe(s) for s in headline["selections"])
 
 
 def test_an_unstable_choice_is_marked_and_missing_or_mismatched_runs_are_refused(tmp_path):

@@ -138,6 +138,8 @@ def select(spec: dict, eval_paths: list[str], out_json: Path, markdown: Path, fi
             "ci_high": c["ci_high"].tolist(), "frequency": c["frequency"].tolist(),
             "chosen_lr": rates[c["chosen"]], "chosen_score": float(c["scores"][c["chosen"]]),
             "stability": stability, "stable": stability >= spec["stable_at"],
+            # the lowest or highest rate of the grid: the best rate may lie beyond it
+            "at_edge": c["chosen"] in (0, len(rates) - 1),
             ("runs" if glue else "evaluations"): sorted(group["path"]),
         })
     if not selections:
@@ -156,7 +158,9 @@ def describe(s: dict) -> str:
     return (f"{s['method']} ({s['model']}, task {s['task']}, rank {s['rank']}): lr {s['chosen_lr']:g} chosen by "
             f"{s['metric']} {s['chosen_score']:.4g} on {s['items']} tuning items x {len(s['seeds'])} seed(s); "
             f"picked in {s['stability']:.0%} of resamples" + (f" (else {others})" if others else "")
-            + ("" if s["stable"] else ": UNSTABLE, the choice flips under resampling"))
+            + ("" if s["stable"] else ": UNSTABLE, the choice flips under resampling")
+            + (f"; AT THE GRID'S {'LOWEST' if s['chosen_lr'] == min(s['rates']) else 'HIGHEST'} RATE, so the best "
+               "rate may lie beyond the grid" if s.get("at_edge") else ""))
 
 
 def selection_markdown(result: dict) -> str:
