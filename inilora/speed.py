@@ -291,6 +291,111 @@ def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, d
     return rows, list(bounds.values())
 
 
+def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir: str | None = None,
+                       task: str | None = None) -> list[dict]:
+    """One evaluation job end to end, as the workflow's evaluate stage runs it (inilora.evaluate.job),
+    split by phase: the interpreter's start-up with the job's imports (timed in a fresh process),
+    loading, merging the adapter, and inside the benchmark prefill, decode, the stop-string checks,
+    the rest of ``generate``, the held-out loss and the scoring. Forward passes are timed by
+    wrapping the model's ``forward``; a forward of one token per row is a decode step."""
+    import subprocess
+    import sys
+    from contextlib import contextmanager
+
+    from transformers.generation import stopping_criteria
+
+    from inilora import config as cfg
+    from inilora.data import load_examples
+    from inilora.evaluate import generate as gen_module
+    from inilora.evaluate.kinds import run_benchmark
+
+    times: dict[str, float] = {}
+    counts = {"decode_steps": 0, "decode_rows": 0}
+
+    def add(phase, seconds):
+        times[phase] = times.get(phase, 0.0) + seconds
+
+    @contextmanager
+    def timed(phase):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            add(phase, time.perf_counter() - t)
+
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, transformers, peft, inilora.evaluate.job, inilora.cli"],
+                   check=True)
+    add("start-up: interpreter and imports", time.perf_counter() - t)
+    config = cfg.load(config_path)
+    spec = cfg.evaluate_spec(config, bench, task)
+    with timed("load tokenizer and model"):
+        tok, model = load_tokenizer(model_dir), load_causal_lm(model_dir)
+    if adapter_dir:
+        with timed("merge the adapter"):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    state = {"phase": None}
+    forward = model.forward
+
+    def timed_forward(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        phase = state["phase"] or ("decode" if ids is not None and ids.shape[1] == 1 else "prefill")
+        if phase == "decode":
+            counts["decode_steps"] += 1
+            counts["decode_rows"] += ids.shape[0]
+        with timed(phase):
+            return forward(*args, **kwargs)
+
+    model.forward = timed_forward
+    patches = []
+
+    def wrap(owner, name, phase, during=None):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            before = state["phase"]
+            state["phase"] = during if during is not None else before
+            try:
+                with timed(phase):
+                    return original(*args, **kwargs)
+            finally:
+                state["phase"] = before
+
+        setattr(owner, name, wrapper)
+        patches.append((owner, name, original))
+
+    wrap(stopping_criteria.StopStringCriteria, "__init__", "stop strings: set-up")
+    wrap(stopping_criteria.StopStringCriteria, "__call__", "stop strings: checks")
+    wrap(gen_module, "generate", "generate, in all")
+    wrap(gen_module, "heldout_losses", "held-out loss", during="held-out loss")
+    seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
+    COUNTS["generated_tokens"] = 0
+    try:
+        with timed("benchmark, in all"):
+            result = run_benchmark(model, tok, spec, seen, workers=2)
+    finally:
+        for owner, name, original in patches:
+            setattr(owner, name, original)
+        model.forward = forward
+    inside = sum(times.get(k, 0.0) for k in ("prefill", "decode", "stop strings: set-up", "stop strings: checks"))
+    times["generate: the rest (logits processing, cache, padding, decoding text)"] = times["generate, in all"] - inside
+    times["scoring and the rest"] = times["benchmark, in all"] - times["generate, in all"] - times.get("held-out loss", 0)
+    total = sum(v for k, v in times.items() if "in all" not in k)
+    order = ["start-up: interpreter and imports", "load tokenizer and model", "merge the adapter", "prefill", "decode",
+             "stop strings: set-up", "stop strings: checks",
+             "generate: the rest (logits processing, cache, padding, decoding text)", "held-out loss",
+             "scoring and the rest"]
+    rows = [{"phase": k, "seconds": times[k], "share": times[k] / total} for k in order if k in times]
+    rows.append({"phase": "total", "seconds": total, "share": 1.0})
+    kept = COUNTS["generated_tokens"]
+    rows.append({"phase": f"decode: {counts['decode_steps']} steps over {counts['decode_rows']} rows, {kept} tokens "
+                          f"kept ({kept / max(counts['decode_rows'], 1):.0%} of the rows computed); n = {result['n']}",
+                 "seconds": times.get("decode", 0.0), "share": times.get("decode", 0.0) / total})
+    return rows
+
+
 def sandbox_times(modes: list[str], workers: int, repeats: int) -> list[dict]:
     """The 164 canonical HumanEval solutions through ``humaneval.score`` under each containment mode,
     the modes interleaved ``repeats`` times so that they share the machine's state."""
@@ -418,6 +523,12 @@ def main(argv=None) -> None:
     g.add_argument("--batch", type=int, default=16)
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--compile", action="store_true", help="also time the static cache under torch.compile")
+    e = sub.add_parser("evaluate", help="one evaluation job end to end, split by phase")
+    e.add_argument("--config", default="config.yaml", help="the workflow config that names the benchmark")
+    e.add_argument("--bench", required=True, help="a benchmark of the config")
+    e.add_argument("--model", required=True, help="model folder (the prepared base)")
+    e.add_argument("--adapter", help="a fine-tuned adapter folder (omit for the base model)")
+    e.add_argument("--task", help="the adapter's task (its training items are dropped from the benchmark)")
     s = sub.add_parser("sandbox", help="HumanEval checks per containment mode (the 164 canonical solutions)")
     s.add_argument("--modes", nargs="+", default=["none", "bwrap", "unshare"])
     s.add_argument("--workers", type=int, default=1)
@@ -450,6 +561,11 @@ def main(argv=None) -> None:
         return
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.what == "evaluate":
+        print(f"# evaluation job profile: {a.bench} on {a.model}" + (f" + {a.adapter}" if a.adapter else "")
+              + f"; torch threads {torch.get_num_threads()}")
+        print_table(evaluation_profile(a.config, a.bench, a.model, a.adapter, a.task))
+        return
     if a.what == "generate":
         print(f"# generation benchmark: {a.model}; gsm_symbolic prompts; greedy; torch threads {torch.get_num_threads()}")
         rows, bounds = generation_times(a.model, a.prompts, a.batch, a.max_new_tokens, compile=a.compile)

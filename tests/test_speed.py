@@ -71,3 +71,25 @@ def test_the_sandbox_benchmark_times_each_mode_on_canonical_solutions(monkeypatc
     rows = speed.sandbox_times(["none", "bwrap"], workers=1, repeats=1)
     assert [r["mode"] for r in rows] == ["none", "bwrap"]
     assert all(r["passed"] == r["checks"] == 3 and r["ms_per_check"] > 0 for r in rows)
+
+
+def test_an_evaluation_job_is_split_into_phases_that_add_up(tmp_path, tiny_llama_dir):
+    import yaml
+
+    from inilora.speed import evaluation_profile
+
+    config = {"models": {"tiny": {"path": str(tiny_llama_dir)}}, "methods": ["lora"],
+              "tasks": {"t": {"train": [{"loader": "reasoning_gym", "dataset": "chain_sum", "n": 8, "seed": 1}],
+                              "benchmarks": ["b"]}},
+              "benchmarks": {"b": {"data": {"loader": "reasoning_gym", "dataset": "chain_sum", "n": 4, "seed": 9},
+                                   "max_new_tokens": 5, "batch_size": 2}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    rows = evaluation_profile(str(tmp_path / "c.yaml"), "b", str(tiny_llama_dir))
+    by = {r["phase"]: r for r in rows}
+    phases = [r for r in rows[:-1] if r["phase"] != "total" and not r["phase"].startswith("decode:")]
+    assert by["total"]["seconds"] == pytest.approx(sum(r["seconds"] for r in phases))
+    assert sum(r["share"] for r in phases) == pytest.approx(1.0)
+    assert all(by[p]["seconds"] > 0 for p in ("start-up: interpreter and imports", "prefill", "decode",
+                                              "stop strings: checks", "held-out loss"))
+    (steps,) = [r["phase"] for r in rows if r["phase"].startswith("decode:")]
+    assert "n = 4" in steps and "steps over" in steps  # 2 batches of 2 rows, at most 4 decode steps each
