@@ -26,7 +26,8 @@ from inilora.decompose import (SolverSettings, decompose_weights, eckart_young_m
 from inilora.decompose.job import decompose_model
 from inilora.devices import peak_rss_mb
 from inilora.evaluate import humaneval
-from inilora.evaluate.generate import COUNTS, generate
+from inilora.evaluate.generate import COUNTS, STOP_STRINGS, generate
+from inilora.evaluate.kinds import KINDS
 from inilora.inits import REGISTRY, apply_init
 from inilora.models import default_targets, load_causal_lm, load_tokenizer, target_linears
 from inilora.train.common import PROBE_EXAMPLES, cast_frozen_base, init_batches, step0_probe
@@ -259,35 +260,76 @@ def decode_bound(model, batch: int, context: int, repeats: int = 5) -> dict:
             "floor_tokens_per_s": batch / floor_s}
 
 
-def generation_times(model_path: str, n: int, batch: int, max_new_tokens: int, dataset: str = "gsm_symbolic",
-                     compile: bool = False) -> list[dict]:
-    """Greedy generation of ``n`` benchmark prompts, side by side: batched with the dynamic KV cache,
-    batched with the static one (and compiled, if asked), and one prompt at a time; the time of
-    each, and how many outputs agree exactly with the dynamic-cache batch."""
+GENERATE_RUNS = [  # label, batch (None: the benchmark's own), generate options
+    ("dataset order, every row to the end (transformers generate)", None, {"by_length": False, "drop_finished": False}),
+    ("longest prompts first", None, {"drop_finished": False}),
+    ("longest first, finished rows dropped (the default)", None, {}),
+    ("the default at batch 16", 16, {}),
+    ("static cache", None, {"kv_cache": "static", "by_length": False}),
+]
+
+
+def benchmark_prompts(config: dict, bench: str) -> tuple[list[str], dict]:
+    """A benchmark's prompts and generation settings, as its evaluation job builds them."""
+    from inilora.evaluate.kinds import load_humaneval
+
+    b = config["benchmarks"][bench]
+    if b["kind"] == "humaneval":
+        problems = load_humaneval(b["data"])
+        return ([humaneval.build_prompt(p) for p in problems.values()],
+                {"stops": list(humaneval.STOP_SEQUENCES), "max_new_tokens": b["max_new_tokens"],
+                 "batch_size": b["batch_size"]})
+    if not KINDS[b["kind"]].generates:
+        raise ValueError(f"benchmark '{bench}' is of kind '{b['kind']}', which generates nothing")
+    examples = load_examples(b["data"])
+    return ([prompt(ex.question, b.get("prompt_suffix", "")) for ex in examples],
+            {"max_new_tokens": b["max_new_tokens"], "batch_size": b["batch_size"]})
+
+
+def generation_times(model_path: str, config_path: str, benches: list[str], compile: bool = False,
+                     single: bool = False) -> tuple[list[dict], list[dict]]:
+    """Greedy generation of each benchmark's prompts with its own settings, side by side in one
+    process: as transformers' ``generate`` runs it (dataset order, every row computed until the
+    batch's last is done), longest prompts first, finished rows dropped too (the default), at batch
+    16, with the static cache (and compiled, if asked), and one prompt at a time (if asked). Each
+    run's time, generated tokens/s, share of the machine's bound (:func:`decode_bound`) and how
+    many outputs equal the first run's. Returns (rows, bounds)."""
+    from inilora import config as cfg
+
+    config = cfg.load(config_path)
     tok, model = load_tokenizer(model_path), load_causal_lm(model_path)
-    prompts = [prompt(ex.question, " Let's think step by step.")
-               for ex in load_examples({"loader": "reasoning_gym", "dataset": dataset, "n": n, "seed": 1001})]
-    runs = [("batched, dynamic cache", batch, {"kv_cache": "dynamic"}),
-            ("batched, static cache", batch, {"kv_cache": "static"})]
+    runs = list(GENERATE_RUNS)
     if compile:
-        runs.append(("batched, static cache, torch.compile", batch, {"kv_cache": "static", "compile": True}))
-    runs.append(("one at a time, dynamic cache", 1, {"kv_cache": "dynamic"}))
-    rows, reference = [], None
-    for label, size, kw in runs:
-        generate(model, tok, prompts[:size], 4, size, **kw)  # warm-up (and compilation)
-        COUNTS["generated_tokens"] = 0
-        t0 = time.perf_counter()
-        outs = generate(model, tok, prompts, max_new_tokens, size, **kw)
-        seconds = time.perf_counter() - t0
-        reference = reference or outs
-        rows.append({"run": label, "prompts": n, "batch": size, "max_new_tokens": max_new_tokens, "seconds": seconds,
-                     "generated_tokens_per_s": COUNTS["generated_tokens"] / seconds,
-                     "same_output": sum(a == b for a, b in zip(outs, reference)) / n})
-    # the bound at the mean context of a decode step: the prompt plus half the new tokens
-    context = round(sum(len(tok(x)["input_ids"]) for x in prompts) / n + max_new_tokens / 2)
-    bounds = {size: decode_bound(model, size, context) for size in sorted({r["batch"] for r in rows})}
+        runs.append(("static cache, torch.compile", None, {"kv_cache": "static", "by_length": False, "compile": True}))
+    if single:
+        runs.append(("one at a time", 1, {}))
+    rows, contexts = [], {}
+    for bench in benches:
+        prompts, settings = benchmark_prompts(config, bench)
+        reference = None
+        for label, size, kw in runs:
+            size = size or settings["batch_size"]
+            options = {"stops": settings.get("stops", STOP_STRINGS), **kw}
+            generate(model, tok, prompts[:2], 4, 2, desc="warm-up", **options)  # (and compilation)
+            COUNTS["generated_tokens"] = 0
+            t0 = time.perf_counter()
+            outs = generate(model, tok, prompts, settings["max_new_tokens"], size, desc=f"{bench}: {label}", **options)
+            seconds = time.perf_counter() - t0
+            reference = reference or outs
+            tokens = COUNTS["generated_tokens"]
+            rows.append({"benchmark": bench, "run": label, "prompts": len(prompts), "batch": size,
+                         "max_new_tokens": settings["max_new_tokens"], "seconds": seconds,
+                         "generated_tokens": tokens, "generated_tokens_per_s": tokens / seconds,
+                         "same_output": sum(a == b for a, b in zip(outs, reference)) / len(prompts)})
+        # a decode step's mean context: the prompt plus half the tokens generated per prompt
+        mean_prompt = sum(len(tok(x)["input_ids"]) for x in prompts) / len(prompts)
+        contexts[bench] = round(mean_prompt + rows[-1]["generated_tokens"] / len(prompts) / 2)
+    bounds = {}
     for r in rows:
-        r["share_of_floor"] = r["generated_tokens_per_s"] / bounds[r["batch"]]["floor_tokens_per_s"]
+        key = (r["batch"], contexts[r["benchmark"]])
+        if key not in bounds:
+            bounds[key] = decode_bound(model, *key)
+        r["share_of_floor"] = r["generated_tokens_per_s"] / bounds[key]["floor_tokens_per_s"]
     return rows, list(bounds.values())
 
 
@@ -368,6 +410,7 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
 
     wrap(stopping_criteria.StopStringCriteria, "__init__", "stop strings: set-up")
     wrap(stopping_criteria.StopStringCriteria, "__call__", "stop strings: checks")
+    wrap(gen_module, "stop_reached", "stop strings: checks")  # greedy_rows' own check
     wrap(gen_module, "generate", "generate, in all")
     wrap(gen_module, "heldout_losses", "held-out loss", during="held-out loss")
     seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
@@ -517,12 +560,13 @@ def main(argv=None) -> None:
     f.add_argument("--steps", type=int, default=8)
     f.add_argument("--batch", type=int, default=8)
     f.add_argument("--seq", type=int, default=128)
-    g = sub.add_parser("generate", help="greedy generation: dynamic vs static KV cache, batched vs one at a time")
+    g = sub.add_parser("generate", help="greedy generation of benchmarks' prompts: the ways of batching side by side, "
+                       "against the machine's bound")
     g.add_argument("--model", required=True, help="model folder")
-    g.add_argument("--prompts", type=int, default=32)
-    g.add_argument("--batch", type=int, default=16)
-    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--config", default="config.yaml", help="the workflow config that names the benchmarks")
+    g.add_argument("--benchmarks", nargs="+", default=["chain_sum", "gsm_symbolic", "champ", "humaneval"])
     g.add_argument("--compile", action="store_true", help="also time the static cache under torch.compile")
+    g.add_argument("--single", action="store_true", help="also generate one prompt at a time")
     e = sub.add_parser("evaluate", help="one evaluation job end to end, split by phase")
     e.add_argument("--config", default="config.yaml", help="the workflow config that names the benchmark")
     e.add_argument("--bench", required=True, help="a benchmark of the config")
@@ -567,8 +611,9 @@ def main(argv=None) -> None:
         print_table(evaluation_profile(a.config, a.bench, a.model, a.adapter, a.task))
         return
     if a.what == "generate":
-        print(f"# generation benchmark: {a.model}; gsm_symbolic prompts; greedy; torch threads {torch.get_num_threads()}")
-        rows, bounds = generation_times(a.model, a.prompts, a.batch, a.max_new_tokens, compile=a.compile)
+        print(f"# generation benchmark: {a.model}; {a.config}: {a.benchmarks}; greedy; torch threads "
+              f"{torch.get_num_threads()}")
+        rows, bounds = generation_times(a.model, a.config, a.benchmarks, compile=a.compile, single=a.single)
         print_table(rows)
         print("\n# the bound of one decode step on this machine (inilora.speed.decode_bound)")
         print_table(bounds)

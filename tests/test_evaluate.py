@@ -22,6 +22,54 @@ def test_batched_generation_equals_one_at_a_time(tok_model):
     assert batched == single
 
 
+def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(tok_model):
+    """Rows that end early (a stop string, an EOS token) leave the batch; the outputs are the ones
+    transformers' generate gives with every row kept, in the prompts' order."""
+    tok, model = tok_model
+    prompts = ["12 + 7 =", "The answer is: 3 and then a longer prompt 4 5 6", "Below", "a b", "Below is 1 2 3 4"]
+    free = generate(model, tok, prompts, 12, batch_size=5, stops=[], drop_finished=False, by_length=False)
+    stop = free[0][0][4:6]  # a string that ends the first output early, and maybe others
+    eos = tok(free[1][0])["input_ids"][3]  # a token the second output emits: made its end
+    sizes = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    before = tok.eos_token
+    tok.eos_token = tok.convert_ids_to_tokens(eos)
+    model.forward = counting
+    try:
+        runs = {(sort, drop): generate(model, tok, prompts, 12, batch_size=5, stops=[stop], by_length=sort,
+                                       drop_finished=drop)
+                for sort in (False, True) for drop in (False, True)}
+        sizes.clear()
+        generate(model, tok, prompts, 12, batch_size=5, stops=[stop])
+    finally:
+        model.forward = forward
+        tok.eos_token = before
+    reference = runs[(False, False)]  # transformers' generate, dataset order
+    assert all(out == reference for out in runs.values()), runs
+    assert reference[0][0] == free[0][0][:4] and reference != free  # the stop string and the EOS did end rows
+    assert sizes[0] == 5 and min(sizes) < 5 and sizes == sorted(sizes, reverse=True)  # the batch shrank
+
+
+def test_a_generation_config_with_logits_processors_keeps_transformers_generate(tok_model):
+    from inilora.evaluate.generate import plain_greedy
+
+    tok, model = tok_model
+    assert plain_greedy(model)
+    model.generation_config.repetition_penalty = 1.3
+    try:
+        assert not plain_greedy(model)
+        prompts = ["12 + 7 =", "Below is 1 2 3 4"]
+        assert generate(model, tok, prompts, 8, stops=[]) == generate(model, tok, prompts, 8, stops=[],
+                                                                       drop_finished=False)
+    finally:
+        model.generation_config.repetition_penalty = 1.0
+
+
 def test_sampling_returns_n_seeded_samples_per_prompt(tok_model):
     tok, model = tok_model
     a = generate(model, tok, ["12 + 7 =", "Below"], 5, samples=3, temperature=1.0, top_p=0.95, seed=4, stops=[])

@@ -24,16 +24,94 @@ def cut_at_stop(text: str, stops: list[str] = STOP_STRINGS) -> str:
 KV_CACHES = ("dynamic", "static")
 
 
+# GenerationConfig fields that make greedy decoding more than the argmax of the logits
+PROCESSORS = ("repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
+              "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens", "sequence_bias",
+              "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens",
+              "exponential_decay_length_penalty", "renormalize_logits", "watermarking_config")
+
+
+def plain_greedy(model) -> bool:
+    """Whether the model's generation config leaves greedy decoding the plain argmax (every field of
+    :data:`PROCESSORS` at its default), which :func:`greedy_rows` computes."""
+    from transformers import GenerationConfig
+
+    default, own = GenerationConfig(), model.generation_config
+    return all(getattr(own, f, None) == getattr(default, f, None) for f in PROCESSORS)
+
+
+def stop_reached(tok, tokens: list[int], stops: list[str], window: int) -> bool:
+    """Whether a stop string occurs in the text of the last ``window`` tokens (:func:`stop_window`)."""
+    text = tok.decode(tokens[-window:])
+    return any(s in text for s in stops)
+
+
+def stop_window(stops: list[str]) -> int:
+    """How many trailing tokens :func:`greedy_rows` decodes to look for a stop string: one per
+    character of the longest (a token holds at least one, or a part of one), plus one."""
+    return max((len(s) for s in stops), default=0) + 1
+
+
+@torch.no_grad()
+def greedy_rows(model, input_ids, attention_mask, max_new_tokens: int, eos_ids: set[int], stopped) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch that drops each row from the batch once it is done, so
+    a decode step computes only the rows still generating. ``transformers``' ``generate`` keeps a
+    finished row in the batch (padding it) until the last row is done, and on benchmarks whose
+    answers differ in length most of a step's rows can be finished ones.
+
+    Each step is what ``generate`` does for greedy decoding without logits processors: the model's
+    forward with the dynamic KV cache, position ids from the attention mask (cumulative sum less one,
+    0 on padding, one more per step), the last position's logits in float32, their argmax. A row is
+    done at an EOS token (kept, as ``generate`` keeps it), when ``stopped(tokens)`` is true of its new tokens, or at
+    ``max_new_tokens``; the rows left are selected from the cache (``Cache.batch_select_indices``).
+    Returns each row's new tokens."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    mask = attention_mask
+    position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                logits_to_keep=1)
+    position = position[:, -1:]
+    rows = list(range(input_ids.shape[0]))  # the original row of each row still in the batch
+    new: list[list[int]] = [[] for _ in rows]
+    for step in range(max_new_tokens):
+        chosen = out.logits[:, -1].to(dtype=torch.float32).argmax(dim=-1)
+        keep = []
+        for k, (row, token) in enumerate(zip(rows, chosen.tolist())):
+            new[row].append(token)  # an EOS token too, as generate keeps it (decoding skips it if special)
+            if token not in eos_ids and not stopped(new[row]):
+                keep.append(k)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=input_ids.device)
+            cache.batch_select_indices(index)
+            rows = [rows[k] for k in keep]
+            mask, position, chosen = mask[index], position[index], chosen[index]
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+        position = position + 1
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position, cache=cache,
+                    use_cache=True, logits_to_keep=1)
+    return new
+
+
 @torch.no_grad()
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 32, desc: str = "generate",
              stops: list[str] = STOP_STRINGS, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-             seed: int = 0, kv_cache: str = "dynamic", compile: bool = False) -> list[list[str]]:
+             seed: int = 0, kv_cache: str = "dynamic", compile: bool = False, by_length: bool = True,
+             drop_finished: bool = True) -> list[list[str]]:
     """Batched generation with left padding and the KV cache: ``samples`` outputs per prompt,
     greedy when ``temperature`` is 0, else nucleus sampling (seeded), each cut at ``stops``.
 
     ``kv_cache``: transformers' ``dynamic`` cache (grows per step) or ``static`` (preallocated for
     prompt + max_new_tokens, fixed shapes); ``compile``: ``torch.compile`` the forward pass, which
-    pays off with the static cache's fixed shapes. ``python -m inilora.speed generate`` compares them.
+    pays off with the static cache's fixed shapes. ``by_length``: batches formed longest prompt
+    first (less padding), the outputs returned in the prompts' order. ``drop_finished``: greedy
+    decoding with the dynamic cache runs :func:`greedy_rows`, which stops computing a row once it is
+    done, where ``generate`` would keep it; for a model whose generation config adds logits
+    processors (a repetition penalty, say) ``generate`` runs. Neither changes a greedy output
+    (tests/test_evaluate.py); ``python -m inilora.speed generate`` compares them all side by side.
     """
     if kv_cache not in KV_CACHES:
         raise ValueError(f"kv_cache={kv_cache!r}: allowed are {list(KV_CACHES)}")
@@ -41,16 +119,32 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
         model.forward = torch.compile(model.forward, dynamic=kv_cache == "dynamic")
         model._inilora_compiled = True
     tok.padding_side = "left"
-    outs: list[list[str]] = []
     model.eval()
     device = next(model.parameters()).device
     sampling = temperature > 0
     if not sampling and samples > 1:
         raise ValueError(f"samples = {samples} with temperature 0 would repeat one greedy output; set a temperature")
     torch.manual_seed(seed)
+    # greedy with the dynamic cache and no compilation: finished rows leave the batch (greedy_rows)
+    shrink = drop_finished and not sampling and kv_cache == "dynamic" and not compile and plain_greedy(model)
+    eos_ids = {tok.eos_token_id} - {None}  # what generate is given below
+    window = stop_window(stops)
+    # longest prompts first, so that a batch pads its prompts to similar lengths; the outputs go back
+    # to the prompts' order (a stable sort: equal lengths keep it)
+    lengths = [len(ids) for ids in tok(list(prompts))["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda j: -lengths[j]) if by_length else list(range(len(prompts)))
+    done: dict[int, list[str]] = {}
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=2):
-        chunk = prompts[i : i + batch_size]
+        rows = order[i : i + batch_size]
+        chunk = [prompts[j] for j in rows]
         enc = tok(chunk, return_tensors="pt", padding=True).to(device)
+        if shrink:
+            new = greedy_rows(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, eos_ids,
+                              lambda t: stop_reached(tok, t, stops, window))
+            COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as below
+            texts = [cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True)]
+            done.update((j, [text]) for j, text in zip(rows, texts))
+            continue
         gen = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -68,8 +162,8 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
         new = gen[:, enc["input_ids"].shape[1] :]
         COUNTS["generated_tokens"] += int((new != tok.pad_token_id).sum())
         texts = [cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True)]
-        outs.extend(texts[j : j + samples] for j in range(0, len(texts), samples))
-    return outs
+        done.update((j, texts[k * samples : (k + 1) * samples]) for k, j in enumerate(rows))
+    return [done[j] for j in range(len(prompts))]
 
 
 @torch.no_grad()
