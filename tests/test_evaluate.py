@@ -29,6 +29,8 @@ def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(to
     prompts = ["12 + 7 =", "The answer is: 3 and then a longer prompt 4 5 6", "Below", "a b", "Below is 1 2 3 4"]
     free = generate(model, tok, prompts, 12, batch_size=5, stops=[], drop_finished=False, by_length=False)
     stop = free[0][0][4:6]  # a string that ends the first output early, and maybe others
+    across = "w" + free[2][0][0]  # begins in the prompt "Below" and ends in its output: generate stops on it
+    stops = [stop, across, "Below is"]  # the last occurs in a prompt alone, which stops nothing
     eos = tok(free[1][0])["input_ids"][3]  # a token the second output emits: made its end
     sizes = []
     forward = model.forward
@@ -41,17 +43,20 @@ def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(to
     tok.eos_token = tok.convert_ids_to_tokens(eos)
     model.forward = counting
     try:
-        runs = {(sort, drop): generate(model, tok, prompts, 12, batch_size=5, stops=[stop], by_length=sort,
+        runs = {(sort, drop): generate(model, tok, prompts, 12, batch_size=5, stops=stops, by_length=sort,
                                        drop_finished=drop)
                 for sort in (False, True) for drop in (False, True)}
         sizes.clear()
-        generate(model, tok, prompts, 12, batch_size=5, stops=[stop])
+        generate(model, tok, prompts, 12, batch_size=5, stops=stops)
     finally:
         model.forward = forward
         tok.eos_token = before
     reference = runs[(False, False)]  # transformers' generate, dataset order
     assert all(out == reference for out in runs.values()), runs
     assert reference[0][0] == free[0][0][:4] and reference != free  # the stop string and the EOS did end rows
+    # the stop string across the prompt's end stopped the row after its first token
+    assert reference[2][0] == tok.decode(tok(free[2][0])["input_ids"][:1]) != free[2][0]
+    assert len(reference[4][0]) > 1  # "Below is" in the prompt stopped nothing
     assert sizes[0] == 5 and min(sizes) < 5 and sizes == sorted(sizes, reverse=True)  # the batch shrank
 
 

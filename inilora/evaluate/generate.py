@@ -41,19 +41,26 @@ def plain_greedy(model) -> bool:
 
 
 def stop_reached(tok, tokens: list[int], stops: list[str], window: int) -> bool:
-    """Whether a stop string occurs in the text of the last ``window`` tokens (:func:`stop_window`)."""
-    text = tok.decode(tokens[-window:])
-    return any(s in text for s in stops)
+    """Whether a stop string ends in the last of ``tokens``: it occurs in the text of the last
+    ``window`` of them (:func:`stop_window`) and overlaps the final token's text. That is
+    transformers' ``StopStringCriteria``: the tokens are the prompt's and the new ones, so a stop
+    string that begins in the prompt and ends in the output counts (HumanEval's "\n#" after a
+    prompt ending in a newline), and one inside the prompt alone never does."""
+    text = tok.decode(tokens[-window:], clean_up_tokenization_spaces=False)
+    before = len(tok.decode(tokens[-window:-1], clean_up_tokenization_spaces=False))
+    return any((at := text.rfind(s)) != -1 and at + len(s) > before for s in stops)
 
 
 def stop_window(stops: list[str]) -> int:
-    """How many trailing tokens :func:`greedy_rows` decodes to look for a stop string: one per
-    character of the longest (a token holds at least one, or a part of one), plus one."""
-    return max((len(s) for s in stops), default=0) + 1
+    """How many trailing tokens :func:`stop_reached` decodes: one per character of the longest stop
+    string (a token holds at least one, or a part of one), and a margin for tokens that hold only
+    part of a character."""
+    return max((len(s) for s in stops), default=0) + 4
 
 
 @torch.no_grad()
-def greedy_rows(model, input_ids, attention_mask, max_new_tokens: int, eos_ids: set[int], stopped) -> list[list[int]]:
+def greedy_rows(model, input_ids, attention_mask, max_new_tokens: int, eos_ids: set[int], stopped,
+                tail: int = 0) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each row from the batch once it is done, so
     a decode step computes only the rows still generating. ``transformers``' ``generate`` keeps a
     finished row in the batch (padding it) until the last row is done, and on benchmarks whose
@@ -62,7 +69,8 @@ def greedy_rows(model, input_ids, attention_mask, max_new_tokens: int, eos_ids: 
     Each step is what ``generate`` does for greedy decoding without logits processors: the model's
     forward with the dynamic KV cache, position ids from the attention mask (cumulative sum less one,
     0 on padding, one more per step), the last position's logits in float32, their argmax. A row is
-    done at an EOS token (kept, as ``generate`` keeps it), when ``stopped(tokens)`` is true of its new tokens, or at
+    done at an EOS token (kept, as ``generate`` keeps it), when ``stopped(tokens)`` is true of its
+    prompt's last ``tail`` tokens followed by its new ones, or at
     ``max_new_tokens``; the rows left are selected from the cache (``Cache.batch_select_indices``).
     Returns each row's new tokens."""
     from transformers import DynamicCache
@@ -75,12 +83,13 @@ def greedy_rows(model, input_ids, attention_mask, max_new_tokens: int, eos_ids: 
     position = position[:, -1:]
     rows = list(range(input_ids.shape[0]))  # the original row of each row still in the batch
     new: list[list[int]] = [[] for _ in rows]
+    tails = [row[-tail:] if tail else [] for row in input_ids.tolist()]  # left padding: a row's last tokens are its own
     for step in range(max_new_tokens):
         chosen = out.logits[:, -1].to(dtype=torch.float32).argmax(dim=-1)
         keep = []
         for k, (row, token) in enumerate(zip(rows, chosen.tolist())):
             new[row].append(token)  # an EOS token too, as generate keeps it (decoding skips it if special)
-            if token not in eos_ids and not stopped(new[row]):
+            if token not in eos_ids and not stopped(tails[row] + new[row]):
                 keep.append(k)
         if not keep or step == max_new_tokens - 1:
             break
@@ -140,7 +149,8 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
         enc = tok(chunk, return_tensors="pt", padding=True).to(device)
         if shrink:
             new = greedy_rows(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, eos_ids,
-                              lambda t: stop_reached(tok, t, stops, window))
+                              (lambda t: stop_reached(tok, t, stops, window)) if stops else (lambda t: False),
+                              tail=window)
             COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as below
             texts = [cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True)]
             done.update((j, [text]) for j, text in zip(rows, texts))
