@@ -382,8 +382,10 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
     forward = model.forward
 
     def timed_forward(*args, **kwargs):
+        if state["phase"]:  # inside a phase timed as a whole (the held-out loss)
+            return forward(*args, **kwargs)
         ids = kwargs.get("input_ids", args[0] if args else None)
-        phase = state["phase"] or ("decode" if ids is not None and ids.shape[1] == 1 else "prefill")
+        phase = "decode" if ids is not None and ids.shape[1] == 1 else "prefill"
         if phase == "decode":
             counts["decode_steps"] += 1
             counts["decode_rows"] += ids.shape[0]
