@@ -296,8 +296,12 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
     many outputs equal the first run's. Returns (rows, bounds)."""
     from inilora import config as cfg
 
+    from inilora import devices
+
     config = cfg.load(config_path)
-    tok, model = load_tokenizer(model_path), load_causal_lm(model_path)
+    device = devices.resolve(config["device"])  # where the evaluation jobs would run, in their dtype
+    tok = load_tokenizer(model_path)
+    model = load_causal_lm(model_path).to(device=device, dtype=devices.dtype(config["evaluation_dtype"], device))
     runs = list(GENERATE_RUNS)
     if compile:
         runs.append(("static cache, torch.compile", None, {"kv_cache": "static", "by_length": False, "compile": True}))
@@ -378,6 +382,11 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    with timed("load tokenizer and model"):  # to the job's device and dtype, as the job does
+        from inilora import devices
+
+        device = devices.resolve(spec.get("device", "auto"))
+        model = model.to(device=device, dtype=devices.dtype(spec.get("dtype", "auto"), device))
     state = {"phase": None}
     forward = model.forward
 

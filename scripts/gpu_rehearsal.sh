@@ -4,7 +4,8 @@
 # a few fine-tuning steps at the preset's batch of 16 x 512, evaluation on GSM8K-layout data at
 # the preset's batch size and generation length, and table2. Random weights (rehearsal:llama2-7b,
 # all 32 layers), offline data; writes results/gpu-rehearsal/report.md with each job's device,
-# peak GPU memory and throughput. Sized for at most about 8 minutes on one H100/H200.
+# peak GPU memory and throughput, and generation side by side against the HBM bound
+# (generation.md). Sized for at most about 10 minutes on one H100/H200.
 #
 #   bash scripts/gpu_rehearsal.sh            # from the repository root, with the venv set up
 set -euo pipefail
@@ -42,6 +43,12 @@ benchmarks:
     prompt_suffix: " Let's think step by step."
     max_new_tokens: 1024
     batch_size: 64
+  gsm8k_speed:  # the generation benchmark's: the same items, shorter answers
+    label: "REHEARSAL: GSM8K layout, 64 stand-in items, 64 new tokens"
+    data: {loader: hf, preset: gsm8k, path: json, split: train, data_files: results/rehearsal-data/gsm8k.jsonl, n: 64}
+    prompt_suffix: " Let's think step by step."
+    max_new_tokens: 64
+    batch_size: 64
 table2: {include_base: false, methods: [lora, inilora]}
 YAML
 # every method's init and fine-tune; evaluation for LoRA and IniLoRA (table2's rows)
@@ -49,6 +56,10 @@ time .venv/bin/snakemake --directory "$WORK" --configfile "$WORK/config.yaml" --
   results/table2.csv \
   $(for m in pissa milora loraga hrp inilora_dora; do echo "results/finetune/llama2-7b/metamath/$m/r8/lr2e-05/seed11/train.json"; done)
 $PY -m inilora.report.runtime "$WORK/results" > "$WORK/report.md"
+# generation at the preset's batch, each way side by side against the HBM bound: transformers'
+# generate, longest first, finished rows dropped (the default), the static cache, and compiled
+(cd "$WORK" && "$OLDPWD/$PY" -m inilora.speed generate --model results/models/llama2-7b/hf --config config.yaml \
+  --benchmarks gsm8k_speed --compile) | tee "$WORK/generation.md"
 # the checks that need a GPU: seeded fast PiSSA on CUDA, rsLoRA and DoRA inits there
 $PY -m pytest -q -p no:cacheprovider tests/test_inits.py -k on_the_gpu
 cat "$WORK/report.md"
