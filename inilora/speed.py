@@ -26,8 +26,8 @@ from inilora.decompose import (SolverSettings, decompose_weights, eckart_young_m
 from inilora.decompose.job import decompose_model
 from inilora.devices import peak_rss_mb
 from inilora.evaluate import humaneval
-from inilora.evaluate.generate import COUNTS, STOP_STRINGS, generate
-from inilora.evaluate.kinds import KINDS
+from inilora.evaluate.generate import COUNTS, generate
+from inilora.evaluate.kinds import generation_prompts
 from inilora.inits import REGISTRY, apply_init
 from inilora.models import default_targets, load_causal_lm, load_tokenizer, target_linears
 from inilora.train.common import PROBE_EXAMPLES, cast_frozen_base, init_batches, step0_probe
@@ -269,23 +269,6 @@ GENERATE_RUNS = [  # label, batch (None: the benchmark's own), generate options
 ]
 
 
-def benchmark_prompts(config: dict, bench: str) -> tuple[list[str], dict]:
-    """A benchmark's prompts and generation settings, as its evaluation job builds them."""
-    from inilora.evaluate.kinds import load_humaneval
-
-    b = config["benchmarks"][bench]
-    if b["kind"] == "humaneval":
-        problems = load_humaneval(b["data"])
-        return ([humaneval.build_prompt(p) for p in problems.values()],
-                {"stops": list(humaneval.STOP_SEQUENCES), "max_new_tokens": b["max_new_tokens"],
-                 "batch_size": b["batch_size"]})
-    if not KINDS[b["kind"]].generates:
-        raise ValueError(f"benchmark '{bench}' is of kind '{b['kind']}', which generates nothing")
-    examples = load_examples(b["data"])
-    return ([prompt(ex.question, b.get("prompt_suffix", "")) for ex in examples],
-            {"max_new_tokens": b["max_new_tokens"], "batch_size": b["batch_size"]})
-
-
 def generation_times(model_path: str, config_path: str, benches: list[str], compile: bool = False,
                      single: bool = False) -> tuple[list[dict], list[dict]]:
     """Greedy generation of each benchmark's prompts with its own settings, side by side in one
@@ -309,11 +292,13 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
         runs.append(("one at a time", 1, {}))
     rows, contexts = [], {}
     for bench in benches:
-        prompts, settings = benchmark_prompts(config, bench)
+        b = config["benchmarks"][bench]
+        prompts, stops = generation_prompts(b, bench)
+        settings = {"stops": stops, "max_new_tokens": b["max_new_tokens"], "batch_size": b["batch_size"]}
         reference = None
         for label, size, kw in runs:
             size = size or settings["batch_size"]
-            options = {"stops": settings.get("stops", STOP_STRINGS), **kw}
+            options = {"stops": settings["stops"], **kw}
             generate(model, tok, prompts[:2], 4, 2, desc="warm-up", **options)  # (and compilation)
             COUNTS["generated_tokens"] = 0
             t0 = time.perf_counter()

@@ -187,6 +187,21 @@ def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temp
     }
 
 
+def generation_prompts(bench: dict, name: str) -> tuple[list[str], list[str]]:
+    """The prompts a generating benchmark's job decodes, in its order, and their stop strings: what
+    ``python -m inilora.speed generate`` times. ``bench``: a config ``benchmarks`` entry."""
+    kind = bench.get("kind", "numeric")
+    if not KINDS[kind].generates:
+        raise ValueError(f"benchmark '{name}' is of kind '{kind}', which generates nothing")
+    if kind == "humaneval":
+        problems = load_humaneval(bench["data"])
+        return [humaneval.build_prompt(p) for p in problems.values()], list(humaneval.STOP_SEQUENCES)
+    from inilora.evaluate.generate import STOP_STRINGS  # torch, only once a prompt is to be decoded
+
+    return ([prompt(ex.question, bench.get("prompt_suffix", "")) for ex in load_examples(bench["data"])],
+            list(STOP_STRINGS))
+
+
 def check_containment(mode: str, config_key: str) -> str:
     """The sandbox mode HumanEval's checks will run under; RuntimeError naming the key if it cannot be set up."""
     try:
