@@ -150,11 +150,10 @@ def _rates(runs: list[dict]) -> dict[tuple, dict]:
         if run.get("learning_rate") is None:
             continue
         row, column = (run["model"], run["method"], run["rank"]), f"{run['task']}:lr"
-        lr = float(run["learning_rate"])
-        if rates.get(row, {}).setdefault(column, lr) != lr:
+        lr, seen = float(run["learning_rate"]), rates.setdefault(row, {})
+        if seen.setdefault(column, lr) != lr:
             raise ValueError(f"Table 1: {run['method']} ({run['model']}, rank {run['rank']}) has runs of task "
-                             f"{run['task']} at two rates, {rates[row][column]:g} and {lr:g}; one row holds one rate")
-        rates.setdefault(row, {})[column] = lr
+                             f"{run['task']} at two rates, {seen[column]:g} and {lr:g}; one row holds one rate")
     return rates
 
 
