@@ -306,7 +306,7 @@ def test_tune_then_compare_submits_the_tuning_jobs_selects_in_the_submitting_pro
     values = {}  # the wildcard values of each rule's jobs, from the comment the plugin submits
     for r in jobs:
         values.setdefault(rule_of(r), []).append(set(r["Comment"].split("_wildcards_")[1].split("_")))
-    assert sorted(v & {"0.001", "0.03"} for v in values["finetune"]) == [{"0.001"}, {"0.03"}], jobs
+    assert sorted(sorted(v & {"0.001", "0.03"}) for v in values["finetune"]) == [["0.001"], ["0.03"]], jobs
     (test_eval,) = [v for v in values["evaluate"] if "b" in v]
     assert chosen in test_eval and sum("tune" in v for v in values["evaluate"]) == 2, jobs
     log = runs["logs"]["tuned"]
