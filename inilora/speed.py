@@ -328,7 +328,9 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
     split by phase: the interpreter's start-up with the job's imports (timed in a fresh process),
     loading, merging the adapter, and inside the benchmark prefill, decode, the stop-string checks,
     the rest of ``generate``, the held-out loss and the scoring. Forward passes are timed by
-    wrapping the model's ``forward``; a forward of one token per row is a decode step."""
+    wrapping the model's ``forward``; a forward of one token per row is a decode step. Where the
+    answers and the held-out loss share one pass (``answers_and_losses``), that pass is the prefill
+    and no separate held-out loss phase appears."""
     import subprocess
     import sys
     from contextlib import contextmanager
@@ -406,8 +408,10 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
 
     wrap(stopping_criteria.StopStringCriteria, "__init__", "stop strings: set-up")
     wrap(stopping_criteria.StopStringCriteria, "__call__", "stop strings: checks")
-    wrap(gen_module, "stop_reached", "stop strings: checks")  # greedy_rows' own check
+    wrap(gen_module, "stop_reached", "stop strings: checks")  # decode_rows' own check
     wrap(gen_module, "generate", "generate, in all")
+    # answers and held-out loss in one pass: its forwards over whole prompts count as the prefill
+    wrap(gen_module, "answers_and_losses", "generate, in all")
     wrap(gen_module, "heldout_losses", "held-out loss", during="held-out loss")
     seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
     COUNTS["generated_tokens"] = 0

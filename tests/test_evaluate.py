@@ -116,12 +116,12 @@ def test_math_kind_uses_hendrycks_equivalence(tok_model, monkeypatch):
     from inilora.data import Example
 
     tok, model = tok_model
-    monkeypatch.setattr(ev, "generate", lambda *a, **k: [["... The answer is: \\frac{1}{2}.\n"]] * 2)
+    half = lambda *a, **k: [["... The answer is: \\frac{1}{2}.\n"]] * 2  # noqa: E731 (another backend's generate)
     monkeypatch.setattr(ev, "heldout_losses", lambda model, tok, examples, *a, **k: [(1.0, 1)] * len(examples))
     examples = [Example("q1", "r", "0.5"), Example("q2", "r", "\\frac{1}{3}")]
-    out = ev.evaluate(model, tok, examples, "", 8, 64, kind="math")
+    out = ev.evaluate(model, tok, examples, "", 8, 64, kind="math", gen=half)
     assert [r["correct"] for r in out["records"]] == [True, False]
-    numeric = ev.evaluate(model, tok, examples, "", 8, 64, kind="numeric")
+    numeric = ev.evaluate(model, tok, examples, "", 8, 64, kind="numeric", gen=half)
     assert not numeric["records"][0]["correct"]  # the GSM8K rule reads the number 1, not 1/2
 
 
@@ -176,3 +176,96 @@ def test_each_items_heldout_loss_is_recorded_and_the_benchmarks_is_their_token_w
     assert abs(float(summed) / int((labels != IGNORE).sum()) - overall) < 1e-6
     alone = heldout_losses(tiny_llama, tok, examples[3:4], 64, batch_size=1)[0]  # padding changes no item's loss
     assert abs(alone[0] - per_item[3][0]) < 1e-4 and alone[1] == per_item[3][1]
+
+
+def test_the_heldout_loss_applies_the_lm_head_only_where_a_token_is_scored_and_gets_the_full_pass_numbers(
+        tiny_llama, tiny_llama_dir):
+    import functools
+
+    import torch
+
+    from inilora.data import Example
+    from inilora.data.encode import IGNORE, Collator, encode
+    from inilora.evaluate.generate import heldout_losses, scored_span
+    from inilora.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_llama_dir))
+    examples = [Example(f"What is {i} + 2?" + " Think." * (3 * i % 7), f"The answer is: {i + 2}" + " and more" * i,
+                        str(i + 2)) for i in range(6)]
+    seen = []
+    forward = tiny_llama.forward
+
+    @functools.wraps(forward)  # the same signature, so the loss sees that it takes logits_to_keep
+    def recording(*a, **k):
+        seen.append(k.get("logits_to_keep"))
+        return forward(*a, **k)
+
+    tiny_llama.forward = recording
+    got = heldout_losses(tiny_llama, tok, examples, 64, batch_size=3)
+    tiny_llama.forward = forward
+    full = []
+    for i in range(0, 6, 3):  # the pass every earlier table used: the head over every position
+        batch = Collator(tok.pad_token_id)([encode(tok, ex, 64) for ex in examples[i : i + 3]])
+        with torch.no_grad():
+            logits = tiny_llama(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=IGNORE, reduction="none").view(labels.shape)
+        full.extend(zip(loss.sum(dim=1).tolist(), (labels != IGNORE).sum(dim=1).tolist()))
+        first, last = scored_span(labels)
+        assert (labels[:, :first] == IGNORE).all() and (labels[:, first] != IGNORE).any()
+        assert (labels[:, last + 1 :] == IGNORE).all() and (labels[:, last] != IGNORE).any()
+        assert seen[i // 3].tolist() == list(range(first, last + 1)) and last - first + 1 < labels.shape[1]
+    assert [n for _, n in got] == [n for _, n in full]
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, full)) <= 1e-6 * max(abs(b) for b, _ in full)
+    assert scored_span(torch.full((2, 5), IGNORE)) is None
+
+    class NoKeep(torch.nn.Module):  # a model whose forward takes no logits_to_keep gets the full pass, cut
+        def __init__(self):
+            super().__init__()
+            self.inner = tiny_llama
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    assert heldout_losses(NoKeep(), tok, examples, 64, batch_size=3) == got
+
+
+def test_answers_and_losses_from_one_pass_equal_generation_and_the_heldout_loss_run_apart(tok_model):
+    """The held-out loss's forward pass is also the greedy decoding's prefill: the same answers and the
+    same losses as generate and heldout_losses run one after the other, with one forward over each
+    prompt instead of two; a prompt that fills max_length is answered by generate."""
+    from inilora.data import Example, prompt
+    from inilora.evaluate.generate import LOSS_BATCH, answers_and_losses, heldout_losses
+    from inilora.evaluate.kinds import HFGenerate
+
+    tok, model = tok_model
+    examples = [Example(f"What is {i} + {i % 5}?" + " Then add one." * (i % 4), "The answer is: " + "1 2" * (i % 3),
+                        "0") for i in range(37)]
+    examples[20] = Example("Long " * 150, "The answer is: 5", "5")  # its prompt alone fills max_length
+    prompts = [prompt(ex.question) for ex in examples]
+    assert [len(ids) >= 96 for ids in tok(prompts)["input_ids"]].count(True) == 1
+    free = generate(model, tok, prompts, 10, batch_size=32, stops=[])
+    stops = [free[0][0][3:5], "Below is"]  # ends some answers early; the second occurs in every prompt
+    apart = generate(model, tok, prompts, 10, batch_size=32, stops=stops), heldout_losses(model, tok, examples, 96)
+    widths = []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape)
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    try:
+        answers, losses = answers_and_losses(model, tok, examples, 96, "", 10, batch_size=32, stops=stops)
+    finally:
+        model.forward = forward
+    assert [[a] for a in answers] == apart[0] and answers != [f[0] for f in free]
+    assert losses == apart[1] and losses[20] == (0.0, 0)  # the digits of heldout_losses; nothing left to score
+    whole = [shape for shape in widths if shape[1] > 1]  # forwards over prompts: the 3 loss batches, then item 20
+    assert [n for n, _ in whole] == [LOSS_BATCH, LOSS_BATCH, 37 - 2 * LOSS_BATCH, 1]
+    assert max(n for n, width in widths if width == 1) == 2 * LOSS_BATCH - 1  # two loss batches decode as one
+    with pytest.raises(ValueError, match="at least the loss's batch"):
+        answers_and_losses(model, tok, examples, 96, "", 10, batch_size=8)
+    assert HFGenerate(model, tok).one_pass(32) and not HFGenerate(model, tok).one_pass(8)
+    assert not HFGenerate(model, tok, kv_cache="static").one_pass(32)

@@ -110,15 +110,50 @@ def heldout_losses(model, tok, *args, **kwargs):
     return inilora.evaluate.generate.heldout_losses(model, tok, *args, **kwargs)
 
 
+@dataclass
+class HFGenerate:
+    """Generation with transformers (:func:`inilora.evaluate.generate.generate`) under a benchmark's
+    cache and compile settings: a kind's ``gen`` unless another backend serves it."""
+
+    model: object
+    tok: object
+    kv_cache: str = "dynamic"
+    compile: bool = False
+
+    def __call__(self, *args, **kwargs):
+        return generate(self.model, self.tok, *args, **{"kv_cache": self.kv_cache, "compile": self.compile, **kwargs})
+
+    def one_pass(self, batch_size: int) -> bool:
+        """Whether greedy answers at ``batch_size`` can come from the held-out loss's own forward pass
+        (:func:`inilora.evaluate.generate.answers_and_losses`): the dynamic cache, no compilation,
+        no logits processors, a model that computes logits at chosen positions, and a batch of at
+        least the loss's (a smaller one is a memory limit the decoding keeps)."""
+        from inilora.evaluate.generate import LOSS_BATCH, plain_greedy, takes_logits_to_keep
+
+        return (self.kv_cache == "dynamic" and not self.compile and batch_size >= LOSS_BATCH
+                and plain_greedy(self.model) and takes_logits_to_keep(self.model))
+
+
 def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: int, max_length: int,
              batch_size: int = 32, desc: str = "evaluate", kind: str = "numeric", boxed_fallback: bool = True,
              gen=None) -> dict:
     """Greedy answers to ``examples`` scored by ``kind`` ("numeric": GSM8K rule; "math": Hendrycks
     equivalence), plus the held-out loss of the reference responses. ``gen``: another backend's
-    generate (same signature without model and tokenizer), e.g. :func:`vllm_generator`."""
+    generate (same signature without model and tokenizer), e.g. :func:`vllm_generator`; by default
+    transformers (:class:`HFGenerate`), whose greedy answers and held-out loss share one forward pass
+    over each prompt where they can (:meth:`HFGenerate.one_pass`: the same answers and losses as two
+    passes, in about the time of the loss's alone). ``generation_seconds`` then times the pass."""
     start = time.time()
-    gen = gen or (lambda *a, **k: generate(model, tok, *a, **k))
-    outputs = gen([prompt(ex.question, suffix) for ex in examples], max_new_tokens, batch_size, desc)
+    gen = gen or HFGenerate(model, tok)
+    per_item = None
+    if isinstance(gen, HFGenerate) and gen.one_pass(batch_size):
+        import inilora.evaluate.generate
+
+        answers, per_item = inilora.evaluate.generate.answers_and_losses(model, tok, examples, max_length, suffix,
+                                                                         max_new_tokens, batch_size, desc=desc)
+        outputs = [[a] for a in answers]
+    else:
+        outputs = gen([prompt(ex.question, suffix) for ex in examples], max_new_tokens, batch_size, desc)
     records = []
     for ex, (out,) in zip(examples, outputs):
         if kind == "math":
@@ -130,7 +165,8 @@ def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: i
         records.append({"question": ex.question, "gold": ex.answer, "output": out, "extracted": answer,
                         "correct": correct})
     gen_seconds = time.time() - start
-    per_item = heldout_losses(model, tok, examples, max_length, suffix)
+    if per_item is None:
+        per_item = heldout_losses(model, tok, examples, max_length, suffix)
     for record, (summed, tokens) in zip(records, per_item):  # each item's own loss, for intervals over items
         record["heldout_loss"], record["heldout_tokens"] = summed / max(tokens, 1), tokens
     loss = sum(s for s, _ in per_item) / max(sum(n for _, n in per_item), 1)
@@ -161,7 +197,7 @@ def evaluate_humaneval(model, tok, problems: dict[str, dict], samples: int, temp
     mode = check_containment(containment, config_key)
     start = time.time()
     ids = list(problems)
-    gen = gen or (lambda *a, **k: generate(model, tok, *a, **k))
+    gen = gen or HFGenerate(model, tok)
     outs = gen([humaneval.build_prompt(problems[t]) for t in ids], max_new_tokens, batch_size, "generate humaneval",
                stops=list(humaneval.STOP_SEQUENCES), samples=samples, temperature=temperature, top_p=top_p, seed=seed)
     gen_seconds = time.time() - start
@@ -233,8 +269,7 @@ def run_benchmark(model, tok, spec: dict, exclude_questions: set[str] = frozense
     ``benchmark`` and ``max_length``) by its kind's runner; ``gen`` replaces HF generation.
     ``generations_path``: where HumanEval's completions are saved before they are scored."""
     if gen is None:  # HF generate with the benchmark's cache and compile settings
-        settings = {"kv_cache": spec.get("kv_cache", "dynamic"), "compile": spec.get("compile", False)}
-        gen = lambda *a, **k: generate(model, tok, *a, **{**settings, **k})  # noqa: E731
+        gen = HFGenerate(model, tok, spec.get("kv_cache", "dynamic"), spec.get("compile", False))
     return KINDS[spec.get("kind", "numeric")].run(model, tok, spec, gen=gen, exclude=exclude_questions,
                                                    workers=workers, generations_path=generations_path)
 
