@@ -13,6 +13,7 @@ Also ``finetune``, ``generate`` and ``sandbox`` (HumanEval checks per containmen
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import time
 
@@ -322,6 +323,47 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
     return rows, list(bounds.values())
 
 
+def pass_times(model_path: str, config_path: str, benches: list[str], adapter_dir: str | None = None,
+               task: str | None = None) -> list[dict]:
+    """Each question/answer benchmark as its job scores it, side by side in one process: the answers
+    and the held-out loss from one forward pass over each prompt (the default), and from two (the
+    generation, then the loss's own pass). Each way's time, how many answers are the same, and the
+    largest difference between the two ways' per-item losses (0 where they agree digit for digit),
+    in the jobs' device and dtype."""
+    from inilora import config as cfg
+    from inilora import devices
+    from inilora.evaluate.kinds import KINDS, HFGenerate, run_benchmark
+
+    config = cfg.load(config_path)
+    device = devices.resolve(config["device"])
+    tok = load_tokenizer(model_path)
+    model = load_causal_lm(model_path)
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = model.to(device=device, dtype=devices.dtype(config["evaluation_dtype"], device))
+    rows = []
+    for bench in benches:
+        spec = cfg.evaluate_spec(config, bench, task)
+        if not KINDS[spec.get("kind", "numeric")].heldout_loss:
+            raise ValueError(f"benchmark '{bench}' scores no held-out loss: nothing to share a pass with")
+        seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
+        two = HFGenerate(model, tok)
+        two.one_pass = lambda batch_size: False  # the generation, then heldout_losses
+        results = {}
+        for label, gen in (("one pass", None), ("two passes", two)):
+            t0 = time.perf_counter()
+            results[label] = run_benchmark(model, tok, spec, seen, gen=gen), time.perf_counter() - t0
+        (one, t_one), (apart, t_two) = results["one pass"], results["two passes"]
+        rows.append({"benchmark": bench, "items": one["n"], "batch": spec["batch_size"],
+                     "one_pass_s": t_one, "two_passes_s": t_two, "ratio": t_one / t_two,
+                     "same_answers": sum(a["output"] == b["output"] for a, b in zip(one["records"], apart["records"])),
+                     "max_loss_diff": max(abs(a["heldout_loss"] - b["heldout_loss"])
+                                          for a, b in zip(one["records"], apart["records"]))})
+    return rows
+
+
 def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir: str | None = None,
                        task: str | None = None) -> list[dict]:
     """One evaluation job end to end, as the workflow's evaluate stage runs it (inilora.evaluate.job),
@@ -377,6 +419,7 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
     state = {"phase": None}
     forward = model.forward
 
+    @functools.wraps(forward)  # its signature, so the job still sees that it takes logits_to_keep
     def timed_forward(*args, **kwargs):
         if state["phase"]:  # inside a phase timed as a whole (the held-out loss)
             return forward(*args, **kwargs)
@@ -573,6 +616,12 @@ def main(argv=None) -> None:
     e.add_argument("--model", required=True, help="model folder (the prepared base)")
     e.add_argument("--adapter", help="a fine-tuned adapter folder (omit for the base model)")
     e.add_argument("--task", help="the adapter's task (its training items are dropped from the benchmark)")
+    o = sub.add_parser("passes", help="answers and held-out loss from one forward pass against two, side by side")
+    o.add_argument("--config", default="config.yaml", help="the workflow config that names the benchmarks")
+    o.add_argument("--benchmarks", nargs="+", default=["chain_sum", "gsm_symbolic", "champ"])
+    o.add_argument("--model", required=True, help="model folder (the prepared base)")
+    o.add_argument("--adapter", help="a fine-tuned adapter folder (omit for the base model)")
+    o.add_argument("--task", help="the adapter's task (its training items are dropped from the benchmarks)")
     s = sub.add_parser("sandbox", help="HumanEval checks per containment mode (the 164 canonical solutions)")
     s.add_argument("--modes", nargs="+", default=["none", "bwrap", "unshare"])
     s.add_argument("--workers", type=int, default=1)
@@ -609,6 +658,11 @@ def main(argv=None) -> None:
         print(f"# evaluation job profile: {a.bench} on {a.model}" + (f" + {a.adapter}" if a.adapter else "")
               + f"; torch threads {torch.get_num_threads()}")
         print_table(evaluation_profile(a.config, a.bench, a.model, a.adapter, a.task))
+        return
+    if a.what == "passes":
+        print(f"# one pass against two: {a.benchmarks} on {a.model}" + (f" + {a.adapter}" if a.adapter else "")
+              + f"; torch threads {torch.get_num_threads()}")
+        print_table(pass_times(a.model, a.config, a.benchmarks, a.adapter, a.task))
         return
     if a.what == "generate":
         print(f"# generation benchmark: {a.model}; {a.config}: {a.benchmarks}; greedy; torch threads "

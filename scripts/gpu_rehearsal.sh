@@ -4,8 +4,9 @@
 # a few fine-tuning steps at the preset's batch of 16 x 512, evaluation on GSM8K-layout data at
 # the preset's batch size and generation length, and table2. Random weights (rehearsal:llama2-7b,
 # all 32 layers), offline data; writes results/gpu-rehearsal/report.md with each job's device,
-# peak GPU memory and throughput, and generation side by side against the HBM bound
-# (generation.md). Sized for at most about 10 minutes on one H100/H200.
+# peak GPU memory and throughput, generation side by side against the HBM bound
+# (generation.md), and one evaluation pass against two (passes.md). Sized for at most about 10
+# minutes on one H100/H200.
 #
 #   bash scripts/gpu_rehearsal.sh            # from the repository root, with the venv set up
 set -euo pipefail
@@ -60,6 +61,10 @@ $PY -m inilora.report.runtime "$WORK/results" > "$WORK/report.md"
 # generate, longest first, finished rows dropped (the default), the static cache, and compiled
 (cd "$WORK" && "$OLDPWD/$PY" -m inilora.speed generate --model results/models/llama2-7b/hf --config config.yaml \
   --benchmarks gsm8k_speed --compile) | tee "$WORK/generation.md"
+# the answers and held-out loss from one forward pass (the default) against two, in bf16 on the GPU:
+# time, and how many answers and losses agree
+(cd "$WORK" && "$OLDPWD/$PY" -m inilora.speed passes --model results/models/llama2-7b/hf --config config.yaml \
+  --benchmarks gsm8k_speed) | tee "$WORK/passes.md"
 # the checks that need a GPU: seeded fast PiSSA on CUDA, rsLoRA and DoRA inits there
 $PY -m pytest -q -p no:cacheprovider tests/test_inits.py -k on_the_gpu
 cat "$WORK/report.md"

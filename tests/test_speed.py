@@ -99,3 +99,20 @@ def test_an_evaluation_job_is_split_into_phases_that_add_up(tmp_path, tiny_llama
                                               "stop strings: checks", "held-out loss"))
     (steps,) = [r["phase"] for r in rows if r["phase"].startswith("decode:")]
     assert "n = 4" in steps and "steps over" in steps  # 2 batches of 2 rows, at most 4 decode steps each
+
+
+def test_one_pass_and_two_are_timed_side_by_side_with_the_same_answers_and_losses(tmp_path, tiny_llama_dir):
+    import yaml
+
+    from inilora.speed import evaluation_profile, pass_times
+
+    path = tiny_config(tmp_path, tiny_llama_dir)
+    config = yaml.safe_load(open(path))
+    config["benchmarks"]["b"].update(batch_size=16, data={"loader": "reasoning_gym", "dataset": "chain_sum", "n": 20,
+                                                          "seed": 9})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    (row,) = pass_times(str(tiny_llama_dir), path, ["b"])
+    assert row["items"] == 20 and row["batch"] == 16 and row["one_pass_s"] > 0 and row["two_passes_s"] > 0
+    assert row["same_answers"] == 20 and row["max_loss_diff"] == 0.0
+    phases = {r["phase"] for r in evaluation_profile(path, "b", str(tiny_llama_dir))}
+    assert "prefill" in phases and "decode" in phases and "held-out loss" not in phases  # the one pass is the prefill
