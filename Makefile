@@ -30,9 +30,10 @@ $(STAMP): pyproject.toml requirements-offline.txt
 table2: system-deps $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) results/table2.csv
 
-# Everything: the README's and CI's command (README, Tests, gives its time on 2-core machines).
+# Everything: the README's and CI's command (README, Tests, gives its time on 2-core machines); the
+# 25 slowest tests are listed at the end, where the suite's time goes.
 test: system-deps $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The inner loop: everything except the tests that run Snakemake in a subprocess.
 test-fast: system-deps $(STAMP)
