@@ -269,3 +269,12 @@ def test_answers_and_losses_from_one_pass_equal_generation_and_the_heldout_loss_
         answers_and_losses(model, tok, examples, 96, "", 10, batch_size=8)
     assert HFGenerate(model, tok).one_pass(32) and not HFGenerate(model, tok).one_pass(8)
     assert not HFGenerate(model, tok, kv_cache="static").one_pass(32)
+    from types import SimpleNamespace
+
+    from transformers import MistralConfig
+
+    from inilora.evaluate.generate import full_attention
+
+    assert full_attention(model)  # a sliding window drops positions: no cache to cut back to a prompt's end
+    assert not full_attention(SimpleNamespace(config=MistralConfig(num_hidden_layers=2, sliding_window=64)))
+    assert full_attention(SimpleNamespace(config=MistralConfig(num_hidden_layers=2, sliding_window=None)))

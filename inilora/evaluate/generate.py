@@ -265,6 +265,14 @@ def stacked_cache(model, parts: list[tuple[object, int]]):
     return stacked
 
 
+def full_attention(model) -> bool:
+    """Whether every layer of the model's dynamic KV cache keeps every position (no sliding-window
+    layer, which drops old positions and cannot be cut back to a prompt's end)."""
+    from transformers import DynamicCache
+
+    return not any(layer.is_sliding for layer in DynamicCache(config=model.config.get_text_config(decoder=True)).layers)
+
+
 @torch.no_grad()
 def answers_and_losses(model, tok, examples: list[Example], max_length: int, suffix: str, max_new_tokens: int,
                        batch_size: int = 32, stops: list[str] = STOP_STRINGS,
@@ -280,7 +288,8 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
     the decode steps are :func:`decode_rows`, as in :func:`greedy_rows`. ``batch_size`` // 16 of
     these batches decode together (:func:`stacked_cache`), so the decode batch stays near the
     benchmark's. For greedy decoding under a generation config without logits processors
-    (:func:`plain_greedy`), a model that takes ``logits_to_keep``, and ``batch_size`` of at least 16;
+    (:func:`plain_greedy`), a model that takes ``logits_to_keep`` and has no sliding-window layer
+    (:func:`full_attention`), and ``batch_size`` of at least 16;
     an item whose prompt alone fills ``max_length`` (no reference token left to score) is answered
     by :func:`generate`. Returns each example's cut answer and its (summed cross-entropy, tokens)."""
     from transformers import DynamicCache

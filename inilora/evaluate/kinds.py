@@ -126,12 +126,13 @@ class HFGenerate:
     def one_pass(self, batch_size: int) -> bool:
         """Whether greedy answers at ``batch_size`` can come from the held-out loss's own forward pass
         (:func:`inilora.evaluate.generate.answers_and_losses`): the dynamic cache, no compilation,
-        no logits processors, a model that computes logits at chosen positions, and a batch of at
-        least the loss's (a smaller one is a memory limit the decoding keeps)."""
-        from inilora.evaluate.generate import LOSS_BATCH, plain_greedy, takes_logits_to_keep
+        no logits processors, a model that computes logits at chosen positions and keeps every
+        position in its cache (no sliding window), and a batch of at least the loss's (a smaller
+        one is a memory limit the decoding keeps)."""
+        from inilora.evaluate.generate import LOSS_BATCH, full_attention, plain_greedy, takes_logits_to_keep
 
         return (self.kv_cache == "dynamic" and not self.compile and batch_size >= LOSS_BATCH
-                and plain_greedy(self.model) and takes_logits_to_keep(self.model))
+                and plain_greedy(self.model) and takes_logits_to_keep(self.model) and full_attention(self.model))
 
 
 def evaluate(model, tok, examples: list[Example], suffix: str, max_new_tokens: int, max_length: int,
