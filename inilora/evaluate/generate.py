@@ -348,7 +348,7 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
     return [answers[j] for j in range(len(data))], losses
 
 
-def heldout_loss(model, tok, examples: list[Example], max_length: int, suffix: str = "", batch_size: int = 16) -> float:
+def heldout_loss(model, tok, examples: list[Example], max_length: int, suffix: str = "", batch_size: int = LOSS_BATCH) -> float:
     """Token-weighted mean cross-entropy of the reference responses (prompt masked)."""
     per_item = heldout_losses(model, tok, examples, max_length, suffix, batch_size)
     return sum(s for s, _ in per_item) / max(sum(n for _, n in per_item), 1)
