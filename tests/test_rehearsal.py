@@ -68,7 +68,7 @@ def test_a_two_layer_llama2_7b_width_rehearsal_runs_every_stage_on_the_cpu(tmp_p
                    capture_output=True)
     config = {
         "models": {"r7b": {"path": "rehearsal:llama2-7b:2", "paper_name": "LLaMA2-7B"}},
-        "methods": ["lora", "inilora"], "ranks": [8], "seeds": [1], "threads": 2,
+        "methods": ["lora", "inilora"], "ranks": [8], "seeds": [1],
         "decompose": {"iterations": 3},
         "train": {"learning_rate": 1e-4, "batch_size": 1, "grad_accum": 1, "max_steps": 1, "max_length": 48,
                   "checkpoint_steps": 0},

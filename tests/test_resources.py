@@ -65,3 +65,16 @@ def test_a_test_only_first_attempt_memory_replaces_attempt_one_of_the_rules_it_n
     assert resources.mem_mb(small, "evaluate", "l7") == resources.mem_mb(c, "evaluate", "l7")
     with pytest.raises(cfg.ConfigError, match="test_first_attempt_mem_mb"):
         cfg.validate_schema({**BASE, "models": {"l7": {"path": "x"}}, "test_first_attempt_mem_mb": {"tables": 1}})
+
+
+def test_the_local_gpu_cap_is_lifted_only_where_no_job_can_have_a_gpu(monkeypatch):
+    """profiles/default's one-GPU cap stays where a job may take this machine's GPU; elsewhere it
+    would queue CPU jobs one behind the other, and the cores decide."""
+    assert resources.local_gpu_cap({"device": "auto"}, 2, gpu_here=True) is None
+    assert resources.local_gpu_cap({"device": "cuda"}, 2, gpu_here=True) is None
+    assert resources.local_gpu_cap({"device": "cpu"}, 8, gpu_here=True) == 8
+    assert resources.local_gpu_cap({"device": "auto"}, 2, gpu_here=False) == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not resources.gpu_visible()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert not resources.gpu_visible()

@@ -121,6 +121,28 @@ def test_every_job_json_names_the_device_it_ran_on(tiny_run):
                for r in generated)
 
 
+def _job_spans(work: Path, rules: set[str]) -> list[tuple[float, float]]:
+    """(start, end) of each job of ``rules`` in a run, from Snakemake's per-output metadata."""
+    jobs: dict[int, tuple[float, float]] = {}  # one record per output; a job's outputs share its hash
+    for record in (work / ".snakemake/metadata").iterdir():
+        meta = json.loads(record.read_text())
+        if meta.get("rule") in rules and meta.get("starttime"):
+            start, end = jobs.get(meta["job_hash"], (meta["starttime"], meta["endtime"]))
+            jobs[meta["job_hash"]] = (min(start, meta["starttime"]), max(end, meta["endtime"]))
+    return sorted(jobs.values())
+
+
+def test_cpu_jobs_run_two_at_a_time_and_gpu_jobs_one(tiny_run):
+    """One thread per job (the default) and --cores 2: without a GPU here two jobs overlap; with
+    one, profiles/default's cap keeps the jobs that may take it one at a time."""
+    from inilora.config import gpu_visible
+
+    spans = _job_spans(tiny_run[0], {"decompose", "finetune", "evaluate", "evaluate_base"})
+    overlaps = sum(s2 < e1 for (_, e1), (s2, _) in zip(spans, spans[1:]))
+    assert len(spans) == 1 + 4 + 5 * 4  # a decomposition, 4 fine-tunes, 5 models x 4 benchmarks
+    assert overlaps == 0 if gpu_visible() else overlaps > 5, spans
+
+
 def test_tiny_config_runs_to_table2(tiny_run):
     work, cfg, config, _ = tiny_run
     table = pd.read_csv(work / "results/table2.csv")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from pathlib import Path
 
 from inilora.config.precheck import model_config
@@ -106,3 +107,26 @@ def runtime_min(config: dict, rule: str, model: str, attempt: int = 1, task: str
     else:
         seconds = 600
     return int(math.ceil((seconds * SAFETY / 60 + 15) * attempt))
+
+
+def gpu_visible() -> bool:
+    """Whether a job started on this machine could see a GPU, decided without importing torch (the
+    Snakefile asks once per run): NVIDIA's driver lists its devices in /proc/driver/nvidia/gpus and
+    ROCm's exposes /dev/kfd; ``CUDA_VISIBLE_DEVICES`` set empty or to -1 hides them from a job."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    return (nvidia.is_dir() and any(nvidia.iterdir())) or Path("/dev/kfd").exists()
+
+
+def local_gpu_cap(config: dict, cores: int, gpu_here: bool) -> int | None:
+    """The cap on the ``gpu`` resource for a run on this machine, or None to keep the profile's.
+
+    profiles/default caps it at 1, so that jobs which may take this machine's GPU run one at a
+    time. Where no job can have one (``device: cpu``, or no GPU here) the cap would only queue CPU
+    jobs behind each other; it becomes the cores, and ``--cores`` with each rule's threads decides
+    how many jobs run at once."""
+    if config["device"] == "cpu" or not gpu_here:
+        return max(1, cores)
+    return None

@@ -36,6 +36,13 @@ else:
     INILORA = f"{shlex.quote(sys.executable)} -m inilora"
 THREADS = config["threads"]
 
+# A local run where no job can have a GPU lifts profiles/default's one-GPU cap (see local_gpu_cap),
+# so `--cores 2` runs two one-thread jobs at a time; a cluster executor leaves `gpu` to the jobs.
+if workflow.local_exec:
+    GPU_CAP = cfg.local_gpu_cap(config, workflow.cores, cfg.gpu_visible())
+    if GPU_CAP is not None:
+        workflow.register_resource("gpu", GPU_CAP)
+
 
 def computed_resources(rule, **wildcard_args):
     """``mem_mb`` and ``runtime`` of a rule's jobs from inilora/config/resources.py: functions of the
