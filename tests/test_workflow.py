@@ -121,26 +121,29 @@ def test_every_job_json_names_the_device_it_ran_on(tiny_run):
                for r in generated)
 
 
-def _job_spans(work: Path, rules: set[str]) -> list[tuple[float, float]]:
-    """(start, end) of each job of ``rules`` in a run, from Snakemake's per-output metadata."""
-    jobs: dict[int, tuple[float, float]] = {}  # one record per output; a job's outputs share its hash
+def _job_spans(work: Path, rules: set[str]) -> list[tuple[float, float, str]]:
+    """(start, end, rule) of each job of ``rules`` in a run, from Snakemake's per-output metadata."""
+    jobs: dict[int, tuple[float, float, str]] = {}  # one record per output; a job's outputs share its hash
     for record in (work / ".snakemake/metadata").iterdir():
         meta = json.loads(record.read_text())
         if meta.get("rule") in rules and meta.get("starttime"):
-            start, end = jobs.get(meta["job_hash"], (meta["starttime"], meta["endtime"]))
-            jobs[meta["job_hash"]] = (min(start, meta["starttime"]), max(end, meta["endtime"]))
+            start, end, _ = jobs.get(meta["job_hash"], (meta["starttime"], meta["endtime"], meta["rule"]))
+            jobs[meta["job_hash"]] = (min(start, meta["starttime"]), max(end, meta["endtime"]), meta["rule"])
     return sorted(jobs.values())
 
 
-def test_cpu_jobs_run_two_at_a_time_and_gpu_jobs_one(tiny_run):
+def test_cpu_jobs_run_two_at_a_time_and_gpu_jobs_one_and_fine_tunes_first(tiny_run):
     """One thread per job (the default) and --cores 2: without a GPU here two jobs overlap; with
-    one, profiles/default's cap keeps the jobs that may take it one at a time."""
+    one, profiles/default's cap keeps the jobs that may take it one at a time. The decomposition and
+    the fine-tunes, which the evaluations wait for, start before any evaluation."""
     from inilora.config import gpu_visible
 
     spans = _job_spans(tiny_run[0], {"decompose", "finetune", "evaluate", "evaluate_base"})
-    overlaps = sum(s2 < e1 for (_, e1), (s2, _) in zip(spans, spans[1:]))
+    overlaps = sum(s2 < e1 for (_, e1, _), (s2, _, _) in zip(spans, spans[1:]))
     assert len(spans) == 1 + 4 + 5 * 4  # a decomposition, 4 fine-tunes, 5 models x 4 benchmarks
     assert overlaps == 0 if gpu_visible() else overlaps > 5, spans
+    upstream = [start for start, _, rule in spans if rule in ("decompose", "finetune")]
+    assert max(upstream) < min(start for start, _, rule in spans if rule.startswith("evaluate")), spans
 
 
 def test_tiny_config_runs_to_table2(tiny_run):

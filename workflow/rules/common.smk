@@ -36,6 +36,11 @@ else:
     INILORA = f"{shlex.quote(sys.executable)} -m inilora"
 THREADS = config["threads"]
 
+# Of the jobs ready to run, those that unlock the most work go first: a decomposition gates the
+# IniLoRA fine-tunes, and each fine-tune its evaluations. Started late, they leave a core idle
+# while the last of them runs alone.
+PRIORITY = {"decompose": 2, "finetune": 1}
+
 # A local run where no job can have a GPU lifts profiles/default's one-GPU cap (see local_gpu_cap),
 # so `--cores 2` runs two one-thread jobs at a time; a cluster executor leaves `gpu` to the jobs.
 if workflow.local_exec:

@@ -17,6 +17,7 @@ rule decompose:
         spec=lambda w: spec_json(cfg.decompose_spec(config, w.model, w.rank, w.dlr)),
         out_dir=lambda w: paths.DECOMP_DIR.format(model=w.model, rank=w.rank, dlr=w.dlr),
     threads: THREADS
+    priority: PRIORITY["decompose"]
     resources:
         **computed_resources("decompose"),
     log:

@@ -15,6 +15,7 @@ rule finetune:
         rank_threads=THREADS,
     # `threads` CPUs for each rank: under torchrun the job asks for one set per GPU
     threads: THREADS * config["train"]["gpus"]
+    priority: PRIORITY["finetune"]
     resources:
         **computed_resources("finetune", task="task"),
         gpu=config["train"]["gpus"],
