@@ -15,6 +15,9 @@ PY=${PYTHON:-.venv/bin/python}
 WORK=${WORK:-results/gpu-rehearsal}
 mkdir -p "$WORK"
 $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here: this rehearsal is for one')"
+# A local run with device auto lifts the one-GPU cap where it finds no GPU: here it must find this one.
+$PY -c "import sys; from inilora.config import gpu_visible; sys.exit(0 if gpu_visible() else
+  'torch sees a GPU that inilora.config.gpu_visible misses: local auto runs would put two jobs on it')"
 (cd "$WORK" && "$OLDPWD/$PY" -m inilora.rehearsal results/rehearsal-data > /dev/null)
 cat > "$WORK/config.yaml" <<YAML
 device: cuda

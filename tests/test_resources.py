@@ -74,6 +74,7 @@ def test_the_local_gpu_cap_is_lifted_only_where_no_job_can_have_a_gpu(monkeypatc
     assert resources.local_gpu_cap({"device": "cuda"}, 2, gpu_here=True) is None
     assert resources.local_gpu_cap({"device": "cpu"}, 8, gpu_here=True) == 8
     assert resources.local_gpu_cap({"device": "auto"}, 2, gpu_here=False) == 2
+    assert resources.local_gpu_cap({"device": "cuda"}, 2, gpu_here=False) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert not resources.gpu_visible()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")

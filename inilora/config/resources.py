@@ -124,9 +124,10 @@ def local_gpu_cap(config: dict, cores: int, gpu_here: bool) -> int | None:
     """The cap on the ``gpu`` resource for a run on this machine, or None to keep the profile's.
 
     profiles/default caps it at 1, so that jobs which may take this machine's GPU run one at a
-    time. Where no job can have one (``device: cpu``, or no GPU here) the cap would only queue CPU
-    jobs behind each other; it becomes the cores, and ``--cores`` with each rule's threads decides
-    how many jobs run at once."""
-    if config["device"] == "cpu" or not gpu_here:
+    time. Where no job can have one (``device: cpu``, or ``auto`` with no GPU here) the cap would
+    only queue CPU jobs behind each other; it becomes the cores, and ``--cores`` with each rule's
+    threads decides how many jobs run at once. ``device: cuda`` keeps it whatever the detection
+    says: a GPU it missed must not take two jobs at once."""
+    if config["device"] == "cpu" or (config["device"] == "auto" and not gpu_here):
         return max(1, cores)
     return None
