@@ -41,11 +41,15 @@ THREADS = config["threads"]
 # while the last of them runs alone.
 PRIORITY = {"decompose": 2, "finetune": 1}
 
-# A local run where no job can have a GPU lifts profiles/default's one-GPU cap (see local_gpu_cap),
-# so `--cores 2` runs two one-thread jobs at a time; a cluster executor leaves `gpu` to the jobs.
-if workflow.local_exec:
-    GPU_CAP = cfg.local_gpu_cap(config, workflow.cores, cfg.gpu_visible())
-    if GPU_CAP is not None:
+# profiles/default caps `gpu` at 1 for one machine. A run with --cores where no job can have a GPU
+# lifts that cap to the cores (local_gpu_cap), so `--cores 2` runs two one-thread jobs at a time.
+# The cluster profiles, run with `--workflow-profile none`, set no cap, and none is added; nor
+# where --cores is not given (a cluster run, --report), since the executor is not known yet here.
+CORES = workflow.resource_settings.cores
+if "gpu" in workflow.global_resources and isinstance(CORES, int):
+    GPU_CAP = cfg.local_gpu_cap(config, CORES, cfg.gpu_visible())
+    GPU_NOW = getattr(workflow.global_resources["gpu"], "value", workflow.global_resources["gpu"])
+    if GPU_CAP is not None and isinstance(GPU_NOW, int) and GPU_CAP > GPU_NOW:
         workflow.register_resource("gpu", GPU_CAP)
 
 
