@@ -186,7 +186,8 @@ def test_the_heldout_loss_applies_the_lm_head_only_where_a_token_is_scored_and_g
 
     from inilora.data import Example
     from inilora.data.encode import IGNORE, Collator, encode
-    from inilora.evaluate.generate import heldout_losses, scored_span
+    from inilora.data.encode import scored_mask
+    from inilora.evaluate.generate import heldout_losses
     from inilora.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_llama_dir))
@@ -212,13 +213,11 @@ def test_the_heldout_loss_applies_the_lm_head_only_where_a_token_is_scored_and_g
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                  ignore_index=IGNORE, reduction="none").view(labels.shape)
         full.extend(zip(loss.sum(dim=1).tolist(), (labels != IGNORE).sum(dim=1).tolist()))
-        first, last = scored_span(labels)
-        assert (labels[:, :first] == IGNORE).all() and (labels[:, first] != IGNORE).any()
-        assert (labels[:, last + 1 :] == IGNORE).all() and (labels[:, last] != IGNORE).any()
-        assert seen[i // 3].tolist() == list(range(first, last + 1)) and last - first + 1 < labels.shape[1]
+        keep = seen[i // 3]  # the positions that predict a reference token, and those only
+        assert torch.equal(keep, scored_mask(batch["labels"])) and torch.equal(keep[:, :-1], labels != IGNORE)
+        assert 0 < int(keep.sum()) < keep.numel() // 2
     assert [n for _, n in got] == [n for _, n in full]
     assert max(abs(a - b) for (a, _), (b, _) in zip(got, full)) <= 1e-6 * max(abs(b) for b, _ in full)
-    assert scored_span(torch.full((2, 5), IGNORE)) is None
 
     class NoKeep(torch.nn.Module):  # a model whose forward takes no logits_to_keep gets the full pass, cut
         def __init__(self):

@@ -106,3 +106,52 @@ def test_ranks_whose_init_factors_differ_stop_before_the_first_step(monkeypatch)
     agree = RanksAgree("a" * 64)
     agree.on_train_begin(None, None, None)
     assert agree.digests == ["a" * 64] * 2
+
+
+def test_the_lm_head_at_the_scored_positions_only_trains_the_same_adapter(tiny_llama_dir, tmp_path):
+    """The Trainer's loss over the positions that predict an answer token (``logits_to_keep``) against
+    the model's own loss over every position, with prompts of different lengths, gradient
+    accumulation and a batch whose answers are cut off: the head sees fewer rows, and the adapter
+    is the same up to float32 rounding (a matmul over fewer rows may sum in another order; on
+    SmolLM2 at the default's settings it is the same bit for bit, docs/speed.md)."""
+    import torch
+
+    from inilora.inits import apply_init
+    from inilora.models import load_causal_lm, load_tokenizer
+    from inilora.train import sft
+
+    tok = load_tokenizer(str(tiny_llama_dir))
+    examples = [Example("What is " + " + ".join(["1"] * (i % 5 + 1)) + "?", f"The answer is: {i % 5 + 1}", str(i))
+                for i in range(8)]
+    settings = sft.TrainSettings(batch_size=2, grad_accum=2, max_steps=2, max_length=64, checkpoint_steps=0,
+                                 learning_rate=1e-2, logging_steps=1)
+    head_rows = []
+    runs = []
+    for scored in (True, False):
+        torch.manual_seed(0)
+        model = apply_init(load_causal_lm(str(tiny_llama_dir)), "lora", 4, 4, ["q_proj", "v_proj"])
+        hook = model.get_base_model().lm_head.register_forward_hook(
+            lambda module, args, out, scored=scored: head_rows.append((scored, args[0].numel() // args[0].shape[-1])))
+        info = sft.finetune(model, tok, examples, settings, tmp_path / f"run{scored}", scored_head=scored)
+        hook.remove()
+        runs.append(({n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}, info))
+    (a0, info0), (a1, info1) = runs
+    assert a0.keys() and all(torch.allclose(a0[n], a1[n], rtol=0, atol=1e-6) for n in a0)
+    assert all(not torch.equal(a0[n], a0[n].new_zeros(a0[n].shape)) for n in a0 if "lora_B" in n)  # it trained
+    assert [c["grad_norm"] for c in info0["curve"]] == pytest.approx([c["grad_norm"] for c in info1["curve"]], rel=1e-5)
+    assert [c["loss"] for c in info0["curve"]] == pytest.approx([c["loss"] for c in info1["curve"]], rel=1e-6)
+    scored_rows = [n for s, n in head_rows if s]
+    full_rows = [n for s, n in head_rows if not s]
+    assert len(scored_rows) == len(full_rows) == 4 and all(s < f for s, f in zip(scored_rows, full_rows))
+
+
+def test_scored_mask_marks_the_positions_that_predict_an_answer_token():
+    import torch
+
+    from inilora.data.encode import scored_mask
+
+    labels = torch.full((2, 6), IGNORE)
+    labels[0, 3:5] = 7  # predicted from positions 2 and 3
+    labels[1, 5] = 8  # from position 4
+    assert scored_mask(labels).nonzero().tolist() == [[0, 2], [0, 3], [1, 4]]
+    assert not scored_mask(torch.full((2, 6), IGNORE)).any()

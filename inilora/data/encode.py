@@ -20,11 +20,23 @@ def encode(tok, ex: Example, max_length: int, suffix: str = "") -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
-class Collator:
-    """Right-pads a batch; pad positions get attention 0 and label -100."""
+def scored_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Which positions of a right-padded batch predict a scored token of ``labels`` (unshifted, as
+    :class:`Collator` gives them): batch x positions, True where the next token's label is not
+    ignored. As ``logits_to_keep``, transformers' causal LMs apply their head at those positions
+    only, flattened in row-major order."""
+    return torch.nn.functional.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)
 
-    def __init__(self, pad_id: int):
+
+class Collator:
+    """Right-pads a batch; pad positions get attention 0 and label -100.
+
+    ``logits_to_keep``: the batch also says which positions' logits its loss needs
+    (:func:`scored_mask`), for a causal LM that computes its head at those only."""
+
+    def __init__(self, pad_id: int, logits_to_keep: bool = False):
         self.pad_id = pad_id
+        self.logits_to_keep = logits_to_keep
 
     def __call__(self, batch: list[dict]) -> dict:
         n = max(len(b["input_ids"]) for b in batch)
@@ -36,4 +48,7 @@ class Collator:
             ids[i, :k] = torch.tensor(b["input_ids"])
             labels[i, :k] = torch.tensor(b["labels"])
             mask[i, :k] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if self.logits_to_keep:
+            batch["logits_to_keep"] = scored_mask(labels)
+        return batch

@@ -13,6 +13,7 @@ deleted once training finishes.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ import torch
 
 from inilora import devices, models
 from inilora.data import Example, load_examples
-from inilora.data.encode import Collator, encode
+from inilora.data.encode import IGNORE, Collator, encode, scored_mask
 from inilora.inits import apply_init, is_residual, keeps_output, save_initial_adapter
 from inilora.io import Preempted, atomic_write_dir, atomic_write_json, file_sha256, writer_lock
 from inilora.train.common import (PROBE_EXAMPLES, RanksAgree, StopOnNonFinite, cast_frozen_base, init_digest,
@@ -56,12 +57,13 @@ class TrainSettings:
 
 
 def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, work_dir: Path,
-             callbacks: list | None = None, device: str | None = None) -> dict:
+             callbacks: list | None = None, device: str | None = None, scored_head: bool = True) -> dict:
     """Train ``peft_model`` in place, resuming from a usable checkpoint in ``work_dir``.
 
     Returns the loss curve (the whole run's, also when resumed), timing (``train_seconds``
     counts this process only) and ``resumed_from``: the checkpoint folder name, or None.
-    ``callbacks``: extra TrainerCallbacks.
+    ``callbacks``: extra TrainerCallbacks. ``scored_head``: the LM head only where an answer token is
+    predicted (:func:`scored_logits_loss`), where the model allows it; False: the model's own loss.
     """
     from transformers import Trainer
 
@@ -100,7 +102,9 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
         log.info("resuming from %s", resume)
     on_term = checkpoint_on_term(work_dir)
     # checkpoint_marker before on_term: its "no save at the last step" must not undo on_term's save
-    trainer = Trainer(model=peft_model, args=args, train_dataset=data, data_collator=Collator(tok.pad_token_id),
+    loss = scored_logits_loss(peft_model) if scored_head else None
+    trainer = Trainer(model=peft_model, args=args, train_dataset=data,
+                      data_collator=Collator(tok.pad_token_id, logits_to_keep=loss is not None), compute_loss_func=loss,
                       callbacks=[StopOnNonFinite(), checkpoint_marker(key), *(callbacks or []),
                                  *([on_term] if checkpoints else [])])
     start = time.time()
@@ -127,6 +131,39 @@ def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, 
         "resumed_from": resume.name if resume else None,
         "train_tokens": int(trainer.state.num_input_tokens_seen or 0),
     }
+
+
+def scored_logits_loss(peft_model):
+    """The Trainer's loss for a causal LM whose LM head runs only at the positions that predict a
+    scored (answer) token, or None where the model cannot (no ``logits_to_keep``, or a loss other
+    than transformers' ``ForCausalLMLoss``) and the model's own loss over every position is used.
+
+    The model's own loss applies SmolLM2's 49k-word head, and a log-softmax, to every prompt
+    position, whose tokens are masked out of the loss. Here each batch says which positions predict
+    an answer token (:class:`Collator` with ``logits_to_keep``, :func:`scored_mask`), the model
+    applies its head at those only, and the same ``ForCausalLMLoss`` sums the same tokens' losses
+    over the Trainer's ``num_items_in_batch``. The gradients are the same, and on SmolLM2 so is the
+    adapter, bit for bit (docs/speed.md); a logged loss can differ in its last bit, summed in
+    another grouping."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters or base.loss_function is not ForCausalLMLoss:
+        return None
+    vocab_size = base.config.get_text_config(decoder=True).vocab_size
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        keep = scored_mask(labels)
+        logits = outputs.logits
+        if logits.dim() != 2 or logits.shape[0] != int(keep.sum()):
+            raise RuntimeError(f"{type(base).__name__} returned logits of shape {tuple(logits.shape)} for "
+                               f"logits_to_keep marking {int(keep.sum())} positions; this model does not take a "
+                               "boolean logits_to_keep (transformers' slice_logits_to_keep)")
+        shifted = torch.nn.functional.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+        return ForCausalLMLoss(logits, None, vocab_size, num_items_in_batch=num_items_in_batch,
+                               shift_labels=shifted[keep])
+
+    return loss
 
 
 def write_curve(path: Path, info: dict) -> None:
