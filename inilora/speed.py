@@ -207,6 +207,53 @@ def finetune_step_times(model_path: str, steps: int, batch: int, seq: int, facto
             "inilora_init_s": init_s["inilora"], "steps": steps, "batch": f"{batch}x{seq}"}
 
 
+def head_times(model_path: str, config_path: str, task: str, steps: int, repeats: int) -> list[dict]:
+    """LoRA fine-tunes of the config's task with the LM head at every position (the model's own loss)
+    and at the answer positions only (``finetune(scored_head=True)``, the default), taking turns,
+    ``repeats`` each: each way's training time (the Trainer's loop, no load or init), whether the
+    adapters are the same bit for bit (else their largest difference), and how far the logged losses
+    are apart. The config's training settings with ``max_steps`` = ``steps``, on the jobs' device."""
+    import tempfile
+    from pathlib import Path
+
+    from inilora import config as cfg
+    from inilora import devices
+    from inilora.train.sft import TrainSettings, finetune
+
+    config = cfg.load(config_path)
+    device = devices.resolve(config["device"])
+    model = next(iter(config["models"]))
+    spec = cfg.finetune_spec(config, model, task, "lora", config["ranks"][0], config["train"]["learning_rate"],
+                             config["seeds"][0])
+    tok = load_tokenizer(model_path)
+    examples = [ex for d in spec["train_data"] for ex in load_examples(d)]
+    train = {k: v for k, v in spec["train"].items() if k not in ("threads", "gpus", "deepspeed")}
+    settings = TrainSettings(**{**train, "max_steps": steps, "checkpoint_steps": 0})
+    runs = {True: [], False: []}
+    for k in range(repeats):
+        for scored in (True, False) if k % 2 else (False, True):
+            torch.manual_seed(settings.seed)
+            peft_model = apply_init(load_causal_lm(model_path, torch.float32).to(device), "lora", spec["rank"],
+                                    spec["alpha"], spec["target_modules"])
+            cast_frozen_base(peft_model, settings.base_dtype)
+            info = finetune(peft_model, tok, examples, settings, Path(tempfile.mkdtemp()), device=device,
+                            scored_head=scored)
+            adapter = {n: p.detach().float().cpu() for n, p in peft_model.named_parameters() if p.requires_grad}
+            runs[scored].append((info["train_seconds"], [c["loss"] for c in info["curve"]], adapter))
+            del peft_model
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    (_, full_curve, full), (_, scored_curve, scored) = runs[False][0], runs[True][0]
+    t_full = sorted(t for t, _, _ in runs[False])[(repeats - 1) // 2]
+    t_scored = sorted(t for t, _, _ in runs[True])[(repeats - 1) // 2]
+    return [{"task": task, "steps": steps, "batch": settings.batch_size * settings.grad_accum,
+             "every_position_s": t_full, "answer_positions_s": t_scored, "ratio": t_scored / t_full,
+             "same_adapter": all(torch.equal(full[n], scored[n]) for n in full),
+             "max_adapter_diff": max(float((full[n] - scored[n]).abs().max()) for n in full),
+             "max_loss_rel_diff": max(abs(a - b) / abs(a) for a, b in zip(full_curve, scored_curve))}]
+
+
 def _fmt(col: str, v) -> str:
     if not isinstance(v, float):
         return str(v)
@@ -603,6 +650,12 @@ def main(argv=None) -> None:
     f.add_argument("--steps", type=int, default=8)
     f.add_argument("--batch", type=int, default=8)
     f.add_argument("--seq", type=int, default=128)
+    h = sub.add_parser("head", help="fine-tuning with the LM head at the answer positions against every position")
+    h.add_argument("--model", required=True, help="model folder (the prepared base)")
+    h.add_argument("--config", default="config.yaml", help="the workflow config: its task, training settings, device")
+    h.add_argument("--task", default=None, help="a task of the config (default: its first)")
+    h.add_argument("--steps", type=int, default=8)
+    h.add_argument("--repeats", type=int, default=2, help="runs of each way, taking turns")
     g = sub.add_parser("generate", help="greedy generation of benchmarks' prompts: the ways of batching side by side, "
                        "against the machine's bound")
     g.add_argument("--model", required=True, help="model folder")
@@ -671,6 +724,14 @@ def main(argv=None) -> None:
         print_table(rows)
         print("\n# the bound of one decode step on this machine (inilora.speed.decode_bound)")
         print_table(bounds)
+        return
+    if a.what == "head":
+        from inilora import config as cfg
+
+        task = a.task or next(iter(cfg.load(a.config)["tasks"]))
+        print(f"# the LM head at the answer positions against every position: {task} on {a.model}; torch threads "
+              f"{torch.get_num_threads()}")
+        print_table(head_times(a.model, a.config, task, a.steps, a.repeats))
         return
     if a.what == "finetune":
         print(f"# fine-tuning step benchmark: {a.model}; LoRA r8 on q/v; torch threads {torch.get_num_threads()}")

@@ -5,8 +5,9 @@
 # the preset's batch size and generation length, and table2. Random weights (rehearsal:llama2-7b,
 # all 32 layers), offline data; writes results/gpu-rehearsal/report.md with each job's device,
 # peak GPU memory and throughput, generation side by side against the HBM bound
-# (generation.md), and one evaluation pass against two (passes.md). Sized for at most about 10
-# minutes on one H100/H200.
+# (generation.md), one evaluation pass against two (passes.md), and fine-tuning with the LM head at
+# the answer positions against every position (head.md). Sized for at most about 10 minutes on one
+# H100/H200.
 #
 #   bash scripts/gpu_rehearsal.sh            # from the repository root, with the venv set up
 set -euo pipefail
@@ -68,6 +69,10 @@ $PY -m inilora.report.runtime "$WORK/results" > "$WORK/report.md"
 # time, and how many answers and losses agree
 (cd "$WORK" && "$OLDPWD/$PY" -m inilora.speed passes --model results/models/llama2-7b/hf --config config.yaml \
   --benchmarks gsm8k_speed) | tee "$WORK/passes.md"
+# fine-tuning with the LM head at the answer positions only (the default) against every position, in
+# bf16 autocast on the GPU: training time, and how far the adapters and logged losses are apart
+(cd "$WORK" && "$OLDPWD/$PY" -m inilora.speed head --model results/models/llama2-7b/hf --config config.yaml \
+  --task metamath --steps 3 --repeats 1) | tee "$WORK/head.md"
 # the checks that need a GPU: seeded fast PiSSA on CUDA, rsLoRA and DoRA inits there
 $PY -m pytest -q -p no:cacheprovider tests/test_inits.py -k on_the_gpu
 cat "$WORK/report.md"

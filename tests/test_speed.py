@@ -116,3 +116,19 @@ def test_one_pass_and_two_are_timed_side_by_side_with_the_same_answers_and_losse
     assert row["same_answers"] == 20 and row["max_loss_diff"] == 0.0
     phases = {r["phase"] for r in evaluation_profile(path, "b", str(tiny_llama_dir))}
     assert "prefill" in phases and "decode" in phases and "held-out loss" not in phases  # the one pass is the prefill
+
+
+def test_the_lm_head_benchmark_times_both_ways_and_finds_the_same_adapter(tmp_path, tiny_llama_dir):
+    import yaml
+
+    from inilora.speed import head_times
+
+    path = tiny_config(tmp_path, tiny_llama_dir)
+    config = yaml.safe_load(open(path))
+    config["train"] = {"batch_size": 2, "grad_accum": 2, "max_length": 64, "learning_rate": 1e-2}
+    config["ranks"] = [4]
+    (tmp_path / "head.yaml").write_text(yaml.safe_dump(config))
+    (row,) = head_times(str(tiny_llama_dir), str(tmp_path / "head.yaml"), "t", steps=2, repeats=2)
+    assert row["steps"] == 2 and row["batch"] == 4 and row["every_position_s"] > 0 and row["answer_positions_s"] > 0
+    assert row["max_adapter_diff"] < 1e-6 and row["max_loss_rel_diff"] < 1e-6  # float32 rounding at most
+    assert row["same_adapter"] == (row["max_adapter_diff"] == 0.0)
