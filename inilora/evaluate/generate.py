@@ -193,23 +193,23 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
 def scored_losses(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Each position's cross-entropy (batch x positions of ``labels``, already shifted; 0 where
     ignored) from the ``logits`` of the ``keep`` positions only (tokens x vocabulary, in row-major
-    order), as the paper's eval and our earlier tables computed it, flattened: the (batch x vocabulary
-    x positions) form differs by up to 3e-4 per token in float32."""
+    order). Flattened, as the paper's eval and our earlier tables computed it: the (batch x
+    vocabulary x positions) form differs by up to 3e-4 per token in float32."""
     loss = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
     loss[keep] = torch.nn.functional.cross_entropy(logits.float(), labels[keep], ignore_index=IGNORE,
                                                    reduction="none")
     return loss
 
 
-def scored_logits(model, batch: dict, keeps: bool, **kwargs):
-    """The model's forward over a right-padded ``batch`` with its logits at the positions that predict
-    a scored token (:func:`scored_mask`) only, flattened (tokens x vocabulary), and its output.
-    ``keeps``: the model takes ``logits_to_keep`` (:func:`takes_logits_to_keep`), so its head runs at
-    those positions only; otherwise it runs everywhere and the rows are picked after."""
+def scored_logits(model, batch: dict, keeps: bool, **kwargs) -> torch.Tensor:
+    """The model's forward over a right-padded ``batch`` (``kwargs`` passed on, a KV cache say): its
+    logits at the positions that predict a scored token (:func:`scored_mask`) only, flattened
+    (tokens x vocabulary). ``keeps``: the model takes ``logits_to_keep`` (:func:`takes_logits_to_keep`),
+    so its head runs at those positions only; otherwise it runs everywhere and the rows are picked after."""
     keep = scored_mask(batch["labels"])
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                **({"logits_to_keep": keep} if keeps else {}), **kwargs)
-    return (out.logits if keeps else out.logits[keep]), out
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   **({"logits_to_keep": keep} if keeps else {}), **kwargs).logits
+    return logits if keeps else logits[keep]
 
 
 @torch.no_grad()
@@ -234,7 +234,7 @@ def heldout_losses(model, tok, examples: list[Example], max_length: int, suffix:
         labels = batch["labels"][:, 1:]
         loss = torch.zeros(labels.shape, dtype=torch.float32, device=device)  # nothing scored: nothing to run
         if (labels != IGNORE).any():
-            logits, _ = scored_logits(model, batch, keeps)
+            logits = scored_logits(model, batch, keeps)
             loss = scored_losses(logits, labels, labels != IGNORE)
         out.extend(zip(loss.sum(dim=1).tolist(), (labels != IGNORE).sum(dim=1).tolist()))
     return out
@@ -315,8 +315,7 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
             loss = torch.zeros(labels.shape, dtype=torch.float32, device=device)  # nothing scored: nothing to run
             if (labels != IGNORE).any():
                 cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-                logits, _ = scored_logits(model, batch, True, cache=cache, use_cache=True)
-                logits = logits.float()
+                logits = scored_logits(model, batch, True, cache=cache, use_cache=True).float()
                 loss = scored_losses(logits, labels, labels != IGNORE)
                 # each scored position's row in the flattened logits
                 row_of = (scored_mask(batch["labels"]).flatten().cumsum(0) - 1).view(labels.shape[0], -1)
