@@ -218,7 +218,7 @@ def head_times(model_path: str, config_path: str, task: str, steps: int, repeats
 
     from inilora import config as cfg
     from inilora import devices
-    from inilora.train.sft import TrainSettings, finetune
+    from inilora.train.sft import finetune, settings_from_spec
 
     config = cfg.load(config_path)
     device = devices.resolve(config["device"])
@@ -227,8 +227,7 @@ def head_times(model_path: str, config_path: str, task: str, steps: int, repeats
                              config["seeds"][0])
     tok = load_tokenizer(model_path)
     examples = [ex for d in spec["train_data"] for ex in load_examples(d)]
-    train = {k: v for k, v in spec["train"].items() if k not in ("threads", "gpus", "deepspeed")}
-    settings = TrainSettings(**{**train, "max_steps": steps, "checkpoint_steps": 0})
+    settings = settings_from_spec(spec["train"], max_steps=steps, checkpoint_steps=0)
     runs = {True: [], False: []}
     for k in range(repeats):
         for scored in (True, False) if k % 2 else (False, True):
@@ -251,7 +250,7 @@ def head_times(model_path: str, config_path: str, task: str, steps: int, repeats
              "every_position_s": t_full, "answer_positions_s": t_scored, "ratio": t_scored / t_full,
              "same_adapter": all(torch.equal(full[n], scored[n]) for n in full),
              "max_adapter_diff": max(float((full[n] - scored[n]).abs().max()) for n in full),
-             "max_loss_rel_diff": max(abs(a - b) / abs(a) for a, b in zip(full_curve, scored_curve))}]
+             "max_loss_rel_diff": max(abs(a - b) / max(abs(a), 1e-30) for a, b in zip(full_curve, scored_curve))}]
 
 
 def _fmt(col: str, v) -> str:

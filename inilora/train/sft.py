@@ -56,6 +56,14 @@ class TrainSettings:
     extra: dict = field(default_factory=dict)  # passed to TrainingArguments as is
 
 
+def settings_from_spec(train: dict, **overrides) -> TrainSettings:
+    """TrainSettings from a job spec's ``train`` block: the job's own keys (threads, GPUs) left out,
+    a DeepSpeed config passed to the Trainer; ``overrides`` replace keys."""
+    own = {k: v for k, v in train.items() if k not in ("threads", "gpus", "deepspeed")}
+    extra = {"deepspeed": train["deepspeed"]} if train.get("deepspeed") else {}
+    return TrainSettings(**{**own, **overrides}, extra=extra)
+
+
 def finetune(peft_model, tok, examples: list[Example], settings: TrainSettings, work_dir: Path,
              callbacks: list | None = None, device: str | None = None, scored_head: bool = True) -> dict:
     """Train ``peft_model`` in place, resuming from a usable checkpoint in ``work_dir``.
@@ -218,8 +226,7 @@ def run_unlocked(spec: dict, manifest: Path, adapter_dir: Path, log_json: Path, 
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         save_initial_adapter(peft_model, initial)  # the step-0 factors: Figure 4, and the residual conversion
-    train = {k: v for k, v in spec["train"].items() if k not in ("threads", "gpus", "deepspeed")}
-    settings = TrainSettings(**train, extra={"deepspeed": spec["train"]["deepspeed"]} if spec["train"].get("deepspeed") else {})
+    settings = settings_from_spec(spec["train"])
     cast_frozen_base(peft_model, settings.base_dtype)
     collate = Collator(tok.pad_token_id)
     step0 = step0_probe(peft_model, collate([encode(tok, ex, max_length) for ex in examples[:PROBE_EXAMPLES]]))
