@@ -310,7 +310,7 @@ def decode_bound(model, batch: int, context: int, repeats: int = 5) -> dict:
 GENERATE_RUNS = [  # label, batch (None: the benchmark's own), generate options
     ("dataset order, every row to the end (transformers generate)", None, {"by_length": False, "drop_finished": False}),
     ("longest prompts first", None, {"drop_finished": False}),
-    ("longest first, finished rows dropped (the default)", None, {}),
+    ("longest first, shared prefix once, finished rows dropped (the default)", None, {}),
     ("the default at batch 16", 16, {}),
     ("static cache", None, {"kv_cache": "static", "by_length": False}),
 ]
@@ -320,8 +320,9 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
                      single: bool = False) -> tuple[list[dict], list[dict]]:
     """Greedy generation of each benchmark's prompts with its own settings, side by side in one
     process: as transformers' ``generate`` runs it (dataset order, every row computed until the
-    batch's last is done), longest prompts first, finished rows dropped too (the default), at batch
-    16, with the static cache (and compiled, if asked), and one prompt at a time (if asked). Each
+    batch's last is done), longest prompts first, with the shared prefix prefilled once and finished
+    rows dropped too (the default), at batch 16, with the static cache (and compiled, if asked), and
+    one prompt at a time (if asked). Each
     run's time, generated tokens/s, share of the machine's bound (:func:`decode_bound`) and how
     many outputs equal the first run's. Returns (rows, bounds)."""
     from inilora import config as cfg

@@ -1,6 +1,9 @@
 """The benchmark kinds dispatched by inilora.evaluate, on a tiny random Llama (CPU, seconds)."""
 
+import functools
+
 import pytest
+import torch
 
 from inilora.evaluate.generate import STOP_STRINGS, cut_at_stop, generate
 from inilora.evaluate.kinds import run_benchmark
@@ -35,6 +38,7 @@ def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(to
     sizes = []
     forward = model.forward
 
+    @functools.wraps(forward)  # its signature: generate sees that it takes logits_to_keep
     def counting(*args, **kwargs):
         sizes.append(kwargs["input_ids"].shape[0])
         return forward(*args, **kwargs)
@@ -58,6 +62,71 @@ def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(to
     assert reference[2][0] == tok.decode(tok(free[2][0])["input_ids"][:1]) != free[2][0]
     assert len(reference[4][0]) > 1  # "Below is" in the prompt stopped nothing
     assert sizes[0] == 5 and min(sizes) < 5 and sizes == sorted(sizes, reverse=True)  # the batch shrank
+
+
+def test_a_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(tok_model):
+    """Prompts that begin alike (the Alpaca preamble) prefill their shared tokens once, as one row,
+    then their own tokens; the greedy outputs are transformers' generate's, with stop strings too."""
+    from inilora.data import prompt
+    from inilora.evaluate.generate import common_prefix
+
+    tok, model = tok_model
+    prompts = [prompt(q) for q in ["12 + 7", "What is 3 times 4 and then 5?", "a", "Below is 1 2 3 4 5 6 7 8"]]
+    ids = tok(prompts)["input_ids"]
+    shared = common_prefix(ids)
+    assert shared > 10 and all(i[:shared] == ids[0][:shared] for i in ids) and len({i[shared] for i in ids}) > 1
+    assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # a row keeps its last token to predict from
+    free = generate(model, tok, prompts, 12, batch_size=4, stops=[], drop_finished=False, by_length=False)
+    stops = [free[1][0][2:4]]
+    shapes = []
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    try:
+        for stop in ([], stops):
+            shapes.clear()
+            ours = generate(model, tok, prompts, 12, batch_size=4, stops=stop)
+            assert ours == generate(model, tok, prompts, 12, batch_size=4, stops=stop, drop_finished=False,
+                                    by_length=False)
+    finally:
+        model.forward = forward
+    assert shapes[:2] == [(1, shared), (4, max(len(i) for i in ids) - shared)]  # the prefix once, then the rest
+    assert ours != free  # the stop string ended an output
+
+
+def test_reserved_cache_gives_the_dynamic_caches_logits_bit_for_bit(tok_model):
+    """A decode step's keys and values written in place (ReservedLayer) give the logits of
+    transformers' dynamic cache, which concatenates, bit for bit: through a prefill, steps past the
+    room set aside, a batch selection and a crop."""
+    from transformers import DynamicCache
+
+    from inilora.evaluate.generate import ReservedLayer, reserved_cache
+
+    tok, model = tok_model
+    tok.padding_side = "left"
+    enc = tok(["12 + 7 = 19, and", "Below is", "a b c d e f g"], return_tensors="pt", padding=True)
+    runs = []
+    for cache in (DynamicCache(config=model.config), reserved_cache(model, 3)):
+        mask, ids, logits = enc["attention_mask"], enc["input_ids"], []
+        position = (mask.cumsum(-1) - 1).clamp(min=0)
+        for step in range(9):
+            if step == 4:  # the first row leaves, the last position is dropped
+                cache.batch_select_indices(torch.tensor([1, 2]))
+                cache.crop(-1)
+                mask, position, ids = mask[1:, :-1], position[1:] - 1, ids[1:]
+            out = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
+            logits.append(out.logits[:, -1])
+            ids = out.logits[:, -1].argmax(-1, keepdim=True)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            position = position[:, -1:] + 1
+        runs.append(logits)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    assert all(isinstance(layer, ReservedLayer) and layer.filled() for layer in cache.layers)
 
 
 def test_a_generation_config_with_logits_processors_keeps_transformers_generate(tok_model):

@@ -1,10 +1,12 @@
-"""Generation for every benchmark kind: batched HF generate with left padding and the KV cache,
-the held-out loss of reference answers, and the optional vLLM backend."""
+"""Generation for every benchmark kind: batched greedy decoding with the KV cache (a shared prompt
+prefix prefilled once, finished rows dropped) or transformers' generate, the held-out loss of
+reference answers, and the optional vLLM backend."""
 
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
+from transformers.cache_utils import DynamicLayer
 
 from inilora.data import Example, prompt
 from inilora.data.encode import IGNORE, Collator, encode, scored_mask
@@ -63,30 +65,109 @@ def stop_window(stops: list[str]) -> int:
     return max((len(s) for s in stops), default=0) + 4
 
 
-@torch.no_grad()
-def greedy_rows(model, input_ids, attention_mask, max_new_tokens: int, eos_ids: set[int], stopped,
-                tail: int = 0) -> list[list[int]]:
-    """Greedy decoding of a left-padded batch that drops each row from the batch once it is done, so
-    a decode step computes only the rows still generating. ``transformers``' ``generate`` keeps a
-    finished row in the batch (padding it) until the last row is done, and on benchmarks whose
-    answers differ in length most of a step's rows can be finished ones.
+class ReservedLayer(DynamicLayer):
+    """A full-attention KV cache layer whose keys and values are the filled part of buffers with
+    room for ``room`` more positions: a decode step writes its position in place, where
+    ``DynamicLayer`` concatenates, copying the layer's whole cache into fresh memory at every step
+    (17% of a decode step at batch 32 on SmolLM2 on a CPU, docs/speed.md). Attention reads the same
+    values at the same strides along the positions, so its results are ``DynamicLayer``'s bit for
+    bit (tests/test_evaluate.py)."""
 
-    Each step is what ``generate`` does for greedy decoding without logits processors: the model's
-    forward with the dynamic KV cache, position ids from the attention mask (cumulative sum less one,
-    0 on padding, one more per step), the last position's logits in float32, their argmax. A row is
-    done at an EOS token (kept, as ``generate`` keeps it), when ``stopped(tokens)`` is true of its
-    prompt's last ``tail`` tokens followed by its new ones, or at
-    ``max_new_tokens``; the rows left are selected from the cache (``Cache.batch_select_indices``).
-    Returns each row's new tokens."""
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+        self.buffers = None  # (keys, values), each batch x heads x capacity x head size
+
+    def filled(self) -> bool:
+        """Whether keys and values are still views of the buffers (a repeat makes new tensors)."""
+        return (self.buffers is not None and self.keys.data_ptr() == self.buffers[0].data_ptr()
+                and self.keys.shape[0] == self.buffers[0].shape[0])
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = self.get_seq_length()
+        m = n + key_states.shape[-2]
+        if not self.filled() or m > self.buffers[0].shape[-2]:
+            shape = (*key_states.shape[:2], m + self.room, key_states.shape[-1])
+            buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
+            if n:
+                buffers[0][..., :n, :] = self.keys
+                buffers[1][..., :n, :] = self.values
+            self.buffers = buffers
+        keys, values = self.buffers
+        keys[..., n:m, :] = key_states
+        values[..., n:m, :] = value_states
+        self.keys, self.values = keys[..., :m, :], values[..., :m, :]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0 and self.filled():  # one copy, with the room kept
+            n = self.get_seq_length()
+            self.buffers = tuple(b[indices] for b in self.buffers)
+            self.keys, self.values = (b[..., :n, :] for b in self.buffers)
+        else:
+            super().batch_select_indices(indices)
+
+
+def reserved_cache(model, room: int):
+    """transformers' dynamic KV cache for ``model`` with each full-attention layer a
+    :class:`ReservedLayer` with ``room`` positions to spare (sliding-window layers left as they are)."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
-    mask = attention_mask
-    position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
-                logits_to_keep=1)
-    tails = [row[-tail:] if tail else [] for row in input_ids.tolist()]  # left padding: a row's last tokens are its own
-    return decode_rows(model, cache, mask, position[:, -1:], out.logits[:, -1], max_new_tokens, eos_ids, stopped, tails)
+    cache.layers = [ReservedLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+def common_prefix(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares, leaving each row at least one of its own (the
+    position whose logits give its first new token)."""
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, eos_ids: set[int], stopped,
+                tail: int = 0) -> list[list[int]]:
+    """Greedy decoding of the prompts ``rows`` (token ids) that prefills their shared leading tokens
+    once and drops each row from the batch once it is done, so a decode step computes only the rows
+    still generating. ``transformers``' ``generate`` prefills every row's copy of a shared prefix (the
+    Alpaca preamble is most of a short prompt's tokens) and keeps a finished row in the batch
+    (padding it) until the last row is done.
+
+    The prefix (:func:`common_prefix`) runs once, its KV cache is repeated for every row, and the
+    rows' own tokens follow it, right-padded, at positions that continue it; each row's first new
+    token comes from the logits at its last prompt position. The decode steps are
+    :func:`decode_rows`: what ``generate`` does for greedy decoding without logits processors (the
+    model's forward with the KV cache, the last position's logits in float32, their argmax). The
+    cache is :func:`reserved_cache`, so a step writes its keys and values in place. A row is done at
+    an EOS token (kept, as ``generate`` keeps it), when ``stopped(tokens)`` is true of its prompt's
+    last ``tail`` tokens followed by its new ones, or at ``max_new_tokens``. The logits differ from
+    a left-padded batch's in their last bits, as any two batch layouts' do; the greedy outputs are
+    ``generate``'s (tests/test_evaluate.py, and on the default's benchmarks docs/speed.md).
+    Returns each row's new tokens."""
+    device = next(model.parameters()).device
+    shared = common_prefix(rows) if len(rows) > 1 else 0  # one row: nothing to share
+    own = [r[shared:] for r in rows]
+    longest = max(len(r) for r in own)
+    cache = reserved_cache(model, longest + max_new_tokens)
+    if shared:
+        model(input_ids=torch.tensor([rows[0][:shared]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(len(rows))
+    ids = torch.tensor([r + [pad_id] * (longest - len(r)) for r in own], device=device)
+    lengths = torch.tensor([len(r) for r in own], device=device)
+    mask = torch.cat([torch.ones(len(rows), shared, dtype=torch.long, device=device),
+                      (torch.arange(longest, device=device)[None, :] < lengths[:, None]).long()], dim=-1)
+    position = shared + torch.arange(longest, device=device)[None, :].expand(len(rows), -1)
+    last = (lengths - 1)[:, None]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                   logits_to_keep=last).logits[:, -1]
+    tails = [r[-tail:] if tail else [] for r in rows]
+    return decode_rows(model, cache, mask, shared + last, logits, max_new_tokens, eos_ids, stopped, tails)
 
 
 @torch.no_grad()
@@ -124,16 +205,18 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
              stops: list[str] = STOP_STRINGS, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
              seed: int = 0, kv_cache: str = "dynamic", compile: bool = False, by_length: bool = True,
              drop_finished: bool = True) -> list[list[str]]:
-    """Batched generation with left padding and the KV cache: ``samples`` outputs per prompt,
-    greedy when ``temperature`` is 0, else nucleus sampling (seeded), each cut at ``stops``.
+    """Batched generation with the KV cache: ``samples`` outputs per prompt, greedy when
+    ``temperature`` is 0, else nucleus sampling (seeded, transformers' ``generate`` with left
+    padding), each cut at ``stops``.
 
     ``kv_cache``: transformers' ``dynamic`` cache (grows per step) or ``static`` (preallocated for
     prompt + max_new_tokens, fixed shapes); ``compile``: ``torch.compile`` the forward pass, which
     pays off with the static cache's fixed shapes. ``by_length``: batches formed longest prompt
     first (less padding), the outputs returned in the prompts' order. ``drop_finished``: greedy
-    decoding with the dynamic cache runs :func:`greedy_rows`, which stops computing a row once it is
-    done, where ``generate`` would keep it; for a model whose generation config adds logits
-    processors (a repetition penalty, say) ``generate`` runs. Neither changes a greedy output
+    decoding with the dynamic cache runs :func:`greedy_rows`, which prefills a batch's shared prompt
+    prefix once and stops computing a row once it is done, where ``generate`` would keep it; for a
+    model whose generation config adds logits processors (a repetition penalty, say), or that
+    computes its head everywhere (no ``logits_to_keep``), ``generate`` runs. Neither changes a greedy output
     (tests/test_evaluate.py); ``python -m inilora.speed generate`` compares them all side by side.
     """
     if kv_cache not in KV_CACHES:
@@ -148,8 +231,9 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     if not sampling and samples > 1:
         raise ValueError(f"samples = {samples} with temperature 0 would repeat one greedy output; set a temperature")
     torch.manual_seed(seed)
-    # greedy with the dynamic cache and no compilation: finished rows leave the batch (greedy_rows)
-    shrink = drop_finished and not sampling and kv_cache == "dynamic" and not compile and plain_greedy(model)
+    # greedy with the dynamic cache, no compilation and the head at chosen positions: greedy_rows
+    shrink = (drop_finished and not sampling and kv_cache == "dynamic" and not compile and plain_greedy(model)
+              and takes_logits_to_keep(model))
     eos_ids = {tok.eos_token_id} - {None}  # what generate is given below
     window = stop_window(stops)
     # longest prompts first, so that a batch pads its prompts to similar lengths; the outputs go back
@@ -160,15 +244,15 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=2):
         rows = order[i : i + batch_size]
         chunk = [prompts[j] for j in rows]
-        enc = tok(chunk, return_tensors="pt", padding=True).to(device)
         if shrink:
-            new = greedy_rows(model, enc["input_ids"], enc["attention_mask"], max_new_tokens, eos_ids,
+            new = greedy_rows(model, tok(chunk)["input_ids"], tok.pad_token_id or 0, max_new_tokens, eos_ids,
                               (lambda t: stop_reached(tok, t, stops, window)) if stops else (lambda t: False),
                               tail=window)
             COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as below
             texts = [cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True)]
             done.update((j, [text]) for j, text in zip(rows, texts))
             continue
+        enc = tok(chunk, return_tensors="pt", padding=True).to(device)
         gen = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -247,15 +331,12 @@ def takes_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def stacked_cache(model, parts: list[tuple[object, int]]):
-    """One dynamic KV cache holding the rows of several (``cache``, ``length``) parts, each part's
-    positions right-padded with zeros to the longest (a row's mask leaves its padding out)."""
-    from transformers import DynamicCache
-
-    if len(parts) == 1:
-        return parts[0][0]
+def stacked_cache(model, parts: list[tuple[object, int]], room: int):
+    """One KV cache (:func:`reserved_cache`, ``room`` positions to spare) holding the rows of several
+    (``cache``, ``length``) parts, each part's positions right-padded with zeros to the longest (a
+    row's mask leaves its padding out)."""
     longest = max(n for _, n in parts)
-    stacked = DynamicCache(config=model.config.get_text_config(decoder=True))
+    stacked = reserved_cache(model, room)
     for index in range(len(parts[0][0].layers)):
         keys, values = ([torch.nn.functional.pad(getattr(cache.layers[index], name), (0, 0, 0, longest - n))
                          for cache, n in parts] for name in ("keys", "values"))
@@ -332,7 +413,7 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
             continue
         prompt_len = torch.tensor([lengths[j] for j in live], device=device)
         mask = (torch.arange(int(prompt_len.max()), device=device)[None, :] < prompt_len[:, None]).long()
-        new = decode_rows(model, stacked_cache(model, parts), mask, (prompt_len - 1)[:, None], torch.cat(firsts),
+        new = decode_rows(model, stacked_cache(model, parts, max_new_tokens), mask, (prompt_len - 1)[:, None], torch.cat(firsts),
                           max_new_tokens, eos_ids, stopped, [data[j]["input_ids"][: lengths[j]][-window:] for j in live])
         COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as generate counts
         answers.update(zip(live, (cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True))))
