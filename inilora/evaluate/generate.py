@@ -154,7 +154,7 @@ def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, 
     shared = common_prefix(rows) if len(rows) > 1 else 0  # one row: nothing to share
     own = [r[shared:] for r in rows]
     longest = max(len(r) for r in own)
-    cache = reserved_cache(model, longest + max_new_tokens)
+    cache = reserved_cache(model, max_new_tokens)  # room for the answer once the rows are in
     if shared:
         model(input_ids=torch.tensor([rows[0][:shared]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(len(rows))
