@@ -215,8 +215,9 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     first (less padding), the outputs returned in the prompts' order. ``drop_finished``: greedy
     decoding with the dynamic cache runs :func:`greedy_rows`, which prefills a batch's shared prompt
     prefix once and stops computing a row once it is done, where ``generate`` would keep it; for a
-    model whose generation config adds logits processors (a repetition penalty, say), or that
-    computes its head everywhere (no ``logits_to_keep``), ``generate`` runs. Neither changes a greedy output
+    model whose generation config adds logits processors (a repetition penalty, say), computes its
+    head everywhere (no ``logits_to_keep``) or has sliding-window layers, ``generate`` runs. Neither
+    changes a greedy output
     (tests/test_evaluate.py); ``python -m inilora.speed generate`` compares them all side by side.
     """
     if kv_cache not in KV_CACHES:
@@ -231,9 +232,10 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     if not sampling and samples > 1:
         raise ValueError(f"samples = {samples} with temperature 0 would repeat one greedy output; set a temperature")
     torch.manual_seed(seed)
-    # greedy with the dynamic cache, no compilation and the head at chosen positions: greedy_rows
+    # greedy with the dynamic cache, no compilation, the head at chosen positions and no sliding-window
+    # layer (whose window counts the right padding greedy_rows leaves after a row's prompt): greedy_rows
     shrink = (drop_finished and not sampling and kv_cache == "dynamic" and not compile and plain_greedy(model)
-              and takes_logits_to_keep(model))
+              and takes_logits_to_keep(model) and full_attention(model))
     eos_ids = {tok.eos_token_id} - {None}  # what generate is given below
     window = stop_window(stops)
     # longest prompts first, so that a batch pads its prompts to similar lengths; the outputs go back
