@@ -127,6 +127,10 @@ def test_reserved_cache_gives_the_dynamic_caches_logits_bit_for_bit(tok_model):
         runs.append(logits)
     assert all(torch.equal(a, b) for a, b in zip(*runs))
     assert all(isinstance(layer, ReservedLayer) and layer.filled() for layer in cache.layers)
+    layer, k, v = ReservedLayer(1), torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 5)  # value heads of another size
+    for step in range(3):  # past the room: the buffers grow
+        keys, values = layer.update(k[:, :, step : step + 2], v[:, :, step : step + 2])
+    assert torch.equal(keys, torch.cat([k[:, :, :2], k[:, :, 1:3], k[:, :, 2:4]], dim=2)) and values.shape[-1] == 5
 
 
 def test_a_generation_config_with_logits_processors_keeps_transformers_generate(tok_model):

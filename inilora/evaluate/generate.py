@@ -80,7 +80,7 @@ class ReservedLayer(DynamicLayer):
 
     def filled(self) -> bool:
         """Whether keys and values are still views of the buffers (a repeat makes new tensors)."""
-        return (self.buffers is not None and self.keys.data_ptr() == self.buffers[0].data_ptr()
+        return (self.buffers is not None and self.keys is not None and self.keys.data_ptr() == self.buffers[0].data_ptr()
                 and self.keys.shape[0] == self.buffers[0].shape[0])
 
     def update(self, key_states, value_states, *args, **kwargs):
@@ -89,8 +89,8 @@ class ReservedLayer(DynamicLayer):
         n = self.get_seq_length()
         m = n + key_states.shape[-2]
         if not self.filled() or m > self.buffers[0].shape[-2]:
-            shape = (*key_states.shape[:2], m + self.room, key_states.shape[-1])
-            buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
+            buffers = tuple(x.new_empty((*x.shape[:2], m + self.room, x.shape[-1]))  # head sizes may differ
+                            for x in (key_states, value_states))
             if n:
                 buffers[0][..., :n, :] = self.keys
                 buffers[1][..., :n, :] = self.values
@@ -415,8 +415,10 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
             continue
         prompt_len = torch.tensor([lengths[j] for j in live], device=device)
         mask = (torch.arange(int(prompt_len.max()), device=device)[None, :] < prompt_len[:, None]).long()
-        new = decode_rows(model, stacked_cache(model, parts, max_new_tokens), mask, (prompt_len - 1)[:, None], torch.cat(firsts),
-                          max_new_tokens, eos_ids, stopped, [data[j]["input_ids"][: lengths[j]][-window:] for j in live])
+        cache = stacked_cache(model, parts, max_new_tokens)
+        parts.clear()  # the loss passes' caches, cut back by views of their whole length: freed before decoding
+        new = decode_rows(model, cache, mask, (prompt_len - 1)[:, None], torch.cat(firsts), max_new_tokens, eos_ids,
+                          stopped, [data[j]["input_ids"][: lengths[j]][-window:] for j in live])
         COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as generate counts
         answers.update(zip(live, (cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True))))
     left = [j for j in range(len(data)) if j not in answers]  # prompts that fill max_length: generated alone
