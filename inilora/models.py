@@ -155,6 +155,13 @@ def load_causal_lm(path: str, dtype: torch.dtype | None = None):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
 
 
+def takes_logits_to_keep(model) -> bool:
+    """Whether the model's forward computes the LM head at chosen positions only (``logits_to_keep``)."""
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def is_causal_config(cfg) -> bool:
     """A causal LM by its config's architectures; anything else is treated as an encoder."""
     return any(a.endswith("ForCausalLM") for a in (cfg.architectures or []))

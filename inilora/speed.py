@@ -322,9 +322,8 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
     process: as transformers' ``generate`` runs it (dataset order, every row computed until the
     batch's last is done), longest prompts first, with the shared prefix prefilled once and finished
     rows dropped too (the default), at batch 16, with the static cache (and compiled, if asked), and
-    one prompt at a time (if asked). Each
-    run's time, generated tokens/s, share of the machine's bound (:func:`decode_bound`) and how
-    many outputs equal the first run's. Returns (rows, bounds)."""
+    one prompt at a time (if asked). Each run's time, generated tokens/s, share of the machine's
+    bound (:func:`decode_bound`) and how many outputs equal the first run's. Returns (rows, bounds)."""
     from inilora import config as cfg
 
     from inilora import devices

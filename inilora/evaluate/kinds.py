@@ -129,7 +129,8 @@ class HFGenerate:
         no logits processors, a model that computes logits at chosen positions and keeps every
         position in its cache (no sliding window), and a batch of at least the loss's (a smaller
         one is a memory limit the decoding keeps)."""
-        from inilora.evaluate.generate import LOSS_BATCH, full_attention, plain_greedy, takes_logits_to_keep
+        from inilora.evaluate.generate import LOSS_BATCH, full_attention, plain_greedy
+        from inilora.models import takes_logits_to_keep
 
         return (self.kv_cache == "dynamic" and not self.compile and batch_size >= LOSS_BATCH
                 and plain_greedy(self.model) and takes_logits_to_keep(self.model) and full_attention(self.model))

@@ -13,7 +13,6 @@ deleted once training finishes.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import shutil
@@ -156,7 +155,7 @@ def scored_logits_loss(peft_model):
     from transformers.loss.loss_utils import ForCausalLMLoss
 
     base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
-    if "logits_to_keep" not in inspect.signature(base.forward).parameters or base.loss_function is not ForCausalLMLoss:
+    if not models.takes_logits_to_keep(base) or base.loss_function is not ForCausalLMLoss:
         return None
     vocab_size = base.config.get_text_config(decoder=True).vocab_size
 
