@@ -310,7 +310,8 @@ def decode_bound(model, batch: int, context: int, repeats: int = 5) -> dict:
 GENERATE_RUNS = [  # label, batch (None: the benchmark's own), generate options
     ("dataset order, every row to the end (transformers generate)", None, {"by_length": False, "drop_finished": False}),
     ("longest prompts first", None, {"drop_finished": False}),
-    ("longest first, shared prefix once, finished rows dropped (the default)", None, {}),
+    ("longest first, shared prefix once, finished rows dropped", None, {"draft_budget": 0}),
+    ("and drafted tokens checked (the default)", None, {}),
     ("the default at batch 16", 16, {}),
     ("static cache", None, {"kv_cache": "static", "by_length": False}),
 ]
@@ -321,9 +322,11 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
     """Greedy generation of each benchmark's prompts with its own settings, side by side in one
     process: as transformers' ``generate`` runs it (dataset order, every row computed until the
     batch's last is done), longest prompts first, with the shared prefix prefilled once and finished
-    rows dropped too (the default), at batch 16, with the static cache (and compiled, if asked), and
-    one prompt at a time (if asked). Each run's time, generated tokens/s, share of the machine's
-    bound (:func:`decode_bound`) and how many outputs equal the first run's. Returns (rows, bounds)."""
+    rows dropped too, with drafted tokens checked too (the default), at batch 16, with the static
+    cache (and compiled, if asked), and one prompt at a time (if asked). Each run's time, generated
+    tokens/s, decode steps of :func:`decode_rows` with the tokens it drafted and took, share of the
+    machine's bound (:func:`decode_bound`) and how many outputs equal the first run's. Returns
+    (rows, bounds)."""
     from inilora import config as cfg
 
     from inilora import devices
@@ -347,7 +350,7 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
             size = size or settings["batch_size"]
             options = {"stops": settings["stops"], **kw}
             generate(model, tok, prompts[:2], 4, 2, desc="warm-up", **options)  # (and compilation)
-            COUNTS["generated_tokens"] = 0
+            COUNTS.update(dict.fromkeys(COUNTS, 0))
             t0 = time.perf_counter()
             outs = generate(model, tok, prompts, settings["max_new_tokens"], size, desc=f"{bench}: {label}", **options)
             seconds = time.perf_counter() - t0
@@ -356,6 +359,8 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
             rows.append({"benchmark": bench, "run": label, "prompts": len(prompts), "batch": size,
                          "max_new_tokens": settings["max_new_tokens"], "seconds": seconds,
                          "generated_tokens": tokens, "generated_tokens_per_s": tokens / seconds,
+                         "decode_steps": COUNTS["decode_steps"], "drafted": COUNTS["drafted_tokens"],
+                         "drafted_taken": COUNTS["drafted_taken"],
                          "same_output": sum(a == b for a, b in zip(outs, reference)) / len(prompts)})
         # a decode step's mean context: the prompt plus half the tokens generated per prompt
         mean_prompt = sum(len(tok(x)["input_ids"]) for x in prompts) / len(prompts)

@@ -1,5 +1,6 @@
 """The benchmark kinds dispatched by inilora.evaluate, on a tiny random Llama (CPU, seconds)."""
 
+import contextlib
 import functools
 
 import pytest
@@ -7,6 +8,24 @@ import torch
 
 from inilora.evaluate.generate import STOP_STRINGS, cut_at_stop, generate
 from inilora.evaluate.kinds import run_benchmark
+
+
+@contextlib.contextmanager
+def input_shapes(model):
+    """The shape of ``input_ids`` at each forward of ``model`` inside the block (the wrapper keeps the
+    forward's signature, so generate sees that it takes logits_to_keep)."""
+    shapes, forward = [], model.forward
+
+    @functools.wraps(forward)
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    try:
+        yield shapes
+    finally:
+        model.forward = forward
 
 
 @pytest.fixture
@@ -78,24 +97,48 @@ def test_a_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(tok_mode
     assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # a row keeps its last token to predict from
     free = generate(model, tok, prompts, 12, batch_size=4, stops=[], drop_finished=False, by_length=False)
     stops = [free[1][0][2:4]]
-    shapes = []
-    forward = model.forward
-
-    @functools.wraps(forward)
-    def recording(*args, **kwargs):
-        shapes.append(tuple(kwargs["input_ids"].shape))
-        return forward(*args, **kwargs)
-
-    model.forward = recording
-    try:
-        for stop in ([], stops):
-            shapes.clear()
+    for stop in ([], stops):
+        with input_shapes(model) as shapes:
             ours = generate(model, tok, prompts, 12, batch_size=4, stops=stop)
-            assert ours == generate(model, tok, prompts, 12, batch_size=4, stops=stop, drop_finished=False,
-                                    by_length=False)
-    finally:
-        model.forward = forward
+        assert ours == generate(model, tok, prompts, 12, batch_size=4, stops=stop, drop_finished=False, by_length=False)
     assert shapes[:2] == [(1, shared), (4, max(len(i) for i in ids) - shared)]  # the prefix once, then the rest
+    assert ours != free  # the stop string ended an output
+
+
+def test_prompt_lookup_drafts_what_followed_the_latest_earlier_occurrence():
+    """A row's draft is what followed the latest earlier occurrence of its last two tokens, else of
+    its last token, else nothing."""
+    from inilora.evaluate.generate import PromptLookup
+
+    look = PromptLookup([5, 6, 7, 8, 5, 6, 9, 1, 5, 6])
+    assert look.draft(3) == [9, 1, 5] and look.draft(1) == [9] and look.draft(0) == []  # (5, 6) last seen before 9
+    look.extend([4, 7])
+    assert look.draft(5) == [8, 5, 6, 9, 1]  # no earlier (4, 7): what followed the last earlier 7
+    look.extend([3])
+    assert look.draft(4) == []  # 3 never occurred before
+
+
+def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok_model):
+    """Decoding that checks tokens drafted from each row's own text (rows of different lengths
+    taking different numbers of them, rejected positions masked) gives transformers' greedy
+    outputs, with stop strings too, in fewer forwards."""
+    from inilora.data import prompt
+    from inilora.evaluate.generate import COUNTS
+
+    tok, model = tok_model
+    prompts = [prompt(q) for q in ["12 + 7", "What is 3 times 4 and then 5?", "a", "Below is 1 2 3 4 5 6 7 8", "b c"]]
+    free = generate(model, tok, prompts, 40, batch_size=5, stops=[], drop_finished=False, by_length=False)
+    for stops in ([], [free[1][0][20:24]]):  # the second ends some outputs mid-way
+        COUNTS.update(drafted_tokens=0, drafted_taken=0)
+        with input_shapes(model) as shapes:
+            ours = generate(model, tok, prompts, 40, batch_size=5, stops=stops)
+        drafted, taken = COUNTS["drafted_tokens"], COUNTS["drafted_taken"]
+        assert ours == generate(model, tok, prompts, 40, batch_size=5, stops=stops, drop_finished=False, by_length=False)
+        assert ours == generate(model, tok, prompts, 40, batch_size=5, stops=stops, draft_budget=0)
+        assert 0 < taken < drafted  # drafts taken, and drafts rejected
+        decoding = shapes[2:]  # after the prefix and the rows' own tokens
+        assert any(rows > 1 and width > 1 for rows, width in decoding)  # several rows checked drafts at once
+        assert len(decoding) < max(len(tok(out[0], add_special_tokens=False)["input_ids"]) for out in ours)
     assert ours != free  # the stop string ended an output
 
 
@@ -324,7 +367,8 @@ def test_answers_and_losses_from_one_pass_equal_generation_and_the_heldout_loss_
     forward = model.forward
 
     def recording(*args, **kwargs):
-        widths.append(kwargs["input_ids"].shape)
+        cache = kwargs.get("cache")  # a decode step's holds the prompts already
+        widths.append((*kwargs["input_ids"].shape, cache is not None and cache.get_seq_length() > 0))
         return forward(*args, **kwargs)
 
     model.forward = recording
@@ -334,9 +378,9 @@ def test_answers_and_losses_from_one_pass_equal_generation_and_the_heldout_loss_
         model.forward = forward
     assert [[a] for a in answers] == apart[0] and answers != [f[0] for f in free]
     assert losses == apart[1] and losses[20] == (0.0, 0)  # the digits of heldout_losses; nothing left to score
-    whole = [shape for shape in widths if shape[1] > 1]  # forwards over prompts: the 3 loss batches, then item 20
-    assert [n for n, _ in whole] == [LOSS_BATCH, LOSS_BATCH, 37 - 2 * LOSS_BATCH, 1]
-    assert max(n for n, width in widths if width == 1) == 2 * LOSS_BATCH - 1  # two loss batches decode as one
+    whole = [n for n, _, decoding in widths if not decoding]  # forwards over prompts: the 3 loss batches, then item 20
+    assert whole == [LOSS_BATCH, LOSS_BATCH, 37 - 2 * LOSS_BATCH, 1]
+    assert max(n for n, _, decoding in widths if decoding) == 2 * LOSS_BATCH - 1  # two loss batches decode as one
     with pytest.raises(ValueError, match="at least the loss's batch"):
         answers_and_losses(model, tok, examples, 96, "", 10, batch_size=8)
     assert HFGenerate(model, tok).one_pass(32) and not HFGenerate(model, tok).one_pass(8)

@@ -31,7 +31,10 @@ def test_generation_benchmark_compares_the_ways_of_batching_on_a_benchmarks_prom
 
     rows, bounds = generation_times(str(tiny_llama_dir), tiny_config(tmp_path, tiny_llama_dir), ["b"], single=True)
     assert [r["run"] for r in rows] == [label for label, _, _ in GENERATE_RUNS] + ["one at a time"]
-    assert [r["batch"] for r in rows] == [2, 2, 2, 16, 2, 1]  # the benchmark's own batch unless a run sets one
+    assert [r["batch"] for r in rows] == [2, 2, 2, 2, 16, 2, 1]  # the benchmark's own batch unless a run sets one
+    plain, drafting = rows[2], rows[3]  # the default without and with drafted tokens
+    assert plain["drafted"] == 0 and drafting["decode_steps"] <= plain["decode_steps"]
+    assert 0 <= drafting["drafted_taken"] <= drafting["drafted"]
     assert all(r["seconds"] > 0 and r["generated_tokens_per_s"] > 0 for r in rows)
     assert all(r["same_output"] == 1.0 for r in rows)  # no way of batching changes a greedy output
     assert sorted(b["batch"] for b in bounds) == [1, 2, 16] and all(0 < r["share_of_floor"] for r in rows)
