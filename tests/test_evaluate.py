@@ -118,21 +118,31 @@ def test_prompt_lookup_drafts_what_followed_the_latest_earlier_occurrence():
     assert look.draft(4) == []  # 3 never occurred before
 
 
-def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok_model):
+def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok_model, monkeypatch):
     """Decoding that checks tokens drafted from each row's own text (rows of different lengths
     taking different numbers of them, rejected positions masked) gives transformers' greedy
-    outputs, with stop strings too, in fewer forwards."""
+    outputs, with stop strings too, in fewer forwards; on a CPU its attention takes the grouped
+    key/value heads as they are, where transformers would copy them per query head."""
+    import os
+
+    from transformers.integrations import sdpa_attention
+
     from inilora.data import prompt
     from inilora.evaluate.generate import COUNTS
 
     tok, model = tok_model
+    copies = []
+    repeat_kv = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda x, n: copies.append(n) or repeat_kv(x, n))
     prompts = [prompt(q) for q in ["12 + 7", "What is 3 times 4 and then 5?", "a", "Below is 1 2 3 4 5 6 7 8", "b c"]]
     free = generate(model, tok, prompts, 40, batch_size=5, stops=[], drop_finished=False, by_length=False)
     for stops in ([], [free[1][0][20:24]]):  # the second ends some outputs mid-way
         COUNTS.update(drafted_tokens=0, drafted_taken=0)
+        copies.clear()
         with input_shapes(model) as shapes:
             ours = generate(model, tok, prompts, 40, batch_size=5, stops=stops)
         drafted, taken = COUNTS["drafted_tokens"], COUNTS["drafted_taken"]
+        assert copies == [] and "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ  # none copied; the switch reset
         assert ours == generate(model, tok, prompts, 40, batch_size=5, stops=stops, drop_finished=False, by_length=False)
         assert ours == generate(model, tok, prompts, 40, batch_size=5, stops=stops, draft_budget=0)
         assert 0 < taken < drafted  # drafts taken, and drafts rejected

@@ -4,6 +4,9 @@ reference answers, and the optional vLLM backend."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicLayer
@@ -123,6 +126,25 @@ def reserved_cache(model, room: int):
     return cache
 
 
+@contextlib.contextmanager
+def grouped_attention(model):
+    """On a CPU, transformers' SDPA attention under a mask copies each layer's keys and values once
+    per query head (``repeat_kv``) at a forward of several tokens per row: a drafted step at a
+    context of 400 and 8 rows copies about 0.4 GB. torch's CPU kernel takes the grouped heads as they
+    are (``enable_gqa``), which transformers uses under ``TRANSFORMERS_SDPA_FORCE_GQA=1``; set inside
+    the block only, and only on a CPU, where transformers' own comment says CUDA would fall back to
+    the math kernel. The greedy outputs on the default's benchmarks are the same (docs/speed.md)."""
+    key = "TRANSFORMERS_SDPA_FORCE_GQA"
+    if next(model.parameters()).device.type != "cpu" or os.environ.get(key):
+        yield
+        return
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def common_prefix(rows: list[list[int]]) -> int:
     """How many leading tokens every row shares, leaving each row at least one of its own (the
     position whose logits give its first new token)."""
@@ -207,9 +229,11 @@ def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, 
                       (torch.arange(longest, device=device)[None, :] < lengths[:, None]).long()], dim=-1)
     position = shared + torch.arange(longest, device=device)[None, :].expand(len(rows), -1)
     last = (lengths - 1)[:, None]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
-                   logits_to_keep=last).logits[:, -1]
-    return decode_rows(model, cache, mask, shared + last, logits, max_new_tokens, eos_ids, stopped, rows, tail, budget)
+    with grouped_attention(model):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                       logits_to_keep=last).logits[:, -1]
+        return decode_rows(model, cache, mask, shared + last, logits, max_new_tokens, eos_ids, stopped, rows, tail,
+                           budget)
 
 
 @torch.no_grad()
@@ -504,8 +528,9 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
         mask = (torch.arange(int(prompt_len.max()), device=device)[None, :] < prompt_len[:, None]).long()
         cache = stacked_cache(model, parts, max_new_tokens + DRAFT_MOST)
         parts.clear()  # the loss passes' caches, cut back by views of their whole length: freed before decoding
-        new = decode_rows(model, cache, mask, (prompt_len - 1)[:, None], torch.cat(firsts), max_new_tokens, eos_ids,
-                          stopped, [list(data[j]["input_ids"][: lengths[j]]) for j in live], window)
+        with grouped_attention(model):  # the decoding only: the loss pass above keeps its kernels and digits
+            new = decode_rows(model, cache, mask, (prompt_len - 1)[:, None], torch.cat(firsts), max_new_tokens,
+                              eos_ids, stopped, [list(data[j]["input_ids"][: lengths[j]]) for j in live], window)
         COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as generate counts
         answers.update(zip(live, (cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True))))
     left = [j for j in range(len(data)) if j not in answers]  # prompts that fill max_length: generated alone
