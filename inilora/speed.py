@@ -467,7 +467,7 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
 
         device = devices.resolve(spec.get("device", "auto"))
         model = model.to(device=device, dtype=devices.dtype(spec.get("dtype", "auto"), device))
-    state = {"phase": None}
+    state = {"phase": None, "decoding": False}
     forward = model.forward
 
     @functools.wraps(forward)  # its signature, so the job still sees that it takes logits_to_keep
@@ -475,10 +475,11 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
         if state["phase"]:  # inside a phase timed as a whole (the held-out loss)
             return forward(*args, **kwargs)
         ids = kwargs.get("input_ids", args[0] if args else None)
-        phase = "decode" if ids is not None and ids.shape[1] == 1 else "prefill"
+        # a decode step: any forward of decode_rows (a drafted one runs several tokens per row), or one token per row
+        phase = "decode" if state["decoding"] or (ids is not None and ids.shape[1] == 1) else "prefill"
         if phase == "decode":
             counts["decode_steps"] += 1
-            counts["decode_rows"] += ids.shape[0]
+            counts["decode_rows"] += ids.numel()  # each row's token and its drafted ones
         with timed(phase):
             return forward(*args, **kwargs)
 
@@ -507,6 +508,17 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
     # answers and held-out loss in one pass: its forwards over whole prompts count as the prefill
     wrap(gen_module, "answers_and_losses", "generate, in all")
     wrap(gen_module, "heldout_losses", "held-out loss", during="held-out loss")
+    decode_rows = gen_module.decode_rows
+
+    def decoding(*args, **kwargs):
+        state["decoding"] = True
+        try:
+            return decode_rows(*args, **kwargs)
+        finally:
+            state["decoding"] = False
+
+    gen_module.decode_rows = decoding  # greedy_rows and answers_and_losses look it up when they run
+    patches.append((gen_module, "decode_rows", decode_rows))
     seen = {ex.question for d in spec.get("exclude", []) for ex in load_examples(d)}
     COUNTS["generated_tokens"] = 0
     try:
@@ -527,8 +539,9 @@ def evaluation_profile(config_path: str, bench: str, model_dir: str, adapter_dir
     rows = [{"phase": k, "seconds": times[k], "share": times[k] / total} for k in order if k in times]
     rows.append({"phase": "total", "seconds": total, "share": 1.0})
     kept = COUNTS["generated_tokens"]
-    rows.append({"phase": f"decode: {counts['decode_steps']} steps over {counts['decode_rows']} rows, {kept} tokens "
-                          f"kept ({kept / max(counts['decode_rows'], 1):.0%} of the rows computed); n = {result['n']}",
+    rows.append({"phase": f"decode: {counts['decode_steps']} steps over {counts['decode_rows']} positions (a row's "
+                          f"token and its drafted ones), {kept} tokens kept ({kept / max(counts['decode_rows'], 1):.0%} "
+                          f"of the positions computed); n = {result['n']}",
                  "seconds": times.get("decode", 0.0), "share": times.get("decode", 0.0) / total})
     return rows
 

@@ -118,11 +118,14 @@ def test_prompt_lookup_drafts_what_followed_the_latest_earlier_occurrence():
     assert look.draft(4) == []  # 3 never occurred before
 
 
-def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok_model, monkeypatch):
+@pytest.mark.parametrize("k_scale", [1, 10])
+def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok_model, monkeypatch, k_scale):
     """Decoding that checks tokens drafted from each row's own text (rows of different lengths
     taking different numbers of them, rejected positions masked) gives transformers' greedy
     outputs, with stop strings too, in fewer forwards; on a CPU its attention takes the grouped
-    key/value heads as they are, where transformers would copy them per query head."""
+    key/value heads as they are, where transformers would copy them per query head. ``k_scale``
+    widens the keys, so that attention is sharp and a wrong position or mask moves the outputs."""
+    import copy
     import os
 
     from transformers.integrations import sdpa_attention
@@ -131,6 +134,10 @@ def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok
     from inilora.evaluate.generate import COUNTS
 
     tok, model = tok_model
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.k_proj.weight.mul_(k_scale)
     copies = []
     repeat_kv = sdpa_attention.repeat_kv
     monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda x, n: copies.append(n) or repeat_kv(x, n))
@@ -150,6 +157,7 @@ def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok
         assert any(rows > 1 and width > 1 for rows, width in decoding)  # several rows checked drafts at once
         assert len(decoding) < max(len(tok(out[0], add_special_tokens=False)["input_ids"]) for out in ours)
     assert ours != free  # the stop string ended an output
+    assert generate(model, tok, prompts[:2], 0, batch_size=2, stops=[]) == [[""], [""]]  # nothing to generate
 
 
 def test_reserved_cache_gives_the_dynamic_caches_logits_bit_for_bit(tok_model):
@@ -372,7 +380,8 @@ def test_answers_and_losses_from_one_pass_equal_generation_and_the_heldout_loss_
     assert [len(ids) >= 96 for ids in tok(prompts)["input_ids"]].count(True) == 1
     free = generate(model, tok, prompts, 10, batch_size=32, stops=[])
     stops = [free[0][0][3:5], "Below is"]  # ends some answers early; the second occurs in every prompt
-    apart = generate(model, tok, prompts, 10, batch_size=32, stops=stops), heldout_losses(model, tok, examples, 96)
+    apart = (generate(model, tok, prompts, 10, batch_size=32, stops=stops, drop_finished=False, by_length=False),
+             heldout_losses(model, tok, examples, 96))  # transformers' generate, and the loss's own pass
     widths = []
     forward = model.forward
 

@@ -135,7 +135,7 @@ def grouped_attention(model):
     the block only, and only on a CPU, where transformers' own comment says CUDA would fall back to
     the math kernel. The greedy outputs on the default's benchmarks are the same (docs/speed.md)."""
     key = "TRANSFORMERS_SDPA_FORCE_GQA"
-    if next(model.parameters()).device.type != "cpu" or os.environ.get(key):
+    if next(model.parameters()).device.type != "cpu" or key in os.environ:  # a value set outside is left as it is
         yield
         return
     os.environ[key] = "1"
@@ -248,12 +248,14 @@ def decode_rows(model, cache, mask, position, logits, max_new_tokens: int, eos_i
     next token followed by its draft (at most ``budget`` tokens in all, so only a step of few rows
     drafts), and every drafted token that equals the argmax at the position before it is taken, with
     the argmax after the last one taken, as successive greedy steps would take them. A row's rejected
-    positions stay in the cache, masked, until no row holds anything after them. Greedy decoding
+    positions stay in the cache, masked; those after the last position any row keeps are cut off. Greedy decoding
     picks the same tokens whenever the logits of the several-token step give the same argmax as a
     one-token step's would; they differ in their last bits, as two batch layouts' do (the outputs
     on the default's benchmarks are compared in docs/speed.md). ``budget`` 0: one token per step."""
     live = list(range(mask.shape[0]))  # the original row of each row still in the batch
     new: list[list[int]] = [[] for _ in live]
+    if max_new_tokens < 1:
+        return new
     tails = [p[-tail:] if tail else [] for p in prompts]
     lookups = [PromptLookup(p) for p in prompts] if budget else []
     chosen = logits.to(dtype=torch.float32).argmax(dim=-1)[:, None].tolist()  # per row: each position's argmax
@@ -267,13 +269,13 @@ def decode_rows(model, cache, mask, position, logits, max_new_tokens: int, eos_i
             accepted = 0
             while accepted < len(draft) and draft[accepted] == argmax[accepted]:
                 accepted += 1
-            COUNTS["drafted_taken"] += accepted
             if draft:  # transformers' heuristic schedule for assistant models: 2 more after a draft taken whole, else 1 fewer
                 spans[row] = min(spans[row] + 2, DRAFT_MOST) if accepted == len(draft) else max(spans[row] - 1, 1)
             done = False
-            for token in argmax[: accepted + 1]:
+            for j, token in enumerate(argmax[: accepted + 1]):
                 new[row].append(token)  # an EOS token too, as generate keeps it (decoding skips it if special)
-                done = token in eos_ids or stopped(tails[row] + new[row]) or len(new[row]) == max_new_tokens
+                COUNTS["drafted_taken"] += j < accepted  # a drafted token, taken
+                done = token in eos_ids or stopped(tails[row] + new[row]) or len(new[row]) >= max_new_tokens
                 if done:
                     break
             if not done:
