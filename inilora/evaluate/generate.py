@@ -236,6 +236,11 @@ def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, 
                            budget)
 
 
+def first_columns(counts: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
+    """A rows x ``width`` mask whose row k is 1 in its first ``counts[k]`` columns (``counts``: rows x 1)."""
+    return (torch.arange(width, device=counts.device)[None, :] < counts).to(dtype)
+
+
 @torch.no_grad()
 def decode_rows(model, cache, mask, position, logits, max_new_tokens: int, eos_ids: set[int], stopped,
                 prompts: list[list[int]], tail: int, budget: int = DRAFT_BUDGET) -> list[list[int]]:
@@ -248,9 +253,9 @@ def decode_rows(model, cache, mask, position, logits, max_new_tokens: int, eos_i
     next token followed by its draft (at most ``budget`` tokens in all, so only a step of few rows
     drafts), and every drafted token that equals the argmax at the position before it is taken, with
     the argmax after the last one taken, as successive greedy steps would take them. A row's rejected
-    positions stay in the cache, masked; those after the last position any row keeps are cut off. Greedy decoding
-    picks the same tokens whenever the logits of the several-token step give the same argmax as a
-    one-token step's would; they differ in their last bits, as two batch layouts' do (the outputs
+    positions stay in the cache, masked; those after the last position any row keeps are cut off.
+    Greedy decoding picks the same tokens whenever the logits of the several-token step give the same
+    argmax as a one-token step's would; they differ in their last bits, as two batch layouts' do (the outputs
     on the default's benchmarks are compared in docs/speed.md). ``budget`` 0: one token per step."""
     live = list(range(mask.shape[0]))  # the original row of each row still in the batch
     new: list[list[int]] = [[] for _ in live]
@@ -290,23 +295,22 @@ def decode_rows(model, cache, mask, position, logits, max_new_tokens: int, eos_i
             cache.batch_select_indices(index)
             live = [live[k] for k in keep]
             mask, position = mask[index], position[index]
+        kept = torch.tensor(taken, device=mask.device)[:, None]
         if written:  # drop the positions no row keeps; mask each row's rejected ones
             width = max(taken)
             if width < written:
                 cache.crop(width - written)
             base = mask.shape[1] - written
-            mask = mask[:, : base + width].clone()
-            for k, n in enumerate(taken):
-                mask[k, base + n :] = 0
-        position = position + torch.tensor(taken, device=position.device)[:, None]
+            mask = torch.cat([mask[:, :base], first_columns(kept, width, mask.dtype)], dim=-1)
+        position = position + kept
         most = min(DRAFT_MOST, budget // len(live) - 1) if budget else 0
         drafts = [lookups[row].draft(min(most, spans[row], max_new_tokens - len(new[row]) - 1)) if most > 0 else []
                   for row in live]
         width = 1 + max(len(d) for d in drafts)
         inputs = [[new[row][-1]] + d for row, d in zip(live, drafts)]  # its last token, then its draft
         ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in inputs], device=mask.device)
-        fresh = torch.tensor([[int(j < len(r)) for j in range(width)] for r in inputs], device=mask.device)
-        mask = torch.cat([mask, fresh.to(mask.dtype)], dim=-1)
+        real = torch.tensor([len(r) for r in inputs], device=mask.device)[:, None]
+        mask = torch.cat([mask, first_columns(real, width, mask.dtype)], dim=-1)
         steps = position + 1 + torch.arange(width, device=position.device)[None, :]
         logits = model(input_ids=ids, attention_mask=mask, position_ids=steps, cache=cache, use_cache=True,
                        logits_to_keep=width).logits
