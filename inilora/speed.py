@@ -311,19 +311,22 @@ GENERATE_RUNS = [  # label, batch (None: the benchmark's own), generate options
     ("dataset order, every row to the end (transformers generate)", None, {"by_length": False, "drop_finished": False}),
     ("longest prompts first", None, {"drop_finished": False}),
     ("longest first, shared prefix once, finished rows dropped", None, {"draft_budget": 0}),
-    ("and drafted tokens checked (the default)", None, {}),
+    ("and drafted tokens checked", None, {"prefill_overhead": None}),
+    ("and the prefill in groups of similar length (the default)", None, {}),
     ("the default at batch 16", 16, {}),
     ("static cache", None, {"kv_cache": "static", "by_length": False}),
 ]
 
 
 def generation_times(model_path: str, config_path: str, benches: list[str], compile: bool = False,
-                     single: bool = False) -> tuple[list[dict], list[dict]]:
+                     single: bool = False, overheads: tuple[int, ...] = ()) -> tuple[list[dict], list[dict]]:
     """Greedy generation of each benchmark's prompts with its own settings, side by side in one
     process: as transformers' ``generate`` runs it (dataset order, every row computed until the
     batch's last is done), longest prompts first, with the shared prefix prefilled once and finished
-    rows dropped too, with drafted tokens checked too (the default), at batch 16, with the static
-    cache (and compiled, if asked), and one prompt at a time (if asked). Each run's time, generated
+    rows dropped too, with drafted tokens checked too, with the prefill in groups of similar length
+    too (the default), at batch 16, with the static cache (and compiled, if asked), one prompt at a
+    time (if asked), and the default with the prefill split at each of ``overheads`` (a forward's
+    cost in tokens, :func:`inilora.evaluate.generate.prefill_groups`). Each run's time, generated
     tokens/s, decode steps of :func:`decode_rows` with the tokens it drafted and took, share of the
     machine's bound (:func:`decode_bound`) and how many outputs equal the first run's. Returns
     (rows, bounds)."""
@@ -340,6 +343,8 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
         runs.append(("static cache, torch.compile", None, {"kv_cache": "static", "by_length": False, "compile": True}))
     if single:
         runs.append(("one at a time", 1, {}))
+    runs += [(f"the default, prefill groups at an overhead of {n} tokens", None, {"prefill_overhead": n})
+             for n in overheads]
     rows, contexts = [], {}
     for bench in benches:
         b = config["benchmarks"][bench]
@@ -680,6 +685,8 @@ def main(argv=None) -> None:
     g.add_argument("--benchmarks", nargs="+", default=["chain_sum", "gsm_symbolic", "champ", "humaneval"])
     g.add_argument("--compile", action="store_true", help="also time the static cache under torch.compile")
     g.add_argument("--single", action="store_true", help="also generate one prompt at a time")
+    g.add_argument("--prefill-overheads", type=int, nargs="*", default=[],
+                   help="also the default with the prefill grouped at each of these overheads (tokens a forward costs)")
     e = sub.add_parser("evaluate", help="one evaluation job end to end, split by phase")
     e.add_argument("--config", default="config.yaml", help="the workflow config that names the benchmark")
     e.add_argument("--bench", required=True, help="a benchmark of the config")
@@ -737,7 +744,8 @@ def main(argv=None) -> None:
     if a.what == "generate":
         print(f"# generation benchmark: {a.model}; {a.config}: {a.benchmarks}; greedy; torch threads "
               f"{torch.get_num_threads()}")
-        rows, bounds = generation_times(a.model, a.config, a.benchmarks, compile=a.compile, single=a.single)
+        rows, bounds = generation_times(a.model, a.config, a.benchmarks, compile=a.compile, single=a.single,
+                                        overheads=tuple(a.prefill_overheads))
         print_table(rows)
         print("\n# the bound of one decode step on this machine (inilora.speed.decode_bound)")
         print_table(bounds)

@@ -47,6 +47,8 @@ def test_batched_generation_equals_one_at_a_time(tok_model):
 def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(tok_model):
     """Rows that end early (a stop string, an EOS token) leave the batch; the outputs are the ones
     transformers' generate gives with every row kept, in the prompts' order."""
+    from inilora.evaluate.generate import ReservedLayer
+
     tok, model = tok_model
     prompts = ["12 + 7 =", "The answer is: 3 and then a longer prompt 4 5 6", "Below", "a b", "Below is 1 2 3 4"]
     free = generate(model, tok, prompts, 12, batch_size=5, stops=[], drop_finished=False, by_length=False)
@@ -59,7 +61,8 @@ def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(to
 
     @functools.wraps(forward)  # its signature: generate sees that it takes logits_to_keep
     def counting(*args, **kwargs):
-        sizes.append(kwargs["input_ids"].shape[0])
+        if isinstance(getattr(kwargs.get("cache"), "layers", [None])[0], ReservedLayer):  # a decode step's (the prefill's caches are plain)
+            sizes.append(kwargs["input_ids"].shape[0])
         return forward(*args, **kwargs)
 
     before = tok.eos_token
@@ -80,29 +83,67 @@ def test_dropping_finished_rows_and_sorting_by_length_change_no_greedy_output(to
     # the stop string across the prompt's end stopped the row after its first token
     assert reference[2][0] == tok.decode(tok(free[2][0])["input_ids"][:1]) != free[2][0]
     assert len(reference[4][0]) > 1  # "Below is" in the prompt stopped nothing
-    assert sizes[0] == 5 and min(sizes) < 5 and sizes == sorted(sizes, reverse=True)  # the batch shrank
+    assert sizes[0] <= 5 and min(sizes) < sizes[0] and sizes == sorted(sizes, reverse=True)  # the batch shrank
 
 
-def test_a_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(tok_model):
+@pytest.mark.parametrize("overhead", [0, 24, None])
+def test_a_shared_prefix_is_prefilled_once_and_changes_no_greedy_output(tok_model, monkeypatch, overhead):
     """Prompts that begin alike (the Alpaca preamble) prefill their shared tokens once, as one row,
-    then their own tokens; the greedy outputs are transformers' generate's, with stop strings too."""
+    then their own tokens, longest first, in groups each padded to its own longest (a group per row,
+    the default's split, one group); the greedy outputs are transformers' generate's, with stop
+    strings too."""
     from inilora.data import prompt
-    from inilora.evaluate.generate import common_prefix
+    from inilora.evaluate import generate as generation
+    from inilora.evaluate.generate import common_prefix, prefill_groups
 
+    monkeypatch.setitem(generation.PREFILL_OVERHEAD, "cpu", overhead)
     tok, model = tok_model
     prompts = [prompt(q) for q in ["12 + 7", "What is 3 times 4 and then 5?", "a", "Below is 1 2 3 4 5 6 7 8"]]
     ids = tok(prompts)["input_ids"]
     shared = common_prefix(ids)
     assert shared > 10 and all(i[:shared] == ids[0][:shared] for i in ids) and len({i[shared] for i in ids}) > 1
     assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # a row keeps its last token to predict from
+    own = sorted((len(i) - shared for i in ids), reverse=True)
+    assert len(set(own)) == 4  # so a group per row differs from one group
+    groups = prefill_groups(own, overhead)
+    assert len(groups) == {0: 4, None: 1}.get(overhead, len(groups))
     free = generate(model, tok, prompts, 12, batch_size=4, stops=[], drop_finished=False, by_length=False)
     stops = [free[1][0][2:4]]
     for stop in ([], stops):
         with input_shapes(model) as shapes:
             ours = generate(model, tok, prompts, 12, batch_size=4, stops=stop)
         assert ours == generate(model, tok, prompts, 12, batch_size=4, stops=stop, drop_finished=False, by_length=False)
-    assert shapes[:2] == [(1, shared), (4, max(len(i) for i in ids) - shared)]  # the prefix once, then the rest
+        # the prefix once, then each group's own tokens, padded to its longest
+        assert shapes[: 1 + len(groups)] == [(1, shared)] + [(len(g), own[g[0]]) for g in groups]
     assert ours != free  # the stop string ended an output
+
+
+def test_prefill_groups_are_the_cheapest_split():
+    """The prefill's groups are the split of the rows (longest first) into consecutive groups with
+    the least summed cost, the overhead plus rows x the group's longest per group: every split of
+    some batches checked."""
+    import itertools
+    import random
+
+    from inilora.evaluate.generate import prefill_groups
+
+    def cost(groups, lengths, overhead):
+        return sum(overhead + len(g) * lengths[g[0]] for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(40):
+        lengths = sorted((rng.randint(1, 200) for _ in range(rng.randint(1, 9))), reverse=True)
+        overhead = rng.choice([0, 1, 24, 500])
+        groups = prefill_groups(lengths, overhead)
+        assert [k for g in groups for k in g] == list(range(len(lengths)))  # every row once, in order
+        splits = [[range(a, b) for a, b in zip((0, *cuts), (*cuts, len(lengths)))]
+                  for n in range(len(lengths)) for cuts in itertools.combinations(range(1, len(lengths)), n)]
+        assert cost(groups, lengths, overhead) == min(cost(s, lengths, overhead) for s in splits)
+    assert prefill_groups([9, 5, 5, 1], None) == [range(4)]
+    assert prefill_groups([100, 10], 24) == [range(1), range(1, 2)]  # 24 + 100 + 24 + 10 < 24 + 200
+    assert prefill_groups([100, 90], 24) == [range(2)]
+    with pytest.raises(ValueError, match="longest first"):
+        prefill_groups([1, 5], 24)
 
 
 def test_prompt_lookup_drafts_what_followed_the_latest_earlier_occurrence():

@@ -195,18 +195,55 @@ class PromptLookup:
         return []
 
 
+# A forward's cost beyond its tokens', in tokens, per device type: on SmolLM2 on one CPU thread a
+# prefill forward takes about 60 to 80 ms plus 3 to 3.6 ms a token (docs/speed.md), so a row added
+# to a group pays for its padding and a group of its own pays about 24 tokens. A GPU runs a batch's
+# padding nearly for free and pays a forward's weight reads per group: one group there, as before,
+# until it is measured (scripts/gpu_rehearsal.sh).
+PREFILL_OVERHEAD = {"cpu": 24}
+
+
+def prefill_groups(lengths: list[int], overhead: int | None) -> list[range]:
+    """Consecutive groups of rows whose lengths (longest first) are ``lengths``, each prefilled as one
+    right-padded forward, chosen to minimise the summed cost, ``overhead`` + rows x the group's
+    longest per group, in tokens (dynamic programming over the split points: at most a batch's
+    rows squared steps). ``overhead`` None: one group."""
+    if any(a < b for a, b in zip(lengths, lengths[1:])):
+        raise ValueError(f"lengths {lengths}: prefill_groups takes them longest first")
+    n = len(lengths)
+    if overhead is None:
+        return [range(n)]
+    best = [0] + [None] * n  # best[j]: the cheapest cost of the first j rows; start[j]: its last group's start
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            cost = best[i] + overhead + (j - i) * lengths[i]
+            if best[j] is None or cost < best[j]:
+                best[j], start[j] = cost, i
+    groups, j = [], n
+    while j:
+        groups.append(range(start[j], j))
+        j = start[j]
+    return groups[::-1]
+
+
 @torch.no_grad()
 def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, eos_ids: set[int], stopped,
-                tail: int = 0, budget: int = DRAFT_BUDGET) -> list[list[int]]:
+                tail: int = 0, budget: int = DRAFT_BUDGET, overhead: int | None | str = "device") -> list[list[int]]:
     """Greedy decoding of the prompts ``rows`` (token ids) that prefills their shared leading tokens
     once and drops each row from the batch once it is done, so a decode step computes only the rows
     still generating. ``transformers``' ``generate`` prefills every row's copy of a shared prefix (the
     Alpaca preamble is most of a short prompt's tokens) and keeps a finished row in the batch
     (padding it) until the last row is done.
 
-    The prefix (:func:`common_prefix`) runs once, its KV cache is repeated for every row, and the
-    rows' own tokens follow it, right-padded, at positions that continue it; each row's first new
-    token comes from the logits at its last prompt position. The decode steps are
+    The prefix (:func:`common_prefix`) runs once and its KV cache is repeated for every row. The
+    rows' own tokens follow it at positions that continue it, longest first, in the groups of
+    :func:`prefill_groups` at ``overhead`` ("device": :data:`PREFILL_OVERHEAD` of the model's
+    device type; None: one group). Each group is one forward, right-padded
+    to its own longest row, so a short row does not pay for the longest row's padding (on the
+    default's benchmarks a third of one padded forward's tokens were padding, docs/speed.md). The
+    groups' caches are stacked into one (:func:`stacked_cache`), each row's padding masked. Each
+    row's first new token comes from the logits at its last prompt position. The decode steps are
     :func:`decode_rows`: what ``generate`` does for greedy decoding without logits processors (the
     model's forward with the KV cache, the last position's logits in float32, their argmax). The
     cache is :func:`reserved_cache`, so a step writes its keys and values in place. A row is done at
@@ -215,25 +252,42 @@ def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, 
     a left-padded batch's in their last bits, as any two batch layouts' do; the greedy outputs are
     ``generate``'s (tests/test_evaluate.py, and on the default's benchmarks docs/speed.md).
     Returns each row's new tokens."""
+    from transformers import DynamicCache
+
     device = next(model.parameters()).device
     shared = common_prefix(rows) if len(rows) > 1 else 0  # one row: nothing to share
-    own = [r[shared:] for r in rows]
-    longest = max(len(r) for r in own)
-    cache = reserved_cache(model, max_new_tokens + DRAFT_MOST)  # room for the answer and a last step's drafts
+    order = sorted(range(len(rows)), key=lambda k: -len(rows[k]))  # longest first (stable)
+    own = [rows[k][shared:] for k in order]
+    prefix = DynamicCache(config=model.config.get_text_config(decoder=True))
     if shared:
-        model(input_ids=torch.tensor([rows[0][:shared]], device=device), cache=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(len(rows))
-    ids = torch.tensor([r + [pad_id] * (longest - len(r)) for r in own], device=device)
-    lengths = torch.tensor([len(r) for r in own], device=device)
-    mask = torch.cat([torch.ones(len(rows), shared, dtype=torch.long, device=device),
-                      (torch.arange(longest, device=device)[None, :] < lengths[:, None]).long()], dim=-1)
-    position = shared + torch.arange(longest, device=device)[None, :].expand(len(rows), -1)
-    last = (lengths - 1)[:, None]
+        model(input_ids=torch.tensor([rows[0][:shared]], device=device), cache=prefix, use_cache=True,
+              logits_to_keep=1)
+    parts, firsts = [], []
     with grouped_attention(model):
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
-                       logits_to_keep=last).logits[:, -1]
-        return decode_rows(model, cache, mask, shared + last, logits, max_new_tokens, eos_ids, stopped, rows, tail,
-                           budget)
+        for group in prefill_groups([len(r) for r in own], PREFILL_OVERHEAD.get(device.type) if overhead == "device" else overhead):
+            cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+            for index, layer in enumerate(prefix.layers if shared else []):
+                cache.update(*(x.expand(len(group), -1, -1, -1) for x in (layer.keys, layer.values)), index)
+            longest = len(own[group[0]])
+            ids = torch.tensor([own[k] + [pad_id] * (longest - len(own[k])) for k in group], device=device)
+            lengths = torch.tensor([len(own[k]) for k in group], device=device)
+            mask = torch.cat([torch.ones(len(group), shared, dtype=torch.long, device=device),
+                              first_columns(lengths[:, None], longest, torch.long)], dim=-1)
+            position = shared + torch.arange(longest, device=device)[None, :].expand(len(group), -1)
+            firsts.append(model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache,
+                                use_cache=True, logits_to_keep=(lengths - 1)[:, None]).logits[:, -1])
+            parts.append((cache, shared + longest))
+        lengths = torch.tensor([len(r) for r in own], device=device)
+        mask = torch.cat([torch.ones(len(rows), shared, dtype=torch.long, device=device),
+                          first_columns(lengths[:, None], len(own[0]), torch.long)], dim=-1)
+        cache = stacked_cache(model, parts, max_new_tokens + DRAFT_MOST)  # room for the answer and a step's drafts
+        parts.clear()
+        new = decode_rows(model, cache, mask, shared + (lengths - 1)[:, None], torch.cat(firsts), max_new_tokens,
+                          eos_ids, stopped, [rows[k] for k in order], tail, budget)
+    out: list[list[int]] = [[] for _ in rows]
+    for k, tokens in zip(order, new):
+        out[k] = tokens
+    return out
 
 
 def first_columns(counts: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
@@ -325,7 +379,7 @@ def decode_rows(model, cache, mask, position, logits, max_new_tokens: int, eos_i
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 32, desc: str = "generate",
              stops: list[str] = STOP_STRINGS, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
              seed: int = 0, kv_cache: str = "dynamic", compile: bool = False, by_length: bool = True,
-             drop_finished: bool = True, draft_budget: int = DRAFT_BUDGET) -> list[list[str]]:
+             drop_finished: bool = True, draft_budget: int = DRAFT_BUDGET, prefill_overhead: int | None | str = "device") -> list[list[str]]:
     """Batched generation with the KV cache: ``samples`` outputs per prompt, greedy when
     ``temperature`` is 0, else nucleus sampling (seeded, transformers' ``generate`` with left
     padding), each cut at ``stops``.
@@ -340,7 +394,11 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     head everywhere (no ``logits_to_keep``) or has sliding-window layers, ``generate`` runs. Neither
     changes a greedy output
     (tests/test_evaluate.py); ``draft_budget``: the tokens a decode step of :func:`greedy_rows` may
-    check, drafts included (:func:`decode_rows`; 0 drafts nothing). ``python -m inilora.speed
+    check, drafts included (:func:`decode_rows`; 0 drafts nothing); ``prefill_overhead``: the cost
+    of a forward, in tokens, that splits its prompts' prefill into groups of similar length
+    (:func:`prefill_groups`; "device": :data:`PREFILL_OVERHEAD` of the model's device; None: one
+    forward per batch).
+    ``python -m inilora.speed
     generate`` compares them all side by side.
     """
     if kv_cache not in KV_CACHES:
@@ -372,7 +430,7 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
         if shrink:
             new = greedy_rows(model, [encoded[j] for j in rows], tok.pad_token_id or 0, max_new_tokens, eos_ids,
                               (lambda t: stop_reached(tok, t, stops, window)) if stops else (lambda t: False),
-                              tail=window, budget=draft_budget)
+                              tail=window, budget=draft_budget, overhead=prefill_overhead)
             COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as below
             texts = [cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True)]
             done.update((j, [text]) for j, text in zip(rows, texts))
@@ -453,13 +511,16 @@ def heldout_losses(model, tok, examples: list[Example], max_length: int, suffix:
 def stacked_cache(model, parts: list[tuple[object, int]], room: int):
     """One KV cache (:func:`reserved_cache`, ``room`` positions to spare) holding the rows of several
     (``cache``, ``length``) parts, each part's positions right-padded with zeros to the longest (a
-    row's mask leaves its padding out)."""
+    row's mask leaves its padding out). Each part's layer is emptied once stacked, so the memory held
+    grows by about one layer's cache rather than doubling."""
     longest = max(n for _, n in parts)
     stacked = reserved_cache(model, room)
     for index in range(len(parts[0][0].layers)):
         keys, values = ([torch.nn.functional.pad(getattr(cache.layers[index], name), (0, 0, 0, longest - n))
                          for cache, n in parts] for name in ("keys", "values"))
         stacked.update(torch.cat(keys), torch.cat(values), index)
+        for cache, _ in parts:
+            cache.layers[index].keys = cache.layers[index].values = None
     return stacked
 
 
