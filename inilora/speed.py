@@ -270,24 +270,35 @@ def print_table(rows: list[dict]) -> None:
 def decode_bound(model, batch: int, context: int, repeats: int = 5) -> dict:
     """What one greedy decode step of ``batch`` sequences at ``context`` cached tokens cannot beat on
     this machine: every ``nn.Linear`` of ``model`` (attention, MLP, the LM head) applied to one token
-    per sequence, timed bare (best of ``repeats``), and the bytes the step must read (the weights once,
-    the KV cache once) at the measured copy rate. FLOPs: 2 per weight per sequence, plus attention's
-    4 x layers x key-value width x context per sequence."""
+    per sequence, timed bare (best of ``repeats``) with the faster of torch's product and, on a CPU,
+    oneDNN's on packed weights (:func:`inilora.evaluate.generate.packed_weights`), and the bytes the
+    step must read (the weights once, the KV cache once) at the measured copy rate. FLOPs: 2 per
+    weight per sequence, plus attention's 4 x layers x key-value width x context per sequence."""
     import torch.nn.functional as F
+
+    from inilora.evaluate.generate import packed_linear, packed_weights
 
     device = next(model.parameters()).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     xs = [torch.randn(batch, lin.in_features, dtype=lin.weight.dtype, device=device) for lin in linears]
-    best = float("inf")
+    packed = packed_weights(model)
+    ways = {"torch": lambda x, lin: F.linear(x, lin.weight)}
+    if len(packed) == len(linears):
+        ways["oneDNN, packed"] = lambda x, lin: packed_linear(packed[lin], lin.bias, x)
+    times = {}
     with torch.no_grad():
-        for _ in range(repeats + 1):  # the first is a warm-up
-            sync()
-            t = time.perf_counter()
-            for x, lin in zip(xs, linears):
-                F.linear(x, lin.weight)
-            sync()
-            best = min(best, time.perf_counter() - t)
+        for name, product in ways.items():
+            times[name] = float("inf")
+            for _ in range(repeats + 1):  # the first is a warm-up
+                sync()
+                t = time.perf_counter()
+                for x, lin in zip(xs, linears):
+                    product(x, lin)
+                sync()
+                times[name] = min(times[name], time.perf_counter() - t)
+    kernel = min(times, key=times.get)
+    best = times[kernel]
     cfg = model.config
     layers = cfg.num_hidden_layers
     heads = cfg.num_attention_heads
@@ -302,7 +313,8 @@ def decode_bound(model, batch: int, context: int, repeats: int = 5) -> dict:
     memory_s = (weight_bytes + cache_bytes) / (copy_gbs / 2 * 1e9)  # the copy rate counts read and write
     floor_s = max(best, memory_s)
     return {"batch": batch, "context": context, "gflop_per_step": flops / 1e9,
-            "gb_read_per_step": (weight_bytes + cache_bytes) / 1e9, "matmul_ms": best * 1e3,
+            "gb_read_per_step": (weight_bytes + cache_bytes) / 1e9, "product": kernel,
+            "torch_matmul_ms": times["torch"] * 1e3, "matmul_ms": best * 1e3,
             "matmul_gflops": 2 * weights * batch / best / 1e9, "copy_gbs": copy_gbs, "memory_ms": memory_s * 1e3,
             "floor_tokens_per_s": batch / floor_s}
 
@@ -310,9 +322,10 @@ def decode_bound(model, batch: int, context: int, repeats: int = 5) -> dict:
 GENERATE_RUNS = [  # label, batch (None: the benchmark's own), generate options
     ("dataset order, every row to the end (transformers generate)", None, {"by_length": False, "drop_finished": False}),
     ("longest prompts first", None, {"drop_finished": False}),
-    ("longest first, shared prefix once, finished rows dropped", None, {"draft_budget": 0}),
-    ("and drafted tokens checked", None, {"prefill_overhead": None}),
-    ("and the prefill in groups of similar length (the default)", None, {}),
+    ("longest first, shared prefix once, finished rows dropped", None, {"draft_budget": 0, "pack": False}),
+    ("and drafted tokens checked", None, {"prefill_overhead": None, "pack": False}),
+    ("and the prefill in groups of similar length", None, {"pack": False}),
+    ("and the weights packed for oneDNN (the default)", None, {}),
     ("the default at batch 16", 16, {}),
     ("static cache", None, {"kv_cache": "static", "by_length": False}),
 ]
@@ -324,7 +337,7 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
     process: as transformers' ``generate`` runs it (dataset order, every row computed until the
     batch's last is done), longest prompts first, with the shared prefix prefilled once and finished
     rows dropped too, with drafted tokens checked too, with the prefill in groups of similar length
-    too (the default), at batch 16, with the static cache (and compiled, if asked), one prompt at a
+    too, with the linear layers' weights packed for oneDNN too (the default), at batch 16, with the static cache (and compiled, if asked), one prompt at a
     time (if asked), and the default with the prefill split at each of ``overheads`` (a forward's
     cost in tokens, :func:`inilora.evaluate.generate.prefill_groups`). Each run's time, generated
     tokens/s, decode steps of :func:`decode_rows` with the tokens it drafted and took, share of the

@@ -1,6 +1,7 @@
 """The benchmark kinds dispatched by inilora.evaluate, on a tiny random Llama (CPU, seconds)."""
 
 import contextlib
+import copy
 import functools
 
 import pytest
@@ -199,6 +200,49 @@ def test_drafted_tokens_are_taken_only_where_greedy_decoding_would_take_them(tok
         assert len(decoding) < max(len(tok(out[0], add_special_tokens=False)["input_ids"]) for out in ours)
     assert ours != free  # the stop string ended an output
     assert generate(model, tok, prompts[:2], 0, batch_size=2, stops=[]) == [[""], [""]]  # nothing to generate
+
+
+def test_packed_weights_run_every_linear_layer_inside_the_block_only(tok_model, monkeypatch):
+    """On a CPU every float32 linear layer gets a copy of its weight packed for oneDNN; inside
+    running_packed the layers compute their products from it (the logits agree with MKL's to float32
+    rounding and give the same greedy outputs as transformers' generate), outside and after the block
+    they are MKL's again bit for bit; a nested block leaves the outer one's layers alone; nothing is
+    packed where oneDNN is missing or the copy would not fit."""
+    from inilora.evaluate import generate as generation
+    from inilora.evaluate.generate import packed_weights, running_packed
+
+    tok, model = tok_model
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    packed = packed_weights(model)
+    assert set(packed) == set(linears) and len(linears) > 5
+    ids = tok(["12 + 7 = 19 and then some more words"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        calls = []
+        real = generation.packed_linear
+        monkeypatch.setattr(generation, "packed_linear", lambda *a: calls.append(1) or real(*a))
+        with running_packed(packed):
+            inside = model(input_ids=ids).logits
+            assert len(calls) == len(linears)  # every layer once
+            with running_packed(packed):
+                pass
+            assert all("forward" in vars(m) for m in linears)  # the inner block left the outer one's layers
+        after = model(input_ids=ids).logits
+    assert len(calls) == len(linears) and all("forward" not in vars(m) for m in linears)
+    assert torch.allclose(inside, before, atol=1e-5) and torch.equal(after, before)
+    prompts = ["12 + 7 =", "The answer is: 3 and then a longer prompt 4 5 6", "Below"]
+    reference = generate(model, tok, prompts, 10, batch_size=3, stops=[], drop_finished=False, by_length=False)
+    calls.clear()
+    assert generate(model, tok, prompts, 10, batch_size=3, stops=[]) == reference and calls
+    calls.clear()
+    assert generate(model, tok, prompts, 10, batch_size=3, stops=[], pack=False) == reference and not calls
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert packed_weights(model) == {}
+    monkeypatch.undo()
+    monkeypatch.setattr(generation.os, "sysconf", lambda name: 1)  # one page of one byte free
+    assert packed_weights(model) == {}
+    monkeypatch.undo()
+    assert packed_weights(copy.deepcopy(model).to(torch.bfloat16)) == {}  # float32 only
 
 
 def test_reserved_cache_gives_the_dynamic_caches_logits_bit_for_bit(tok_model):
@@ -426,9 +470,12 @@ def test_answers_and_losses_from_one_pass_equal_generation_and_the_heldout_loss_
     widths = []
     forward = model.forward
 
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
     def recording(*args, **kwargs):
         cache = kwargs.get("cache")  # a decode step's holds the prompts already
-        widths.append((*kwargs["input_ids"].shape, cache is not None and cache.get_seq_length() > 0))
+        widths.append((*kwargs["input_ids"].shape, cache is not None and cache.get_seq_length() > 0,
+                       sum("forward" in vars(m) for m in linears)))  # layers on packed weights
         return forward(*args, **kwargs)
 
     model.forward = recording
@@ -438,9 +485,12 @@ def test_answers_and_losses_from_one_pass_equal_generation_and_the_heldout_loss_
         model.forward = forward
     assert [[a] for a in answers] == apart[0] and answers != [f[0] for f in free]
     assert losses == apart[1] and losses[20] == (0.0, 0)  # the digits of heldout_losses; nothing left to score
-    whole = [n for n, _, decoding in widths if not decoding]  # forwards over prompts: the 3 loss batches, then item 20
+    whole = [n for n, _, decoding, _ in widths if not decoding]  # forwards over prompts: the 3 loss batches, then item 20
     assert whole == [LOSS_BATCH, LOSS_BATCH, 37 - 2 * LOSS_BATCH, 1]
-    assert max(n for n, _, decoding in widths if decoding) == 2 * LOSS_BATCH - 1  # two loss batches decode as one
+    assert max(n for n, _, decoding, _ in widths if decoding) == 2 * LOSS_BATCH - 1  # two loss batches decode as one
+    # the loss batches on MKL's products, so their digits stay, and the decode steps on packed weights (item 20
+    # goes to transformers' generate here: the recording forward hides that the model takes logits_to_keep)
+    assert [p for *_, p in widths] == [len(linears) if d and n > 1 else 0 for n, _, d, _ in widths]
     with pytest.raises(ValueError, match="at least the loss's batch"):
         answers_and_losses(model, tok, examples, 96, "", 10, batch_size=8)
     assert HFGenerate(model, tok).one_pass(32) and not HFGenerate(model, tok).one_pass(8)

@@ -5,6 +5,7 @@ reference answers, and the optional vLLM backend."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -145,6 +146,44 @@ def grouped_attention(model):
         os.environ.pop(key, None)
 
 
+def packed_weights(model) -> dict:
+    """On a CPU, a copy of each float32 ``nn.Linear`` weight of ``model`` in oneDNN's packed layout
+    (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing uses), for
+    :func:`running_packed`: at the few rows of a decode step MKL's product runs the model's linear
+    layers at 20 to 40 GFLOP/s on one thread, oneDNN's on packed weights 1.3 to 2 times as fast, and
+    SmolLM2's 49k-word head 1.8 to 2.9 times (docs/speed.md). Empty (nothing packed) off a CPU,
+    without oneDNN, or where the copy would take more than a quarter of the memory free now (a
+    7B model's 28 GB, say). Packing SmolLM2 takes about half a second."""
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32
+               and m.weight.device.type == "cpu"]
+    size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if not linears or not torch.backends.mkldnn.is_available() or size > free / 4:
+        return {}
+    return {m: torch.ops.mkldnn._reorder_linear_weight(m.weight.detach()) for m in linears}
+
+
+def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear``'s forward from a weight packed by :func:`packed_weights`."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@contextlib.contextmanager
+def running_packed(packed: dict):
+    """Inside the block, each linear layer of ``packed`` (:func:`packed_weights`) computes its
+    product from its packed weight. The products differ from MKL's in their last bits, as two batch
+    layouts' do; the greedy outputs on the default's benchmarks are the same (docs/speed.md), and
+    the held-out loss never runs inside the block, so its digits stay MKL's."""
+    patched = [m for m in packed if "forward" not in vars(m)]  # a layer patched by an outer block is left to it
+    for m in patched:
+        m.forward = functools.partial(packed_linear, packed[m], None if m.bias is None else m.bias.detach())
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
 def common_prefix(rows: list[list[int]]) -> int:
     """How many leading tokens every row shares, leaving each row at least one of its own (the
     position whose logits give its first new token)."""
@@ -229,7 +268,8 @@ def prefill_groups(lengths: list[int], overhead: int | None) -> list[range]:
 
 @torch.no_grad()
 def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, eos_ids: set[int], stopped,
-                tail: int = 0, budget: int = DRAFT_BUDGET, overhead: int | None | str = "device") -> list[list[int]]:
+                tail: int = 0, budget: int = DRAFT_BUDGET, overhead: int | None | str = "device",
+                packed: dict | None = None) -> list[list[int]]:
     """Greedy decoding of the prompts ``rows`` (token ids) that prefills their shared leading tokens
     once and drops each row from the batch once it is done, so a decode step computes only the rows
     still generating. ``transformers``' ``generate`` prefills every row's copy of a shared prefix (the
@@ -250,8 +290,15 @@ def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, 
     an EOS token (kept, as ``generate`` keeps it), when ``stopped(tokens)`` is true of its prompt's
     last ``tail`` tokens followed by its new ones, or at ``max_new_tokens``. The logits differ from
     a left-padded batch's in their last bits, as any two batch layouts' do; the greedy outputs are
-    ``generate``'s (tests/test_evaluate.py, and on the default's benchmarks docs/speed.md).
-    Returns each row's new tokens."""
+    ``generate``'s (tests/test_evaluate.py, and on the default's benchmarks docs/speed.md). Every
+    forward runs under :func:`running_packed` with ``packed`` (None: :func:`packed_weights`, packed
+    here; ``{}``: MKL's products). Returns each row's new tokens."""
+    with running_packed(packed_weights(model) if packed is None else packed):
+        return _greedy_rows(model, rows, pad_id, max_new_tokens, eos_ids, stopped, tail, budget, overhead)
+
+
+def _greedy_rows(model, rows, pad_id, max_new_tokens, eos_ids, stopped, tail, budget, overhead) -> list[list[int]]:
+    """:func:`greedy_rows`' work."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -379,7 +426,8 @@ def decode_rows(model, cache, mask, position, logits, max_new_tokens: int, eos_i
 def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: int = 32, desc: str = "generate",
              stops: list[str] = STOP_STRINGS, samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
              seed: int = 0, kv_cache: str = "dynamic", compile: bool = False, by_length: bool = True,
-             drop_finished: bool = True, draft_budget: int = DRAFT_BUDGET, prefill_overhead: int | None | str = "device") -> list[list[str]]:
+             drop_finished: bool = True, draft_budget: int = DRAFT_BUDGET, prefill_overhead: int | None | str = "device",
+             pack: bool = True) -> list[list[str]]:
     """Batched generation with the KV cache: ``samples`` outputs per prompt, greedy when
     ``temperature`` is 0, else nucleus sampling (seeded, transformers' ``generate`` with left
     padding), each cut at ``stops``.
@@ -397,7 +445,8 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     check, drafts included (:func:`decode_rows`; 0 drafts nothing); ``prefill_overhead``: the cost
     of a forward, in tokens, that splits its prompts' prefill into groups of similar length
     (:func:`prefill_groups`; "device": :data:`PREFILL_OVERHEAD` of the model's device; None: one
-    forward per batch).
+    forward per batch); ``pack``: :func:`greedy_rows` computes its linear layers from weights
+    packed for oneDNN (:func:`packed_weights`, once per call), else with MKL's products.
     ``python -m inilora.speed
     generate`` compares them all side by side.
     """
@@ -424,13 +473,14 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     encoded = tok(list(prompts))["input_ids"]
     order = sorted(range(len(prompts)), key=lambda j: -len(encoded[j])) if by_length else list(range(len(prompts)))
     done: dict[int, list[str]] = {}
+    packed = packed_weights(model) if shrink and pack else {}
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, mininterval=2):
         rows = order[i : i + batch_size]
         chunk = [prompts[j] for j in rows]
         if shrink:
             new = greedy_rows(model, [encoded[j] for j in rows], tok.pad_token_id or 0, max_new_tokens, eos_ids,
                               (lambda t: stop_reached(tok, t, stops, window)) if stops else (lambda t: False),
-                              tail=window, budget=draft_budget, overhead=prefill_overhead)
+                              tail=window, budget=draft_budget, overhead=prefill_overhead, packed=packed)
             COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as below
             texts = [cut_at_stop(t, stops) for t in tok.batch_decode(new, skip_special_tokens=True)]
             done.update((j, [text]) for j, text in zip(rows, texts))
@@ -567,6 +617,7 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
     answers: dict[int, str] = {}
     losses: list[tuple[float, int]] = []
     group = batch_size // LOSS_BATCH * LOSS_BATCH
+    packed = packed_weights(model)
     for g in tqdm(range(0, len(data), group), desc=desc, mininterval=2):
         parts, live, firsts = [], [], []  # per loss batch: its cache and prompt length; the rows to answer
         for i in range(g, min(g + group, len(data)), LOSS_BATCH):
@@ -595,7 +646,7 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
         mask = (torch.arange(int(prompt_len.max()), device=device)[None, :] < prompt_len[:, None]).long()
         cache = stacked_cache(model, parts, max_new_tokens + DRAFT_MOST)
         parts.clear()  # the loss passes' caches, cut back by views of their whole length: freed before decoding
-        with grouped_attention(model):  # the decoding only: the loss pass above keeps its kernels and digits
+        with grouped_attention(model), running_packed(packed):  # the decoding only: the loss pass keeps its digits
             new = decode_rows(model, cache, mask, (prompt_len - 1)[:, None], torch.cat(firsts), max_new_tokens,
                               eos_ids, stopped, [list(data[j]["input_ids"][: lengths[j]]) for j in live], window)
         COUNTS["generated_tokens"] += sum(t != tok.pad_token_id for row in new for t in row)  # as generate counts
