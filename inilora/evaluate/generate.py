@@ -149,9 +149,9 @@ def grouped_attention(model):
 def packed_weights(model) -> dict:
     """On a CPU, a copy of each float32 ``nn.Linear`` weight of ``model`` in oneDNN's packed layout
     (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing uses), for
-    :func:`running_packed`: at the few rows of a decode step MKL's product runs the model's linear
-    layers at 20 to 40 GFLOP/s on one thread, oneDNN's on packed weights 1.3 to 2 times as fast, and
-    SmolLM2's 49k-word head 1.8 to 2.9 times (docs/speed.md). Empty (nothing packed) off a CPU,
+    :func:`running_packed`: at a decode step's 2 to 16 rows MKL's product runs SmolLM2's linear
+    layers at 7 to 43 GFLOP/s on one thread, oneDNN's on packed weights 1.2 to 2 times as fast, and
+    its 49k-word head 2.4 to 2.9 times (docs/speed.md). Empty (nothing packed) off a CPU,
     without oneDNN, or where the copy would take more than a quarter of the memory free now (a
     7B model's 28 GB, say). Packing SmolLM2 takes about half a second."""
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32
