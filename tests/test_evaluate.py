@@ -241,6 +241,16 @@ def test_packed_weights_run_every_linear_layer_inside_the_block_only(tok_model, 
     monkeypatch.undo()
     monkeypatch.setattr(generation.os, "sysconf", lambda name: 1)  # one page of one byte free
     assert packed_weights(model) == {}
+    monkeypatch.setattr(generation.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(name)))
+    assert packed_weights(model) == {}  # free memory unknown: nothing packed
+    monkeypatch.undo()
+
+    class NoPacking:  # a torch build whose oneDNN lacks the packed product
+        def __getattr__(self, name):
+            raise RuntimeError(f"no {name}")
+
+    monkeypatch.setattr(torch.ops, "mkldnn", NoPacking())
+    assert packed_weights(model) == {}
     monkeypatch.undo()
     assert packed_weights(copy.deepcopy(model).to(torch.bfloat16)) == {}  # float32 only
 

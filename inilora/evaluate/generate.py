@@ -151,16 +151,23 @@ def packed_weights(model) -> dict:
     (``torch.ops.mkldnn._reorder_linear_weight``, what inductor's CPU freezing uses), for
     :func:`running_packed`: at a decode step's 2 to 16 rows MKL's product runs SmolLM2's linear
     layers at 7 to 43 GFLOP/s on one thread, oneDNN's on packed weights 1.2 to 2 times as fast, and
-    its 49k-word head 2.4 to 2.9 times (docs/speed.md). Empty (nothing packed) off a CPU,
-    without oneDNN, or where the copy would take more than a quarter of the memory free now (a
-    7B model's 28 GB, say). Packing SmolLM2 takes about half a second."""
+    its 49k-word head 2.4 to 2.9 times (docs/speed.md). Empty (nothing packed, MKL's products) off
+    a CPU, without oneDNN or its packed product, where the system does not say how much memory is
+    free, or where the copy would take more than a quarter of it (a 7B model's 28 GB, say).
+    Packing SmolLM2 takes about half a second."""
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32
                and m.weight.device.type == "cpu"]
     size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # a system that does not say (macOS has no SC_AVPHYS_PAGES)
+        return {}
     if not linears or not torch.backends.mkldnn.is_available() or size > free / 4:
         return {}
-    return {m: torch.ops.mkldnn._reorder_linear_weight(m.weight.detach()) for m in linears}
+    try:
+        return {m: torch.ops.mkldnn._reorder_linear_weight(m.weight.detach()) for m in linears}
+    except (RuntimeError, AttributeError, NotImplementedError):  # a torch build without the packed product
+        return {}
 
 
 def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
