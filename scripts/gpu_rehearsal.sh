@@ -62,9 +62,10 @@ time .venv/bin/snakemake --directory "$WORK" --configfile "$WORK/config.yaml" --
   $(for m in pissa milora loraga hrp inilora_dora; do echo "results/finetune/llama2-7b/metamath/$m/r8/lr2e-05/seed11/train.json"; done)
 $PY -m inilora.report.runtime "$WORK/results" > "$WORK/report.md"
 # generation at the preset's batch, each way side by side against the HBM bound: transformers'
-# generate, longest first, shared prefix once, finished rows dropped, drafted tokens checked, the default
-# (on a GPU the prefill stays one forward per batch), the static cache, compiled, and the prefill split
-# into groups of similar length at a CPU's overhead per forward (24 tokens) and at 256
+# generate, longest first, shared prefix once, finished rows dropped, drafted tokens checked, the prefill
+# in groups and the weights packed (the default; on a GPU both stay off, so these three runs are one
+# configuration), the static cache, compiled, and the prefill split into groups of similar length at a
+# CPU's overhead per forward (24 tokens) and at 256
 (cd "$WORK" && "$OLDPWD/$PY" -m inilora.speed generate --model results/models/llama2-7b/hf --config config.yaml \
   --benchmarks gsm8k_speed --compile --prefill-overheads 24 256) | tee "$WORK/generation.md"
 # the answers and held-out loss from one forward pass (the default) against two, in bf16 on the GPU:
