@@ -337,9 +337,10 @@ def generation_times(model_path: str, config_path: str, benches: list[str], comp
     process: as transformers' ``generate`` runs it (dataset order, every row computed until the
     batch's last is done), longest prompts first, with the shared prefix prefilled once and finished
     rows dropped too, with drafted tokens checked too, with the prefill in groups of similar length
-    too, with the linear layers' weights packed for oneDNN too (the default), at batch 16, with the static cache (and compiled, if asked), one prompt at a
-    time (if asked), and the default with the prefill split at each of ``overheads`` (a forward's
-    cost in tokens, :func:`inilora.evaluate.generate.prefill_groups`). Each run's time, generated
+    too, with the linear layers' weights packed for oneDNN too (the default), at batch 16, with the
+    static cache (and compiled, if asked), one prompt at a time (if asked), and the default with the
+    prefill split at each of ``overheads`` (a forward's cost in tokens,
+    :func:`inilora.evaluate.generate.prefill_groups`). Each run's time, generated
     tokens/s, decode steps of :func:`decode_rows` with the tokens it drafted and took, share of the
     machine's bound (:func:`decode_bound`) and how many outputs equal the first run's. Returns
     (rows, bounds)."""

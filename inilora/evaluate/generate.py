@@ -286,11 +286,11 @@ def greedy_rows(model, rows: list[list[int]], pad_id: int, max_new_tokens: int, 
     The prefix (:func:`common_prefix`) runs once and its KV cache is repeated for every row. The
     rows' own tokens follow it at positions that continue it, longest first, in the groups of
     :func:`prefill_groups` at ``overhead`` ("device": :data:`PREFILL_OVERHEAD` of the model's
-    device type; None: one group). Each group is one forward, right-padded
-    to its own longest row, so a short row does not pay for the longest row's padding (on the
-    default's benchmarks a third of one padded forward's tokens were padding, docs/speed.md). The
-    groups' caches are stacked into one (:func:`stacked_cache`), each row's padding masked. Each
-    row's first new token comes from the logits at its last prompt position. The decode steps are
+    device type; None: one group). Each group is one forward, right-padded to its own longest row,
+    so a short row does not pay for the longest row's padding (on the default's benchmarks a third
+    of one padded forward's tokens were padding, docs/speed.md). The groups' caches are stacked into
+    one (:func:`stacked_cache`), each row's padding masked. Each row's first new token comes from
+    the logits at its last prompt position. The decode steps are
     :func:`decode_rows`: what ``generate`` does for greedy decoding without logits processors (the
     model's forward with the KV cache, the last position's logits in float32, their argmax). The
     cache is :func:`reserved_cache`, so a step writes its keys and values in place. A row is done at
@@ -317,8 +317,9 @@ def _greedy_rows(model, rows, pad_id, max_new_tokens, eos_ids, stopped, tail, bu
         model(input_ids=torch.tensor([rows[0][:shared]], device=device), cache=prefix, use_cache=True,
               logits_to_keep=1)
     parts, firsts = [], []
+    overhead = PREFILL_OVERHEAD.get(device.type) if overhead == "device" else overhead
     with grouped_attention(model):
-        for group in prefill_groups([len(r) for r in own], PREFILL_OVERHEAD.get(device.type) if overhead == "device" else overhead):
+        for group in prefill_groups([len(r) for r in own], overhead):
             cache = DynamicCache(config=model.config.get_text_config(decoder=True))
             for index, layer in enumerate(prefix.layers if shared else []):
                 cache.update(*(x.expand(len(group), -1, -1, -1) for x in (layer.keys, layer.values)), index)
@@ -454,8 +455,7 @@ def generate(model, tok, prompts: list[str], max_new_tokens: int, batch_size: in
     (:func:`prefill_groups`; "device": :data:`PREFILL_OVERHEAD` of the model's device; None: one
     forward per batch); ``pack``: :func:`greedy_rows` computes its linear layers from weights
     packed for oneDNN (:func:`packed_weights`, once per call), else with MKL's products.
-    ``python -m inilora.speed
-    generate`` compares them all side by side.
+    ``python -m inilora.speed generate`` compares them all side by side.
     """
     if kv_cache not in KV_CACHES:
         raise ValueError(f"kv_cache={kv_cache!r}: allowed are {list(KV_CACHES)}")
