@@ -326,15 +326,13 @@ def _greedy_rows(model, rows, pad_id, max_new_tokens, eos_ids, stopped, tail, bu
             longest = len(own[group[0]])
             ids = torch.tensor([own[k] + [pad_id] * (longest - len(own[k])) for k in group], device=device)
             lengths = torch.tensor([len(own[k]) for k in group], device=device)
-            mask = torch.cat([torch.ones(len(group), shared, dtype=torch.long, device=device),
-                              first_columns(lengths[:, None], longest, torch.long)], dim=-1)
+            mask = first_columns(shared + lengths[:, None], shared + longest, torch.long)  # the prefix, then its own
             position = shared + torch.arange(longest, device=device)[None, :].expand(len(group), -1)
             firsts.append(model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache,
                                 use_cache=True, logits_to_keep=(lengths - 1)[:, None]).logits[:, -1])
             parts.append((cache, shared + longest))
         lengths = torch.tensor([len(r) for r in own], device=device)
-        mask = torch.cat([torch.ones(len(rows), shared, dtype=torch.long, device=device),
-                          first_columns(lengths[:, None], len(own[0]), torch.long)], dim=-1)
+        mask = first_columns(shared + lengths[:, None], shared + len(own[0]), torch.long)
         cache = stacked_cache(model, parts, max_new_tokens + DRAFT_MOST)  # room for the answer and a step's drafts
         parts.clear()
         new = decode_rows(model, cache, mask, shared + (lengths - 1)[:, None], torch.cat(firsts), max_new_tokens,
@@ -650,7 +648,7 @@ def answers_and_losses(model, tok, examples: list[Example], max_length: int, suf
         if not live:
             continue
         prompt_len = torch.tensor([lengths[j] for j in live], device=device)
-        mask = (torch.arange(int(prompt_len.max()), device=device)[None, :] < prompt_len[:, None]).long()
+        mask = first_columns(prompt_len[:, None], int(prompt_len.max()), torch.long)
         cache = stacked_cache(model, parts, max_new_tokens + DRAFT_MOST)
         parts.clear()  # the loss passes' caches, cut back by views of their whole length: freed before decoding
         with grouped_attention(model), running_packed(packed):  # the decoding only: the loss pass keeps its digits
